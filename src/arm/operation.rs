@@ -1,0 +1,116 @@
+//! Every ARM operation keysync calls, with its pinned api-version and the RBAC action it needs.
+//! This list is the single source for both the client and the custom role in `infra/`.
+
+use std::fmt;
+
+/// The api-version pinned for `Microsoft.Storage`.
+pub const STORAGE_API_VERSION: &str = "2025-08-01";
+/// The api-version pinned for `Microsoft.MachineLearningServices`.
+pub const ML_API_VERSION: &str = "2025-12-01";
+
+/// An ARM operation, named by its operationId in Azure's REST API specification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    StorageAccountsGetProperties,
+    StorageAccountsList,
+    StorageAccountsListKeys,
+    StorageAccountsRegenerateKey,
+    WorkspacesListBySubscription,
+    WorkspacesGet,
+    WorkspacesResyncKeys,
+    DatastoresList,
+    DatastoresGet,
+    DatastoresCreateOrUpdate,
+    DatastoresListSecrets,
+}
+
+impl Operation {
+    /// Every operation keysync may call.
+    pub const ALL: [Operation; 11] = [
+        Operation::StorageAccountsGetProperties,
+        Operation::StorageAccountsList,
+        Operation::StorageAccountsListKeys,
+        Operation::StorageAccountsRegenerateKey,
+        Operation::WorkspacesListBySubscription,
+        Operation::WorkspacesGet,
+        Operation::WorkspacesResyncKeys,
+        Operation::DatastoresList,
+        Operation::DatastoresGet,
+        Operation::DatastoresCreateOrUpdate,
+        Operation::DatastoresListSecrets,
+    ];
+
+    /// The operationId in Azure's REST API specification, such as `StorageAccounts_ListKeys`.
+    pub fn operation_id(self) -> &'static str {
+        match self {
+            Operation::StorageAccountsGetProperties => "StorageAccounts_GetProperties",
+            Operation::StorageAccountsList => "StorageAccounts_List",
+            Operation::StorageAccountsListKeys => "StorageAccounts_ListKeys",
+            Operation::StorageAccountsRegenerateKey => "StorageAccounts_RegenerateKey",
+            Operation::WorkspacesListBySubscription => "Workspaces_ListBySubscription",
+            Operation::WorkspacesGet => "Workspaces_Get",
+            Operation::WorkspacesResyncKeys => "Workspaces_ResyncKeys",
+            Operation::DatastoresList => "Datastores_List",
+            Operation::DatastoresGet => "Datastores_Get",
+            Operation::DatastoresCreateOrUpdate => "Datastores_CreateOrUpdate",
+            Operation::DatastoresListSecrets => "Datastores_ListSecrets",
+        }
+    }
+
+    /// The Azure RBAC action that authorizes this operation.
+    pub fn rbac_action(self) -> &'static str {
+        match self {
+            Operation::StorageAccountsGetProperties | Operation::StorageAccountsList => {
+                "Microsoft.Storage/storageAccounts/read"
+            }
+            Operation::StorageAccountsListKeys => {
+                "Microsoft.Storage/storageAccounts/listkeys/action"
+            }
+            Operation::StorageAccountsRegenerateKey => {
+                "Microsoft.Storage/storageAccounts/regeneratekey/action"
+            }
+            Operation::WorkspacesListBySubscription | Operation::WorkspacesGet => {
+                "Microsoft.MachineLearningServices/workspaces/read"
+            }
+            Operation::WorkspacesResyncKeys => {
+                "Microsoft.MachineLearningServices/workspaces/resynckeys/action"
+            }
+            Operation::DatastoresList | Operation::DatastoresGet => {
+                "Microsoft.MachineLearningServices/workspaces/datastores/read"
+            }
+            Operation::DatastoresCreateOrUpdate => {
+                "Microsoft.MachineLearningServices/workspaces/datastores/write"
+            }
+            Operation::DatastoresListSecrets => {
+                "Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action"
+            }
+        }
+    }
+
+    /// The pinned api-version for this operation's resource provider.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Operation::StorageAccountsGetProperties
+            | Operation::StorageAccountsList
+            | Operation::StorageAccountsListKeys
+            | Operation::StorageAccountsRegenerateKey => STORAGE_API_VERSION,
+            _ => ML_API_VERSION,
+        }
+    }
+
+    /// True for operations that change something in Azure.
+    pub fn is_write(self) -> bool {
+        matches!(
+            self,
+            Operation::StorageAccountsRegenerateKey
+                | Operation::WorkspacesResyncKeys
+                | Operation::DatastoresCreateOrUpdate
+        )
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.operation_id())
+    }
+}

@@ -1,0 +1,267 @@
+//! Configuration, read from the environment (app settings on Azure Functions) through an
+//! injectable lookup so that tests never touch the process environment.
+
+use std::time::Duration;
+
+use url::Url;
+
+/// The default Azure Resource Manager endpoint (public cloud).
+pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
+/// The default token scope for ARM (public cloud).
+pub const DEFAULT_ARM_SCOPE: &str = "https://management.azure.com/.default";
+
+/// A setting that is missing or has a value keysync cannot use. The message names the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError {
+            setting,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// How keysync obtains its ARM bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialChoice {
+    /// App Service / Functions managed identity (`IDENTITY_ENDPOINT` and `IDENTITY_HEADER` set);
+    /// `client_id` selects a user-assigned identity.
+    ManagedIdentity { client_id: Option<String> },
+    /// Developer tools on a workstation (`az login`, `azd auth login`).
+    DeveloperTools,
+}
+
+/// Everything keysync needs to talk to Azure.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `KEYSYNC_ARM_ENDPOINT`.
+    pub arm_endpoint: Url,
+    /// `KEYSYNC_ARM_SCOPE`.
+    pub arm_scope: String,
+    /// `KEYSYNC_SUBSCRIPTIONS`: the subscriptions in scope.
+    pub subscriptions: Vec<String>,
+    /// `KEYSYNC_MAX_CONCURRENCY`: ARM requests in flight per subscription.
+    pub max_concurrency: usize,
+    /// `KEYSYNC_REQUEST_TIMEOUT_SECS`: one ARM request, including reading its body.
+    pub request_timeout: Duration,
+    pub credential: CredentialChoice,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (a name → value function).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+
+        let arm_endpoint = parse_endpoint(get("KEYSYNC_ARM_ENDPOINT"))?;
+        let arm_scope = get("KEYSYNC_ARM_SCOPE").unwrap_or_else(|| DEFAULT_ARM_SCOPE.to_string());
+        let subscriptions = parse_subscriptions(get("KEYSYNC_SUBSCRIPTIONS"))?;
+        let max_concurrency = parse_number(
+            "KEYSYNC_MAX_CONCURRENCY",
+            get("KEYSYNC_MAX_CONCURRENCY"),
+            16,
+            1..=256,
+        )?;
+        let timeout = parse_number(
+            "KEYSYNC_REQUEST_TIMEOUT_SECS",
+            get("KEYSYNC_REQUEST_TIMEOUT_SECS"),
+            30,
+            1..=600,
+        )?;
+        let credential = match (get("IDENTITY_ENDPOINT"), get("IDENTITY_HEADER")) {
+            (Some(_), Some(_)) => CredentialChoice::ManagedIdentity {
+                client_id: get("AZURE_CLIENT_ID"),
+            },
+            _ => CredentialChoice::DeveloperTools,
+        };
+
+        Ok(Config {
+            arm_endpoint,
+            arm_scope,
+            subscriptions,
+            max_concurrency,
+            request_timeout: Duration::from_secs(timeout as u64),
+            credential,
+        })
+    }
+
+    /// True when `subscription` is in scope (subscription ids compare case-insensitively).
+    pub fn in_scope(&self, subscription: &str) -> bool {
+        self.subscriptions
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(subscription))
+    }
+}
+
+fn parse_endpoint(value: Option<String>) -> Result<Url, ConfigError> {
+    const NAME: &str = "KEYSYNC_ARM_ENDPOINT";
+    let raw = value.unwrap_or_else(|| DEFAULT_ARM_ENDPOINT.to_string());
+    let url = Url::parse(&raw).map_err(|e| ConfigError::new(NAME, format!("not a URL ({e})")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() {
+        return Err(ConfigError::new(
+            NAME,
+            "must be an http(s) base URL such as https://management.azure.com",
+        ));
+    }
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(ConfigError::new(
+            NAME,
+            "plain http is only allowed for a local emulator on loopback",
+        ));
+    }
+    Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn parse_subscriptions(value: Option<String>) -> Result<Vec<String>, ConfigError> {
+    const NAME: &str = "KEYSYNC_SUBSCRIPTIONS";
+    let raw = value.ok_or_else(|| {
+        ConfigError::new(NAME, "required: a comma-separated list of subscription ids")
+    })?;
+    let mut subscriptions: Vec<String> = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if uuid::Uuid::try_parse(item).is_err() {
+            return Err(ConfigError::new(
+                NAME,
+                format!("'{item}' is not a subscription id (a GUID)"),
+            ));
+        }
+        if !subscriptions.iter().any(|s| s.eq_ignore_ascii_case(item)) {
+            subscriptions.push(item.to_ascii_lowercase());
+        }
+    }
+    if subscriptions.is_empty() {
+        return Err(ConfigError::new(NAME, "lists no subscription"));
+    }
+    Ok(subscriptions)
+}
+
+fn parse_number(
+    name: &'static str,
+    value: Option<String>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<usize, ConfigError> {
+    let Some(raw) = value else {
+        return Ok(default as usize);
+    };
+    match raw.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(n as usize),
+        _ => Err(ConfigError::new(
+            name,
+            format!(
+                "'{raw}' is not a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const SUB: &str = "11111111-2222-3333-4444-555555555555";
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_to_public_arm_and_developer_credentials() {
+        let c = config(&[("KEYSYNC_SUBSCRIPTIONS", SUB)]).unwrap();
+        assert_eq!(c.arm_endpoint.as_str(), "https://management.azure.com/");
+        assert_eq!(c.arm_scope, DEFAULT_ARM_SCOPE);
+        assert_eq!(c.subscriptions, vec![SUB.to_string()]);
+        assert_eq!(c.credential, CredentialChoice::DeveloperTools);
+    }
+
+    #[test]
+    fn managed_identity_needs_both_variables() {
+        let c = config(&[
+            ("KEYSYNC_SUBSCRIPTIONS", SUB),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token"),
+            ("IDENTITY_HEADER", "h"),
+            ("AZURE_CLIENT_ID", "cid"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.credential,
+            CredentialChoice::ManagedIdentity {
+                client_id: Some("cid".into())
+            }
+        );
+        let c = config(&[
+            ("KEYSYNC_SUBSCRIPTIONS", SUB),
+            ("IDENTITY_ENDPOINT", "http://x"),
+        ])
+        .unwrap();
+        assert_eq!(c.credential, CredentialChoice::DeveloperTools);
+    }
+
+    #[test]
+    fn subscriptions_are_validated_and_deduplicated() {
+        let upper = SUB.to_uppercase();
+        let c = config(&[("KEYSYNC_SUBSCRIPTIONS", &format!(" {SUB}, {upper} ,"))]).unwrap();
+        assert_eq!(c.subscriptions.len(), 1);
+        assert!(c.in_scope(&upper));
+        let err = config(&[("KEYSYNC_SUBSCRIPTIONS", "prod")]).unwrap_err();
+        assert_eq!(err.setting, "KEYSYNC_SUBSCRIPTIONS");
+        assert_eq!(config(&[]).unwrap_err().setting, "KEYSYNC_SUBSCRIPTIONS");
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback() {
+        let err = config(&[
+            ("KEYSYNC_SUBSCRIPTIONS", SUB),
+            ("KEYSYNC_ARM_ENDPOINT", "http://arm.example.com"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.setting, "KEYSYNC_ARM_ENDPOINT");
+        let c = config(&[
+            ("KEYSYNC_SUBSCRIPTIONS", SUB),
+            ("KEYSYNC_ARM_ENDPOINT", "http://127.0.0.1:8080"),
+        ])
+        .unwrap();
+        assert_eq!(c.arm_endpoint.port(), Some(8080));
+    }
+
+    #[test]
+    fn numbers_out_of_range_name_the_setting() {
+        let err = config(&[
+            ("KEYSYNC_SUBSCRIPTIONS", SUB),
+            ("KEYSYNC_MAX_CONCURRENCY", "0"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.setting, "KEYSYNC_MAX_CONCURRENCY");
+        assert!(err.to_string().contains("from 1 to 256"), "{err}");
+    }
+}

@@ -1,0 +1,270 @@
+//! The report of a reconcile or rotation: one entry per datastore and workspace looked at, with
+//! what was observed, what was (or would be) done, and why. It never holds a secret: keys are
+//! named by slot (`key1`, `key2`), never by value.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::storage::KeySlot;
+
+/// Everything one run did or would do on one storage account.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// The storage account's ARM id.
+    pub account: String,
+    pub dry_run: bool,
+    /// The key stale datastores move to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_key: Option<KeySlot>,
+    /// Account-level findings, such as shared-key access being disabled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<Note>,
+    pub entries: Vec<Entry>,
+}
+
+/// An account-level finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Note {
+    pub outcome: Outcome,
+    pub message: String,
+}
+
+/// What kind of Azure object an entry is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ObjectKind {
+    Datastore,
+    Workspace,
+}
+
+/// Which key a datastore held when it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Held {
+    Key1,
+    Key2,
+    /// A key that is neither current key: the datastore cannot reach its storage.
+    Stale,
+    /// No secret stored (`listSecrets` found none).
+    Missing,
+}
+
+impl From<KeySlot> for Held {
+    fn from(slot: KeySlot) -> Self {
+        match slot {
+            KeySlot::Key1 => Held::Key1,
+            KeySlot::Key2 => Held::Key2,
+        }
+    }
+}
+
+/// What keysync decided to do with an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    None,
+    UpdateKey,
+    Resync,
+    Skip,
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    /// Nothing to do: the object already works with a current key.
+    InSync,
+    Updated,
+    Resynced,
+    /// Azure accepted the work and finishes it on its own.
+    Accepted,
+    /// Dry run: the action would be taken.
+    Planned,
+    Skipped,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::InSync => "inSync",
+            Outcome::Updated => "updated",
+            Outcome::Resynced => "resynced",
+            Outcome::Accepted => "accepted",
+            Outcome::Planned => "planned",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One datastore or workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub kind: ObjectKind,
+    /// The workspace's ARM id (for a datastore, the workspace that holds it).
+    pub workspace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datastore: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
+    pub action: Action,
+    /// The key written, or to be written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeySlot>,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Entry {
+    /// The workspace's name, the last segment of its id.
+    pub fn workspace_name(&self) -> &str {
+        self.workspace.rsplit('/').next().unwrap_or(&self.workspace)
+    }
+}
+
+impl Report {
+    pub fn new(account: &str, dry_run: bool) -> Self {
+        Report {
+            account: account.to_string(),
+            dry_run,
+            ..Report::default()
+        }
+    }
+
+    /// True when anything failed; the caller should then have the work retried.
+    pub fn has_failures(&self) -> bool {
+        self.entries.iter().any(|e| e.outcome == Outcome::Failed)
+            || self.notes.iter().any(|n| n.outcome == Outcome::Failed)
+    }
+
+    /// How many entries ended with `outcome`.
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.entries.iter().filter(|e| e.outcome == outcome).count()
+    }
+
+    /// One short line such as `3 updated, 1 resynced, 2 inSync`.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = [
+            Outcome::Updated,
+            Outcome::Resynced,
+            Outcome::Accepted,
+            Outcome::Planned,
+            Outcome::InSync,
+            Outcome::Skipped,
+            Outcome::Failed,
+        ]
+        .into_iter()
+        .filter_map(|o| match self.count(o) {
+            0 => None,
+            n => Some(format!("{n} {o}")),
+        })
+        .collect();
+        if parts.is_empty() {
+            "nothing on this account".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    /// Writes one `tracing` event per note and entry: `info` for changes, `debug` for what was
+    /// merely looked at, `warn` for what needs a human.
+    pub fn log(&self) {
+        for note in &self.notes {
+            match note.outcome {
+                Outcome::Failed => {
+                    tracing::error!(account = %self.account, outcome = %note.outcome, "{}", note.message)
+                }
+                _ => {
+                    tracing::warn!(account = %self.account, outcome = %note.outcome, "{}", note.message)
+                }
+            }
+        }
+        for entry in &self.entries {
+            log_entry(&self.account, entry);
+        }
+    }
+}
+
+fn log_entry(account: &str, e: &Entry) {
+    let datastore = e.datastore.as_deref().unwrap_or("-");
+    let held = e
+        .held
+        .map(|h| format!("{h:?}").to_lowercase())
+        .unwrap_or_else(|| "-".into());
+    let key = e.key.map(KeySlot::as_str).unwrap_or("-");
+    let reason = e.reason.as_deref().unwrap_or("-");
+    macro_rules! emit {
+        ($level:ident) => {
+            tracing::$level!(
+                account,
+                workspace = e.workspace_name(),
+                datastore,
+                held = %held,
+                key,
+                outcome = %e.outcome,
+                reason,
+                "{}", if e.kind == ObjectKind::Workspace { "workspace" } else { "datastore" }
+            )
+        };
+    }
+    match e.outcome {
+        Outcome::Failed => emit!(error),
+        Outcome::Updated | Outcome::Resynced | Outcome::Accepted => emit!(info),
+        Outcome::Skipped | Outcome::Planned => emit!(info),
+        Outcome::InSync => emit!(debug),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(outcome: Outcome) -> Entry {
+        Entry {
+            kind: ObjectKind::Datastore,
+            workspace: "/subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices/workspaces/w".into(),
+            datastore: Some("d".into()),
+            held: Some(Held::Stale),
+            action: Action::UpdateKey,
+            key: Some(KeySlot::Key1),
+            outcome,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_counts_outcomes_in_a_fixed_order() {
+        let mut report = Report::new("acct", false);
+        report.entries = vec![
+            entry(Outcome::InSync),
+            entry(Outcome::Updated),
+            entry(Outcome::Updated),
+        ];
+        assert_eq!(report.summary(), "2 updated, 1 inSync");
+        assert!(!report.has_failures());
+        report.entries.push(entry(Outcome::Failed));
+        assert!(report.has_failures());
+    }
+
+    #[test]
+    fn entries_serialize_in_camel_case_with_slots_not_values() {
+        let json = serde_json::to_value(entry(Outcome::Updated)).unwrap();
+        assert_eq!(json["held"], "stale");
+        assert_eq!(json["action"], "updateKey");
+        assert_eq!(json["key"], "key1");
+        assert_eq!(json["outcome"], "updated");
+        assert_eq!(entry(Outcome::Updated).workspace_name(), "w");
+    }
+}
