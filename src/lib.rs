@@ -6,3 +6,30 @@ pub mod config;
 pub mod model;
 pub mod report;
 pub mod resource_id;
+pub mod events;
+pub mod reconcile;
+pub mod telemetry;
+pub mod handler;
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what the Functions host sends on shutdown).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}
+pub mod host;

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::storage::KeySlot;
 
+mod table;
+
 /// Everything one run did or would do on one storage account.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -1,0 +1,108 @@
+//! The `KeyRegenerated` function: an Event Grid event in, a reconcile of the account it names out.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::Handler;
+use super::envelope::{Invocation, InvocationResponse};
+use crate::events::{self, Decision, Event};
+use crate::reconcile::{ReconcileError, Request};
+use crate::report::Report;
+
+/// The binding name in `functions/KeyRegenerated/function.json`.
+pub const BINDING: &str = "event";
+
+/// What became of one event; the invocation's `ReturnValue` is the list of these.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventResult {
+    event: String,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<Report>,
+    /// One line for the host's `Logs`.
+    summary: String,
+}
+
+impl EventResult {
+    fn ignored(event: &Event, reason: String) -> Self {
+        tracing::info!(event = %event.id, outcome = "ignored", reason = %reason, "event");
+        let summary = format!("event {} ignored: {reason}", event.id);
+        EventResult { event: event.id.clone(), outcome: "ignored", reason: Some(reason), report: None, summary }
+    }
+
+    fn failed(event: &Event, account: &str, reason: String) -> Self {
+        tracing::error!(event = %event.id, account, outcome = "failed", error = %reason, "event");
+        let summary = format!("account {account}: failed: {reason}");
+        EventResult { event: event.id.clone(), outcome: "failed", reason: Some(reason), report: None, summary }
+    }
+
+    fn reconciled(event: &Event, account: &str, report: Report) -> Self {
+        report.log();
+        let outcome = if report.has_failures() { "failed" } else { "reconciled" };
+        let summary = format!("account {account}: {}", report.summary());
+        tracing::info!(event = %event.id, account, outcome, summary = %report.summary(), "event done");
+        EventResult { event: event.id.clone(), outcome, reason: None, report: Some(report), summary }
+    }
+
+    fn succeeded(&self) -> bool {
+        self.outcome != "failed"
+    }
+}
+
+/// Handles one invocation. Replies non-2xx when the body is unusable (Event Grid then retries
+/// and dead-letters it) or when any work failed (so it is delivered again and converges).
+pub async fn invoke(State(handler): State<Arc<Handler>>, body: Bytes) -> (StatusCode, Json<InvocationResponse>) {
+    let events = match decode(&body) {
+        Ok(events) => events,
+        Err(message) => return rejected(&message),
+    };
+    let mut results = Vec::with_capacity(events.len());
+    for event in &events {
+        results.push(handle(&handler, event).await);
+    }
+    let status = match results.iter().all(EventResult::succeeded) {
+        true => StatusCode::OK,
+        false => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let logs = results.iter().map(|r| r.summary.clone()).collect();
+    let return_value = serde_json::to_value(&results).unwrap_or(Value::Null);
+    (status, Json(InvocationResponse::new(logs, return_value)))
+}
+
+fn decode(body: &[u8]) -> Result<Vec<Event>, String> {
+    let invocation = Invocation::parse(body).map_err(|e| e.to_string())?;
+    let value = invocation.binding(BINDING).map_err(|e| e.to_string())?;
+    events::decode(value).map_err(|e| e.to_string())
+}
+
+fn rejected(message: &str) -> (StatusCode, Json<InvocationResponse>) {
+    tracing::error!(function = "KeyRegenerated", error = message, "invocation rejected");
+    let body = InvocationResponse::new(vec![], json!({ "error": message }));
+    (StatusCode::BAD_REQUEST, Json(body))
+}
+
+async fn handle(handler: &Handler, event: &Event) -> EventResult {
+    let account = match event.decide(|sub| handler.config.in_scope(sub)) {
+        Decision::Ignore(reason) => return EventResult::ignored(event, reason),
+        Decision::Reconcile(account) => account,
+    };
+    tracing::info!(event = %event.id, account = %account, "key regeneration event: reconciling");
+    match handler.reconciler.reconcile(Request::apply(account.clone())).await {
+        Ok(report) => EventResult::reconciled(event, account.name(), report),
+        Err(ReconcileError::AccountNotFound(_)) => {
+            EventResult::ignored(event, "the storage account no longer exists".to_string())
+        }
+        Err(ReconcileError::Arm(e)) => {
+            EventResult::failed(event, account.name(), crate::reconcile::execute::explain(&e))
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `keysync serve`: the custom handler the Functions host starts. It binds IPv4 loopback on
+//! `FUNCTIONS_CUSTOMHANDLER_PORT`, answers `GET /` at once, and serves one route per function.
+
+pub mod envelope;
+mod key_regenerated;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::arm::{ArmClient, ArmOptions, RetrySettings};
+use crate::config::Config;
+use crate::reconcile::Reconciler;
+
+/// The largest invocation body accepted. Event Grid events are at most 1 MB; anything bigger is
+/// not from the host.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What every route shares.
+pub struct Handler {
+    pub config: Config,
+    pub reconciler: Reconciler,
+}
+
+impl Handler {
+    /// Builds the ARM client and reconciler. Sends nothing: the first token is fetched on the first
+    /// invocation, so start-up stays fast.
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        let credential = crate::arm::auth::credential(&config.credential).context("creating the Azure credential")?;
+        let options = ArmOptions {
+            endpoint: config.arm_endpoint.clone(),
+            scope: config.arm_scope.clone(),
+            max_concurrency: config.max_concurrency,
+            request_timeout: config.request_timeout,
+            retry: RetrySettings::default(),
+        };
+        let arm = ArmClient::new(options, credential).context("creating the ARM client")?;
+        let reconciler = Reconciler::new(arm, config.subscriptions.clone());
+        Ok(Handler { config, reconciler })
+    }
+}
+
+/// The handler's routes.
+pub fn router(handler: Arc<Handler>) -> Router {
+    Router::new()
+        .route("/", get(ready))
+        .route("/KeyRegenerated", post(key_regenerated::invoke))
+        .fallback(unknown_route)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(handler)
+}
+
+/// Serves until SIGINT or SIGTERM, then exits cleanly (exit code 0: the host need not restart it).
+pub async fn serve(port: u16, config: Config) -> anyhow::Result<()> {
+    let handler = Arc::new(Handler::new(config)?);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} (FUNCTIONS_CUSTOMHANDLER_PORT)"))?;
+    tracing::info!(addr = %listener.local_addr()?, "keysync handler listening");
+    axum::serve(listener, router(handler))
+        .with_graceful_shutdown(crate::shutdown_signal())
+        .await
+        .context("serving")
+}
+
+async fn ready() -> &'static str {
+    "keysync"
+}
+
+async fn unknown_route() -> Response {
+    (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such function"}))).into_response()
+}

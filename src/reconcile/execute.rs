@@ -1,0 +1,147 @@
+//! Carrying out a plan: in-place datastore updates and workspace resyncs, each turned into a
+//! report entry.
+
+use crate::arm::{ArmClient, ArmError, ArmErrorKind};
+use crate::model::ml::CredentialsKind;
+use crate::model::storage::{AccountKeys, KeySlot};
+use crate::report::{Action, Entry, ObjectKind, Outcome};
+use crate::resource_id::{DatastoreId, WorkspaceId};
+
+use super::plan::{AccountFacts, DatastorePlan, ResyncDecision, Step};
+
+/// The report entry for a datastore whose plan needs no write (or in a dry run).
+pub fn planned_entry(workspace: &WorkspaceId, ds: &DatastorePlan, dry_run: bool) -> Entry {
+    let mut entry = datastore_entry(workspace, ds);
+    match &ds.step {
+        Step::Update(slot) => {
+            entry.action = Action::UpdateKey;
+            entry.key = Some(*slot);
+            entry.outcome = if dry_run { Outcome::Planned } else { Outcome::Failed };
+        }
+        Step::Leave { outcome, reason, .. } => {
+            entry.action = if *outcome == Outcome::Skipped { Action::Skip } else { Action::None };
+            entry.outcome = *outcome;
+            entry.reason = reason.clone();
+        }
+        Step::Fail(reason) => {
+            entry.outcome = Outcome::Failed;
+            entry.reason = Some(reason.clone());
+        }
+    }
+    entry
+}
+
+fn datastore_entry(workspace: &WorkspaceId, ds: &DatastorePlan) -> Entry {
+    Entry {
+        kind: ObjectKind::Datastore,
+        workspace: workspace.to_string(),
+        datastore: Some(ds.id.name().to_string()),
+        held: ds.held,
+        action: Action::None,
+        key: None,
+        outcome: Outcome::InSync,
+        reason: None,
+    }
+}
+
+/// Carries out one datastore's plan and reports how it went.
+pub async fn datastore(
+    arm: &ArmClient,
+    workspace: &WorkspaceId,
+    ds: &DatastorePlan,
+    facts: &AccountFacts,
+    keys: &AccountKeys,
+) -> Entry {
+    let Step::Update(slot) = ds.step else {
+        return planned_entry(workspace, ds, false);
+    };
+    let mut entry = planned_entry(workspace, ds, false);
+    match update_in_place(arm, &ds.id, facts, keys, slot).await {
+        Ok(()) => entry.outcome = Outcome::Updated,
+        Err(UpdateError::Changed(reason)) => {
+            entry.action = Action::Skip;
+            entry.outcome = Outcome::Skipped;
+            entry.reason = Some(reason.to_string());
+        }
+        Err(UpdateError::Arm(e)) => entry.reason = Some(explain(&e)),
+    }
+    entry
+}
+
+enum UpdateError {
+    /// The datastore no longer looks like it did when planned.
+    Changed(&'static str),
+    Arm(ArmError),
+}
+
+impl From<ArmError> for UpdateError {
+    fn from(e: ArmError) -> Self {
+        UpdateError::Arm(e)
+    }
+}
+
+/// GET the datastore, replace only its secret, PUT it back whole. Never deletes.
+async fn update_in_place(
+    arm: &ArmClient,
+    id: &DatastoreId,
+    facts: &AccountFacts,
+    keys: &AccountKeys,
+    slot: KeySlot,
+) -> Result<(), UpdateError> {
+    let current = arm.get_datastore(id).await?;
+    // Someone may have re-pointed or re-typed the datastore since it was listed.
+    if !facts.holds(&current) || current.credentials_kind() != CredentialsKind::AccountKey {
+        return Err(UpdateError::Changed("changed while keysync was working: left alone"));
+    }
+    let body = current
+        .with_account_key(keys.get(slot))
+        .ok_or(UpdateError::Changed("no credentials object to update: left alone"))?;
+    arm.put_datastore(id, &body).await?;
+    Ok(())
+}
+
+/// The report entry for a workspace whose default storage is the account.
+pub fn workspace_entry(workspace: &WorkspaceId, decision: &ResyncDecision, dry_run: bool) -> Entry {
+    let (action, outcome, reason) = match decision {
+        ResyncDecision::Resync if dry_run => (Action::Resync, Outcome::Planned, None),
+        ResyncDecision::Resync => (Action::Resync, Outcome::Failed, None),
+        ResyncDecision::UpToDate(reason) => (Action::None, Outcome::InSync, Some(reason.clone())),
+    };
+    Entry {
+        kind: ObjectKind::Workspace,
+        workspace: workspace.to_string(),
+        datastore: None,
+        held: None,
+        action,
+        key: None,
+        outcome,
+        reason,
+    }
+}
+
+/// Resyncs a workspace's keys and reports how it went.
+pub async fn resync(arm: &ArmClient, workspace: &WorkspaceId) -> Entry {
+    let mut entry = workspace_entry(workspace, &ResyncDecision::Resync, false);
+    match arm.resync_keys(workspace).await {
+        Ok(()) => entry.outcome = Outcome::Resynced,
+        // Azure finishes an accepted resync on its own.
+        Err(e) if e.kind == ArmErrorKind::Deadline => {
+            entry.outcome = Outcome::Accepted;
+            entry.reason = Some("resync accepted by Azure and still running".to_string());
+        }
+        Err(e) => entry.reason = Some(explain(&e)),
+    }
+    entry
+}
+
+/// The error, plus what to do about it when keysync knows.
+pub fn explain(e: &ArmError) -> String {
+    match e.status {
+        Some(403) => format!(
+            "{e}; grant keysync's identity {} on this resource",
+            e.operation.rbac_action()
+        ),
+        Some(401) => format!("{e}; check keysync's credential and the token scope"),
+        _ => e.to_string(),
+    }
+}

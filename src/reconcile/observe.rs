@@ -1,0 +1,66 @@
+//! Reading what the planner needs from Azure: a workspace's datastores and, for those that hold
+//! an account key of the account, which key they hold.
+
+use secrecy::SecretString;
+
+use crate::arm::{ArmClient, ArmError};
+use crate::model::ml::{Datastore, Workspace};
+use crate::model::storage::AccountKeys;
+use crate::resource_id::{DatastoreId, StorageAccountId, WorkspaceId};
+
+use super::plan::{AccountFacts, ObservedDatastore, SecretState};
+
+/// Whether a workspace's default storage is `account`.
+pub fn default_storage_is(workspace: &Workspace, account: &StorageAccountId) -> bool {
+    workspace
+        .properties
+        .storage_account
+        .as_deref()
+        .and_then(|id| StorageAccountId::parse(id).ok())
+        .is_some_and(|id| &id == account)
+}
+
+/// Lists a workspace's datastores and reads the stored key of each one that needs it.
+pub async fn datastores(
+    arm: &ArmClient,
+    workspace: &WorkspaceId,
+    facts: &AccountFacts,
+    keys: Option<&AccountKeys>,
+) -> Result<Vec<ObservedDatastore>, ArmError> {
+    let listed = arm.list_datastores(workspace).await?;
+    let reads = listed.into_iter().filter_map(|ds| {
+        let id = datastore_id(workspace, &ds)?;
+        Some(async move {
+            let secret = match (facts.needs_secret(&ds), keys) {
+                (true, Some(keys)) => Some(stored_key(arm, &id, keys).await),
+                _ => None,
+            };
+            ObservedDatastore { id, datastore: ds, secret }
+        })
+    });
+    Ok(futures::future::join_all(reads).await)
+}
+
+/// The datastore's id as Azure gave it, or built from its name when the id is absent or odd.
+fn datastore_id(workspace: &WorkspaceId, ds: &Datastore) -> Option<DatastoreId> {
+    ds.id()
+        .and_then(|id| DatastoreId::parse(id).ok())
+        .filter(|id| &id.workspace() == workspace)
+        .or_else(|| workspace.datastore(ds.name()).ok())
+}
+
+/// Which current key, if any, the datastore holds.
+async fn stored_key(arm: &ArmClient, id: &DatastoreId, keys: &AccountKeys) -> SecretState {
+    match arm.list_datastore_secrets(id).await {
+        Ok(secrets) => classify(secrets.key.as_ref(), keys),
+        Err(e) if e.is_not_found() => SecretState::Missing,
+        Err(e) => SecretState::Unreadable(e.to_string()),
+    }
+}
+
+fn classify(stored: Option<&SecretString>, keys: &AccountKeys) -> SecretState {
+    match stored {
+        None => SecretState::Missing,
+        Some(key) => keys.slot_of(key).map_or(SecretState::Stale, SecretState::Current),
+    }
+}

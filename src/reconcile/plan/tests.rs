@@ -1,0 +1,192 @@
+use serde_json::json;
+use time::macros::datetime;
+
+use super::*;
+
+const NOW: OffsetDateTime = datetime!(2026-11-20 09:00 UTC);
+const WS: &str = "/subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices/workspaces/w";
+
+fn account() -> AccountFacts {
+    AccountFacts {
+        name: "stmlshared01".into(),
+        endpoint_suffix: Some("core.windows.net".into()),
+        shared_key_allowed: true,
+        key_creation_time: KeyCreationTime {
+            key1: Some(datetime!(2026-08-01 0:00 UTC)),
+            key2: Some(datetime!(2026-05-01 0:00 UTC)),
+        },
+    }
+}
+
+fn datastore(name: &str, kind: &str, account: &str, secret: Option<SecretState>) -> ObservedDatastore {
+    let ws = WorkspaceId::parse(WS).unwrap();
+    let id = ws.datastore(name).unwrap();
+    let datastore = serde_json::from_value(json!({
+        "id": id.as_str(),
+        "name": name,
+        "properties": {
+            "credentials": {"credentialsType": kind},
+            "datastoreType": "AzureBlob",
+            "accountName": account,
+            "endpoint": "core.windows.net"
+        }
+    }))
+    .unwrap();
+    ObservedDatastore { id, datastore, secret }
+}
+
+fn workspace(default_here: bool, datastores: Vec<ObservedDatastore>) -> ObservedWorkspace {
+    ObservedWorkspace {
+        id: WorkspaceId::parse(WS).unwrap(),
+        default_storage_here: default_here,
+        datastores: Ok(datastores),
+        last_resynced_for: None,
+    }
+}
+
+fn steps(plan: &Plan) -> Vec<(String, Option<Held>, Step)> {
+    plan.workspaces[0]
+        .datastores
+        .iter()
+        .map(|d| (d.id.name().to_string(), d.held, d.step.clone()))
+        .collect()
+}
+
+fn in_sync() -> Step {
+    Step::Leave { outcome: Outcome::InSync, reason: None, attention: false }
+}
+
+#[test]
+fn stale_and_missing_keys_move_to_the_newest_key_and_valid_ones_stay() {
+    let ws = workspace(
+        true,
+        vec![
+            datastore("stale", "AccountKey", "stmlshared01", Some(SecretState::Stale)),
+            datastore("missing", "AccountKey", "stmlshared01", Some(SecretState::Missing)),
+            datastore("on_key2", "AccountKey", "stmlshared01", Some(SecretState::Current(KeySlot::Key2))),
+        ],
+    );
+    let plan = plan(&account(), &[ws], Target::Newest, NOW);
+    assert_eq!(plan.target, KeySlot::Key1);
+    assert_eq!(
+        steps(&plan),
+        vec![
+            ("stale".into(), Some(Held::Stale), Step::Update(KeySlot::Key1)),
+            ("missing".into(), Some(Held::Missing), Step::Update(KeySlot::Key1)),
+            ("on_key2".into(), Some(Held::Key2), in_sync()),
+        ]
+    );
+    assert_eq!(plan.workspaces[0].resync, Some(ResyncDecision::Resync));
+}
+
+#[test]
+fn rotation_moves_every_key_datastore_to_the_new_key() {
+    let ws = workspace(
+        false,
+        vec![
+            datastore("on_key1", "AccountKey", "stmlshared01", Some(SecretState::Current(KeySlot::Key1))),
+            datastore("on_key2", "AccountKey", "stmlshared01", Some(SecretState::Current(KeySlot::Key2))),
+        ],
+    );
+    let plan = plan(&account(), &[ws], Target::Exactly(KeySlot::Key2), NOW);
+    assert_eq!(
+        steps(&plan),
+        vec![
+            ("on_key1".into(), Some(Held::Key1), Step::Update(KeySlot::Key2)),
+            ("on_key2".into(), Some(Held::Key2), in_sync()),
+        ]
+    );
+    assert_eq!(plan.workspaces[0].resync, None, "default storage is elsewhere");
+}
+
+#[test]
+fn other_credentials_and_other_accounts_are_skipped_with_a_reason() {
+    let ws = workspace(
+        true,
+        vec![
+            datastore("identity", "None", "stmlshared01", None),
+            datastore("sp", "ServicePrincipal", "stmlshared01", None),
+            datastore("sas", "Sas", "stmlshared01", None),
+            datastore("weird", "KerberosKeytab", "stmlshared01", None),
+            datastore("elsewhere", "AccountKey", "stother", None),
+            datastore("SAME_ACCOUNT_UPPER", "AccountKey", "STMLSHARED01", Some(SecretState::Current(KeySlot::Key1))),
+        ],
+    );
+    let plan = plan(&account(), &[ws], Target::Newest, NOW);
+    let reasons: Vec<(String, Outcome, String, bool)> = plan.workspaces[0]
+        .datastores
+        .iter()
+        .filter_map(|d| match &d.step {
+            Step::Leave { outcome, reason: Some(r), attention } => Some((d.id.name().to_string(), *outcome, r.clone(), *attention)),
+            _ => None,
+        })
+        .collect();
+    let find = |name: &str| reasons.iter().find(|r| r.0 == name).cloned().unwrap();
+    assert_eq!(find("identity").2, "identity-based access: no key stored");
+    assert!(find("sp").2.starts_with("service principal"));
+    assert!(find("sas").3, "a SAS needs a human");
+    assert!(find("weird").2.contains("'KerberosKeytab'"));
+    assert_eq!(find("elsewhere").2, "on another storage account");
+    assert_eq!(plan.workspaces[0].datastores[5].step, in_sync());
+}
+
+#[test]
+fn the_cloud_suffix_must_match_too() {
+    let mut other_cloud = datastore("cn", "AccountKey", "stmlshared01", Some(SecretState::Stale));
+    let mut raw = other_cloud.datastore.as_json().clone();
+    raw["properties"]["endpoint"] = json!("core.chinacloudapi.cn");
+    other_cloud.datastore = serde_json::from_value(serde_json::Value::Object(raw)).unwrap();
+    assert!(!account().holds(&other_cloud.datastore));
+    assert!(!account().needs_secret(&other_cloud.datastore));
+}
+
+#[test]
+fn shared_key_disabled_writes_nothing() {
+    let mut facts = account();
+    facts.shared_key_allowed = false;
+    let ws = workspace(true, vec![datastore("stale", "AccountKey", "stmlshared01", Some(SecretState::Stale))]);
+    let plan = plan(&facts, &[ws], Target::Newest, NOW);
+    assert!(matches!(&steps(&plan)[0].2, Step::Leave { outcome: Outcome::Skipped, attention: true, reason: Some(r) } if r.contains("shared-key access is disabled")));
+    assert!(!facts.needs_secret(&datastore("x", "AccountKey", "stmlshared01", None).datastore));
+}
+
+#[test]
+fn unreadable_secrets_fail_instead_of_guessing() {
+    let ws = workspace(false, vec![datastore("d", "AccountKey", "stmlshared01", Some(SecretState::Unreadable("HTTP 403".into())))]);
+    let plan = plan(&account(), &[ws], Target::Newest, NOW);
+    assert!(matches!(&steps(&plan)[0].2, Step::Fail(r) if r.contains("HTTP 403")));
+}
+
+#[test]
+fn workspaces_with_nothing_on_the_account_are_left_out() {
+    let ws = workspace(false, vec![datastore("elsewhere", "AccountKey", "stother", None)]);
+    assert!(plan(&account(), &[ws], Target::Newest, NOW).workspaces.is_empty());
+}
+
+#[test]
+fn a_fresh_key_triggers_a_resync_once() {
+    let mut facts = account();
+    facts.key_creation_time.key2 = Some(NOW - Duration::minutes(2));
+    let mut ws = workspace(true, vec![datastore("ok", "AccountKey", "stmlshared01", Some(SecretState::Current(KeySlot::Key1)))]);
+    let first = plan(&facts, std::slice::from_ref(&ws), Target::Newest, NOW);
+    assert_eq!(first.workspaces[0].resync, Some(ResyncDecision::Resync));
+
+    ws.last_resynced_for = facts.newest_key_time();
+    let second = plan(&facts, &[ws], Target::Newest, NOW);
+    assert!(matches!(second.workspaces[0].resync, Some(ResyncDecision::UpToDate(_))));
+}
+
+#[test]
+fn an_old_key_with_everything_in_sync_needs_no_resync() {
+    let ws = workspace(true, vec![datastore("ok", "AccountKey", "stmlshared01", Some(SecretState::Current(KeySlot::Key1)))]);
+    let plan = plan(&account(), &[ws], Target::Newest, NOW);
+    assert!(matches!(&plan.workspaces[0].resync, Some(ResyncDecision::UpToDate(r)) if r.contains("over an hour")));
+}
+
+#[test]
+fn a_listing_failure_keeps_the_workspace_in_the_plan() {
+    let mut ws = workspace(false, vec![]);
+    ws.datastores = Err("HTTP 503".into());
+    let plan = plan(&account(), &[ws], Target::Newest, NOW);
+    assert_eq!(plan.workspaces[0].listing_error.as_deref(), Some("HTTP 503"));
+}
