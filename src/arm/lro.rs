@@ -32,7 +32,7 @@ enum Progress {
 
 impl ArmClient {
     /// Sends `request` and, if ARM accepts it for later, polls until it ends or `deadline`.
-    #[instrument(skip_all, fields(operation = %request.operation, resource = request.resource))]
+    #[instrument(skip_all, fields(operation = %request.operation, resource = %request.resource))]
     pub(super) async fn run_to_completion(
         &self,
         request: ArmRequest<'_>,

@@ -17,7 +17,7 @@ const MAX_PAGES: usize = 10_000;
 
 impl ArmClient {
     /// Every item of every page, starting with `request`.
-    #[instrument(skip_all, fields(operation = %request.operation, resource = request.resource))]
+    #[instrument(skip_all, fields(operation = %request.operation, resource = %request.resource))]
     pub(super) async fn list_all<T: DeserializeOwned>(
         &self,
         request: ArmRequest<'_>,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use azure_core::credentials::AccessToken;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tracing::debug;
@@ -57,7 +57,7 @@ impl ArmClient {
         let response = result.map_err(|e| transport_failure(request, e, attempt))?;
         debug!(
             operation = %request.operation,
-            resource = request.resource,
+            resource = %request.resource,
             status = response.status.as_u16(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             attempt,
@@ -130,9 +130,9 @@ impl ArmClient {
             Some(body) => builder
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.expose_secret().to_vec()),
-            // An explicit empty body sends `Content-Length: 0`, which ARM's front door wants on
-            // a bodiless POST such as listKeys.
-            None if request.method == reqwest::Method::POST => builder.body(Vec::new()),
+            // ARM's front door answers 411 to a POST without a length, and hyper sends none for
+            // an empty body, so a bodiless POST such as listKeys says `Content-Length: 0`.
+            None if request.method == reqwest::Method::POST => builder.header(CONTENT_LENGTH, "0"),
             None => builder,
         };
 
