@@ -120,6 +120,14 @@ impl ArmClient {
     }
 }
 
+impl std::fmt::Debug for ArmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArmClient")
+            .field("endpoint", &self.options().endpoint.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
 fn http_client(options: &ArmOptions) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("keysync/", env!("CARGO_PKG_VERSION")))

@@ -7,27 +7,47 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::error::shorten;
 use super::request::ArmRequest;
 use super::response::RawResponse;
 use super::transport::Failure;
-use super::{ArmClient, ArmError, RetrySettings};
+use super::{ArmClient, ArmError, ArmErrorKind, RetrySettings};
 
 impl ArmClient {
-    /// Sends `request`, retrying what is worth retrying; the last failure is the error.
+    /// Sends `request`, retrying what is worth retrying; the last failure is the error, of kind
+    /// `Deadline` when the deadline rather than the policy ended the retries.
     pub(super) async fn send(&self, request: &ArmRequest<'_>) -> Result<RawResponse, ArmError> {
         let settings = &self.options().retry;
         let mut attempt = 0;
+        let mut out_of_time = false;
         let result = (|| {
             attempt += 1;
             self.attempt(request, attempt)
         })
         .retry(backoff(settings))
         .when(|failure| failure.retryable)
-        .adjust(|failure, backoff| next_delay(settings, failure, backoff, request.deadline))
+        .adjust(|failure, backoff| {
+            let next = next_delay(settings, failure, backoff, request.deadline);
+            out_of_time = next == Err(Stop::Deadline);
+            next.ok()
+        })
         .notify(|failure, delay| log_retry(request, failure, delay))
         .await;
-        result.map_err(|failure| failure.error)
+        result.map_err(|failure| {
+            if out_of_time {
+                past_deadline(failure.error)
+            } else {
+                failure.error
+            }
+        })
     }
+}
+
+/// Why no further attempt is made.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    RetriesUsedUp,
+    Deadline,
 }
 
 fn backoff(settings: &RetrySettings) -> ExponentialBuilder {
@@ -40,26 +60,36 @@ fn backoff(settings: &RetrySettings) -> ExponentialBuilder {
 }
 
 /// The wait before the next attempt: the backoff (jitter included, but never above `max_delay`)
-/// or the server's `Retry-After`, whichever is longer. `None` stops retrying: the retries are used
-/// up, or the wait would end past the deadline.
+/// or the server's `Retry-After`, whichever is longer; no wait that would end past the deadline.
 fn next_delay(
     settings: &RetrySettings,
     failure: &Failure,
     backoff: Option<Duration>,
     deadline: Option<Instant>,
-) -> Option<Duration> {
-    let backoff = backoff?.min(settings.max_delay);
+) -> Result<Duration, Stop> {
+    let backoff = backoff.ok_or(Stop::RetriesUsedUp)?.min(settings.max_delay);
     let delay = backoff.max(failure.retry_after.unwrap_or_default());
     match deadline {
-        Some(deadline) if Instant::now() + delay >= deadline => None,
-        _ => Some(delay),
+        Some(deadline) if Instant::now() + delay >= deadline => Err(Stop::Deadline),
+        _ => Ok(delay),
     }
+}
+
+/// The last failure, relabelled: it would have been retried had there been time. Its status,
+/// code and correlation id stay.
+fn past_deadline(mut error: ArmError) -> ArmError {
+    error.kind = ArmErrorKind::Deadline;
+    error.message = shorten(&format!(
+        "deadline reached while retrying: {}",
+        error.message
+    ));
+    error
 }
 
 fn log_retry(request: &ArmRequest<'_>, failure: &Failure, delay: Duration) {
     warn!(
         operation = %request.operation,
-        resource = request.resource,
+        resource = %request.resource,
         status = failure.error.status,
         code = failure.error.code.as_deref(),
         attempt = failure.attempt,
@@ -71,7 +101,7 @@ fn log_retry(request: &ArmRequest<'_>, failure: &Failure, delay: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arm::{ArmErrorKind, Operation};
+    use crate::arm::Operation;
 
     fn failure(retry_after: Option<Duration>) -> Failure {
         let error = ArmError::new(
@@ -93,11 +123,11 @@ mod tests {
         let settings = RetrySettings::default();
         let ms = Duration::from_millis;
         let at = |retry_after, backoff| next_delay(&settings, &failure(retry_after), backoff, None);
-        assert_eq!(at(None, Some(ms(500))), Some(ms(500)));
-        assert_eq!(at(Some(ms(2000)), Some(ms(500))), Some(ms(2000)));
-        assert_eq!(at(Some(ms(0)), Some(ms(500))), Some(ms(500)));
-        assert_eq!(at(None, Some(ms(60_000))), Some(settings.max_delay));
-        assert_eq!(at(Some(ms(2000)), None), None, "retries used up");
+        assert_eq!(at(None, Some(ms(500))), Ok(ms(500)));
+        assert_eq!(at(Some(ms(2000)), Some(ms(500))), Ok(ms(2000)));
+        assert_eq!(at(Some(ms(0)), Some(ms(500))), Ok(ms(500)));
+        assert_eq!(at(None, Some(ms(60_000))), Ok(settings.max_delay));
+        assert_eq!(at(Some(ms(2000)), None), Err(Stop::RetriesUsedUp));
     }
 
     #[test]
@@ -106,7 +136,8 @@ mod tests {
         let soon = Some(Instant::now() + Duration::from_secs(1));
         let later = Some(Instant::now() + Duration::from_secs(60));
         let wait = Some(Duration::from_secs(5));
-        assert_eq!(next_delay(&settings, &failure(None), wait, soon), None);
-        assert_eq!(next_delay(&settings, &failure(None), wait, later), wait);
+        let at = |deadline| next_delay(&settings, &failure(None), wait, deadline);
+        assert_eq!(at(soon), Err(Stop::Deadline));
+        assert_eq!(at(later), Ok(Duration::from_secs(5)));
     }
 }
