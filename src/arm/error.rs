@@ -25,10 +25,13 @@ pub enum ArmErrorKind {
 /// A failed ARM call.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ArmError {
+    /// What went wrong, broadly.
     pub kind: ArmErrorKind,
+    /// The operation that failed.
     pub operation: Operation,
     /// The ARM id of the resource (or the subscription, for list operations).
     pub resource: String,
+    /// The HTTP status of the answer that failed the call, if there was one.
     pub status: Option<u16>,
     /// ARM's `error.code`, such as `ResourceNotFound`.
     pub code: Option<String>,

@@ -32,6 +32,7 @@ pub struct RetrySettings {
     pub max_retries: usize,
     /// The first backoff delay; it doubles (with jitter) up to `max_delay`.
     pub base_delay: Duration,
+    /// The longest backoff delay, jitter included.
     pub max_delay: Duration,
     /// The longest `Retry-After` keysync will wait; a longer one fails the call instead.
     pub max_retry_after: Duration,
@@ -57,7 +58,9 @@ pub struct ArmOptions {
     pub scope: String,
     /// ARM requests in flight per subscription.
     pub max_concurrency: usize,
+    /// One attempt, from connecting to the last byte of the body.
     pub request_timeout: Duration,
+    /// How throttled and failed calls are retried.
     pub retry: RetrySettings,
 }
 

@@ -10,6 +10,7 @@ use url::Url;
 use crate::model::Page;
 
 use super::request::{ArmRequest, same_origin};
+use super::response::RawResponse;
 use super::{ArmClient, ArmError, ArmErrorKind};
 
 /// A guard against a server that hands out endless fresh links; far above any real list.
@@ -20,17 +21,17 @@ impl ArmClient {
     #[instrument(skip_all, fields(operation = %request.operation, resource = %request.resource))]
     pub(super) async fn list_all<T: DeserializeOwned>(
         &self,
-        request: ArmRequest<'_>,
+        mut request: ArmRequest<'_>,
     ) -> Result<Vec<T>, ArmError> {
         let mut items = Vec::new();
         let mut seen = HashSet::from([request.url.to_string()]);
-        let mut request = request;
         loop {
             let response = self.send(&request).await?;
             let page: Page<T> = response.json(request.operation, request.resource)?;
             items.extend(page.value);
 
-            let Some(next) = self.next_page(&request, page.next_link, &mut seen)? else {
+            let next = self.next_page(&request, &response, page.next_link, &mut seen)?;
+            let Some(next) = next else {
                 return Ok(items);
             };
             request = request.follow(next);
@@ -41,13 +42,18 @@ impl ArmClient {
     fn next_page(
         &self,
         request: &ArmRequest<'_>,
+        response: &RawResponse,
         next_link: Option<String>,
         seen: &mut HashSet<String>,
     ) -> Result<Option<Url>, ArmError> {
         let Some(link) = next_link.filter(|link| !link.trim().is_empty()) else {
             return Ok(None);
         };
-        let refuse = |why: &str| request.error(ArmErrorKind::Decode, format!("nextLink {why}"));
+        let (operation, resource) = (request.operation, request.resource);
+        let refuse = |why: &str| {
+            let message = format!("nextLink {why}");
+            response.error(ArmErrorKind::Decode, operation, resource, message)
+        };
 
         // The link already carries api-version and the continuation token: use it unchanged.
         let url = Url::parse(&link).map_err(|_| refuse("is not an absolute URL"))?;
