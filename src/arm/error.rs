@@ -25,10 +25,13 @@ pub enum ArmErrorKind {
 /// A failed ARM call.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ArmError {
+    /// What went wrong, broadly.
     pub kind: ArmErrorKind,
+    /// The operation that failed.
     pub operation: Operation,
     /// The ARM id of the resource (or the subscription, for list operations).
     pub resource: String,
+    /// The HTTP status of the answer that failed the call, if there was one.
     pub status: Option<u16>,
     /// ARM's `error.code`, such as `ResourceNotFound`.
     pub code: Option<String>,
@@ -38,10 +41,46 @@ pub struct ArmError {
     pub correlation_id: Option<String>,
 }
 
+/// The longest message an error keeps, in characters: ARM messages can run to kilobytes, and an
+/// error ends up in one log line and one report line.
+const MAX_MESSAGE_CHARS: usize = 300;
+
 impl ArmError {
     /// True for 404 (the resource or the secret does not exist).
     pub fn is_not_found(&self) -> bool {
         self.status == Some(404)
+    }
+
+    /// An error without an HTTP answer; `message` is shortened to one line.
+    pub(crate) fn new(
+        kind: ArmErrorKind,
+        operation: Operation,
+        resource: impl Into<String>,
+        message: impl AsRef<str>,
+    ) -> Self {
+        ArmError {
+            kind,
+            operation,
+            resource: resource.into(),
+            status: None,
+            code: None,
+            message: shorten(message.as_ref()),
+            correlation_id: None,
+        }
+    }
+}
+
+/// Folds `text` onto one line (control characters and runs of whitespace become one space) and
+/// cuts it at [`MAX_MESSAGE_CHARS`], marking the cut with `…`.
+pub(crate) fn shorten(text: &str) -> String {
+    let folded = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    match folded.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &folded[..cut]),
+        None => folded,
     }
 }
 
@@ -61,5 +100,41 @@ impl fmt::Display for ArmError {
             write!(f, " (correlation id {id})")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorten_folds_lines_and_caps_the_length() {
+        assert_eq!(shorten("  a\r\n b\tc  "), "a b c");
+        let long = "é".repeat(MAX_MESSAGE_CHARS + 50);
+        let short = shorten(&long);
+        assert_eq!(short.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(short.ends_with('…'));
+        assert_eq!(
+            shorten(&"x".repeat(MAX_MESSAGE_CHARS)).len(),
+            MAX_MESSAGE_CHARS
+        );
+    }
+
+    #[test]
+    fn display_names_operation_resource_status_code_and_correlation_id() {
+        let mut err = ArmError::new(
+            ArmErrorKind::Status,
+            Operation::WorkspacesGet,
+            "/subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices/workspaces/w",
+            "gone",
+        );
+        err.status = Some(404);
+        err.code = Some("ResourceNotFound".into());
+        err.correlation_id = Some("c-1".into());
+        assert!(err.is_not_found());
+        assert_eq!(
+            err.to_string(),
+            "Workspaces_Get on /subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices/workspaces/w failed: HTTP 404 ResourceNotFound: gone (correlation id c-1)"
+        );
     }
 }

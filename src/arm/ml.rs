@@ -1,26 +1,58 @@
 //! Azure Machine Learning workspace and datastore operations.
 
+use reqwest::Method;
+use tokio::time::Instant;
+
 use crate::model::ml::{Datastore, DatastoreBody, DatastoreSecrets, Workspace};
 use crate::resource_id::{DatastoreId, WorkspaceId};
 
-use super::{ArmClient, ArmError};
+use super::lro::DEFAULT_LRO_TIMEOUT;
+use super::request::{ArmRequest, datastore_path, subscription_path, workspace_path};
+use super::{ArmClient, ArmError, ArmErrorKind, Operation};
+
+/// The largest page `Datastores_List` serves; fewer pages mean fewer throttled calls.
+const DATASTORE_PAGE_SIZE: &str = "100";
 
 impl ArmClient {
     /// Every workspace in a subscription, following `nextLink`.
     pub async fn list_workspaces(&self, subscription: &str) -> Result<Vec<Workspace>, ArmError> {
-        let _ = subscription;
-        todo!("arm helper")
+        let operation = Operation::WorkspacesListBySubscription;
+        let resource = format!("/subscriptions/{subscription}");
+        let provider = "Microsoft.MachineLearningServices";
+        let path = subscription_path(subscription, provider, "workspaces");
+        let url = self.url(operation, &resource, &path, &[])?;
+        let request = ArmRequest::new(operation, &resource, subscription, Method::GET, url);
+        self.list_all(request).await
     }
 
+    /// `GET` one workspace.
     pub async fn get_workspace(&self, id: &WorkspaceId) -> Result<Workspace, ArmError> {
-        let _ = id;
-        todo!("arm helper")
+        let operation = Operation::WorkspacesGet;
+        let resource = id.as_str();
+        let url = self.url(operation, resource, &workspace_path(id), &[])?;
+        let request = ArmRequest::new(operation, resource, id.subscription(), Method::GET, url);
+        self.send(&request).await?.json(operation, resource)
     }
 
     /// `resyncKeys`, followed to the end of its long-running operation.
     pub async fn resync_keys(&self, id: &WorkspaceId) -> Result<(), ArmError> {
-        let _ = id;
-        todo!("arm helper")
+        self.resync_keys_until(id, Instant::now() + DEFAULT_LRO_TIMEOUT)
+            .await
+    }
+
+    /// [`resync_keys`](Self::resync_keys), giving up with kind `Deadline` once `deadline` passes.
+    pub async fn resync_keys_until(
+        &self,
+        id: &WorkspaceId,
+        deadline: Instant,
+    ) -> Result<(), ArmError> {
+        let operation = Operation::WorkspacesResyncKeys;
+        let resource = id.as_str();
+        let mut path = workspace_path(id);
+        path.push("resyncKeys".to_string());
+        let url = self.url(operation, resource, &path, &[])?;
+        let request = ArmRequest::new(operation, resource, id.subscription(), Method::POST, url);
+        self.run_to_completion(request, deadline).await
     }
 
     /// Every datastore of a workspace, following `nextLink`, with the largest page size.
@@ -28,13 +60,24 @@ impl ArmClient {
         &self,
         workspace: &WorkspaceId,
     ) -> Result<Vec<Datastore>, ArmError> {
-        let _ = workspace;
-        todo!("arm helper")
+        let operation = Operation::DatastoresList;
+        let resource = workspace.as_str();
+        let mut path = workspace_path(workspace);
+        path.push("datastores".to_string());
+        let query = [("count", DATASTORE_PAGE_SIZE)];
+        let url = self.url(operation, resource, &path, &query)?;
+        let subscription = workspace.subscription();
+        let request = ArmRequest::new(operation, resource, subscription, Method::GET, url);
+        self.list_all(request).await
     }
 
+    /// `GET` one datastore (never with its secret).
     pub async fn get_datastore(&self, id: &DatastoreId) -> Result<Datastore, ArmError> {
-        let _ = id;
-        todo!("arm helper")
+        let operation = Operation::DatastoresGet;
+        let resource = id.as_str();
+        let url = self.url(operation, resource, &datastore_path(id), &[])?;
+        let request = ArmRequest::new(operation, resource, id.subscription(), Method::GET, url);
+        self.send(&request).await?.json(operation, resource)
     }
 
     /// `PUT` the whole datastore; returns it as Azure stored it.
@@ -43,8 +86,16 @@ impl ArmClient {
         id: &DatastoreId,
         body: &DatastoreBody,
     ) -> Result<Datastore, ArmError> {
-        let _ = (id, body);
-        todo!("arm helper")
+        let operation = Operation::DatastoresCreateOrUpdate;
+        let resource = id.as_str();
+        let url = self.url(operation, resource, &datastore_path(id), &[])?;
+        let bytes = serde_json::to_vec(body.expose()).map_err(|_| {
+            let message = "the datastore body could not be serialized";
+            ArmError::new(ArmErrorKind::Decode, operation, resource, message)
+        })?;
+        let request = ArmRequest::new(operation, resource, id.subscription(), Method::PUT, url)
+            .with_body(bytes);
+        self.send(&request).await?.json(operation, resource)
     }
 
     /// `listSecrets`; a 404 means no secret is stored.
@@ -52,7 +103,12 @@ impl ArmClient {
         &self,
         id: &DatastoreId,
     ) -> Result<DatastoreSecrets, ArmError> {
-        let _ = id;
-        todo!("arm helper")
+        let operation = Operation::DatastoresListSecrets;
+        let resource = id.as_str();
+        let mut path = datastore_path(id);
+        path.push("listSecrets".to_string());
+        let url = self.url(operation, resource, &path, &[])?;
+        let request = ArmRequest::new(operation, resource, id.subscription(), Method::POST, url);
+        self.send(&request).await?.json(operation, resource)
     }
 }

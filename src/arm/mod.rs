@@ -3,15 +3,24 @@
 
 pub mod auth;
 pub mod error;
+mod limits;
+mod lro;
 pub mod ml;
 pub mod operation;
+mod paging;
+mod request;
+mod response;
+mod retry;
 pub mod storage;
+mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
 use url::Url;
+
+use limits::SubscriptionLimits;
 
 pub use error::{ArmError, ArmErrorKind};
 pub use operation::Operation;
@@ -23,6 +32,7 @@ pub struct RetrySettings {
     pub max_retries: usize,
     /// The first backoff delay; it doubles (with jitter) up to `max_delay`.
     pub base_delay: Duration,
+    /// The longest backoff delay, jitter included.
     pub max_delay: Duration,
     /// The longest `Retry-After` keysync will wait; a longer one fails the call instead.
     pub max_retry_after: Duration,
@@ -48,7 +58,9 @@ pub struct ArmOptions {
     pub scope: String,
     /// ARM requests in flight per subscription.
     pub max_concurrency: usize,
+    /// One attempt, from connecting to the last byte of the body.
     pub request_timeout: Duration,
+    /// How throttled and failed calls are retried.
     pub retry: RetrySettings,
 }
 
@@ -60,27 +72,71 @@ pub struct ArmClient {
 }
 
 struct Inner {
-    #[allow(dead_code)]
     options: ArmOptions,
-    #[allow(dead_code)]
     credential: Arc<dyn TokenCredential>,
+    /// One connection pool for every call of every clone.
+    http: reqwest::Client,
+    limits: SubscriptionLimits,
 }
+
+/// The longest wait for a TCP and TLS connection; a healthy ARM endpoint answers far sooner, and
+/// a dead one should fail fast into a retry.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ArmClient {
     /// Creates a client. Nothing is sent until the first call.
+    ///
+    /// It fails only when the HTTP client cannot be built (no TLS backend) or the endpoint
+    /// cannot carry a path; the error then names the first operation, as none has run yet.
     pub fn new(
         options: ArmOptions,
         credential: Arc<dyn TokenCredential>,
     ) -> Result<Self, ArmError> {
+        let setup_error = |message: String| {
+            let operation = Operation::ALL[0];
+            ArmError::new(
+                ArmErrorKind::Transport,
+                operation,
+                options.endpoint.as_str(),
+                message,
+            )
+        };
+        if options.endpoint.cannot_be_a_base() {
+            return Err(setup_error("the ARM endpoint is not a base URL".into()));
+        }
+        let http = http_client(&options)
+            .map_err(|e| setup_error(format!("could not create the HTTP client: {e}")))?;
+        let limits = SubscriptionLimits::new(options.max_concurrency);
         Ok(ArmClient {
             inner: Arc::new(Inner {
                 options,
                 credential,
+                http,
+                limits,
             }),
         })
     }
 
+    /// The options the client was created with.
     pub fn options(&self) -> &ArmOptions {
         &self.inner.options
     }
+}
+
+impl std::fmt::Debug for ArmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArmClient")
+            .field("endpoint", &self.options().endpoint.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+fn http_client(options: &ArmOptions) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("keysync/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(CONNECT_TIMEOUT.min(options.request_timeout))
+        .timeout(options.request_timeout)
+        // ARM does not redirect; following one could carry the bearer token elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
 }

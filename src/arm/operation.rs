@@ -98,6 +98,17 @@ impl Operation {
         }
     }
 
+    /// True for operations whose response carries secrets (account keys, datastore secrets): their
+    /// bodies are never logged, and a body that cannot be decoded is not described.
+    pub fn returns_secrets(self) -> bool {
+        matches!(
+            self,
+            Operation::StorageAccountsListKeys
+                | Operation::StorageAccountsRegenerateKey
+                | Operation::DatastoresListSecrets
+        )
+    }
+
     /// True for operations that change something in Azure.
     pub fn is_write(self) -> bool {
         matches!(

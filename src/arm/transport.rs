@@ -1,0 +1,211 @@
+//! One HTTP attempt: a fresh bearer token, a slot in the subscription's concurrency limit, the
+//! request, and the whole response body, read before the slot is given back.
+
+use std::time::Duration;
+
+use azure_core::credentials::AccessToken;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::request::ArmRequest;
+use super::response::RawResponse;
+use super::{ArmClient, ArmError, ArmErrorKind};
+
+/// Statuses worth another attempt: timeouts, throttling and transient server failures.
+const RETRYABLE_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
+
+/// A failed attempt and what the retry policy needs to know about it.
+pub(super) struct Failure {
+    pub error: ArmError,
+    pub retryable: bool,
+    /// What the server asked for (`Retry-After`), already checked against the cap.
+    pub retry_after: Option<Duration>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+impl Failure {
+    fn fatal(error: ArmError, attempt: u32) -> Self {
+        Failure {
+            error,
+            retryable: false,
+            retry_after: None,
+            attempt,
+        }
+    }
+}
+
+impl ArmClient {
+    /// Sends `request` once; any non-2xx answer is a [`Failure`].
+    pub(super) async fn attempt(
+        &self,
+        request: &ArmRequest<'_>,
+        attempt: u32,
+    ) -> Result<RawResponse, Failure> {
+        let fatal = |error| Failure::fatal(error, attempt);
+        let timeout = self.attempt_timeout(request).map_err(fatal)?;
+        let authorization = self.authorization(request).await.map_err(fatal)?;
+
+        // The permit covers the HTTP exchange only, never a retry sleep or a token request.
+        let permit = self.inner.limits.acquire(request.subscription).await;
+        let started = Instant::now();
+        let result = self.exchange(request, authorization, timeout).await;
+        drop(permit);
+
+        let response = result.map_err(|e| transport_failure(request, e, attempt))?;
+        debug!(
+            operation = %request.operation,
+            resource = %request.resource,
+            status = response.status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            attempt,
+            "ARM request completed"
+        );
+        if response.status.is_success() {
+            Ok(response)
+        } else {
+            Err(self.status_failure(request, &response, attempt))
+        }
+    }
+
+    /// The client's request timeout, shortened so the attempt ends by the deadline.
+    fn attempt_timeout(&self, request: &ArmRequest<'_>) -> Result<Duration, ArmError> {
+        let timeout = self.options().request_timeout;
+        let Some(deadline) = request.deadline else {
+            return Ok(timeout);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let message = "the deadline passed before the request could be sent";
+            return Err(request.error(ArmErrorKind::Deadline, message));
+        }
+        Ok(timeout.min(left))
+    }
+
+    /// `Bearer <token>`, marked sensitive so no `Debug` of the request shows it.
+    async fn authorization(&self, request: &ArmRequest<'_>) -> Result<HeaderValue, ArmError> {
+        let token = self.token(request).await?;
+        let mut value =
+            HeaderValue::try_from(format!("Bearer {}", token.token.secret())).map_err(|_| {
+                let message = "the credential returned a token that is not a valid header value";
+                request.error(ArmErrorKind::Credential, message)
+            })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    async fn token(&self, request: &ArmRequest<'_>) -> Result<AccessToken, ArmError> {
+        let scope = self.options().scope.as_str();
+        self.inner
+            .credential
+            .get_token(&[scope], None)
+            .await
+            .map_err(|e| {
+                // azure_identity's messages name the failing tool; they never hold a token.
+                let message = format!(
+                    "no token for {scope} (locally run `az login` or `azd auth login`; on Azure \
+                     check the function app's managed identity and AZURE_CLIENT_ID): {e}"
+                );
+                request.error(ArmErrorKind::Credential, message)
+            })
+    }
+
+    async fn exchange(
+        &self,
+        request: &ArmRequest<'_>,
+        authorization: HeaderValue,
+        timeout: Duration,
+    ) -> Result<RawResponse, reqwest::Error> {
+        let mut builder = self
+            .inner
+            .http
+            .request(request.method.clone(), request.url.clone())
+            .timeout(timeout)
+            .header(AUTHORIZATION, authorization)
+            .header(ACCEPT, "application/json")
+            .header("x-ms-client-request-id", uuid::Uuid::new_v4().to_string());
+        builder = match &request.body {
+            Some(body) => builder
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.expose_secret().to_vec()),
+            // ARM's front door answers 411 to a POST without a length, and hyper sends none for
+            // an empty body, so a bodiless POST such as listKeys says `Content-Length: 0`.
+            None if request.method == reqwest::Method::POST => builder.header(CONTENT_LENGTH, "0"),
+            None => builder,
+        };
+
+        let response = builder.send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?;
+        Ok(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn status_failure(
+        &self,
+        request: &ArmRequest<'_>,
+        response: &RawResponse,
+        attempt: u32,
+    ) -> Failure {
+        let mut error = response.status_error(request.operation, request.resource);
+        let mut retryable = RETRYABLE_STATUSES.contains(&response.status.as_u16());
+        let retry_after = response.retry_after();
+        let cap = self.options().retry.max_retry_after;
+        if let Some(wait) = retry_after.filter(|wait| retryable && *wait > cap) {
+            // Waiting that long would hold up the whole run; the next trigger will try again.
+            retryable = false;
+            let note = format!(
+                " (Retry-After {} s is above the {} s this client waits)",
+                wait.as_secs(),
+                cap.as_secs()
+            );
+            error.message.push_str(&note);
+        }
+        Failure {
+            error,
+            retryable,
+            retry_after,
+            attempt,
+        }
+    }
+}
+
+/// A connection, TLS, timeout or body-read failure. The message names the host but never the
+/// URL, whose query can hold a continuation token.
+fn transport_failure(request: &ArmRequest<'_>, err: reqwest::Error, attempt: u32) -> Failure {
+    let err = err.without_url();
+    let what = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "could not connect"
+    } else if err.is_body() || err.is_decode() {
+        "the connection failed while reading the response"
+    } else {
+        "the request failed"
+    };
+    let host = request.url.host_str().unwrap_or("?");
+    let port = request.url.port_or_known_default().unwrap_or_default();
+    let message = format!("{what} ({host}:{port}): {}", root_cause(&err));
+    Failure {
+        error: request.error(ArmErrorKind::Transport, message),
+        retryable: err.is_timeout() || err.is_connect() || err.is_request() || err.is_body(),
+        retry_after: None,
+        attempt,
+    }
+}
+
+/// The innermost error of the chain, such as "Connection refused (os error 111)": the most
+/// specific one.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}

@@ -1,0 +1,783 @@
+//! The ARM client against a wiremock ARM: each operation's request, paging, retries, long-running
+//! operations, errors and the concurrency limit. Mock answers are Azure's published samples.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use keysync::arm::{ArmClient, ArmErrorKind, Operation};
+use keysync::model::ml::DatastoreBody;
+use keysync::model::storage::KeySlot;
+use keysync::resource_id::WorkspaceId;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use wiremock::matchers::{body_json, header, method, path, query_param};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+// ---- each operation: method, path, api-version, body -------------------------------------------
+
+#[tokio::test]
+async fn get_storage_account_reads_the_sample() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(ACCOUNT))
+        .and(query_param("api-version", STORAGE_VERSION))
+        .respond_with(json_response(
+            200,
+            sample("storage_StorageAccountGetProperties"),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let found = client(&server)
+        .get_storage_account(&account())
+        .await
+        .unwrap();
+
+    assert_eq!(found.name, "sto8596");
+    assert_eq!(found.key_creation_time().newest(), KeySlot::Key1);
+    assert_common_headers(&received(&server).await);
+}
+
+#[tokio::test]
+async fn list_keys_posts_without_body_or_kerberos_expansion() {
+    let server = MockServer::start().await;
+    let mut body = sample("storage_StorageAccountListKeys");
+    body["keys"][0]["value"] = json!("secret-one");
+    body["keys"][1]["value"] = json!("secret-two");
+    Mock::given(method("POST"))
+        .and(path(format!("{ACCOUNT}/listKeys")))
+        .respond_with(json_response(200, body))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let keys = client(&server).list_keys(&account()).await.unwrap();
+
+    assert_eq!(keys.key1.expose_secret(), "secret-one");
+    assert_eq!(keys.key2.expose_secret(), "secret-two");
+    let requests = received(&server).await;
+    assert_eq!(
+        requests[0].url.query(),
+        Some("api-version=2025-08-01"),
+        "no $expand=kerb"
+    );
+    assert!(requests[0].body.is_empty());
+    assert_eq!(requests[0].headers["content-length"], "0");
+    assert_common_headers(&requests);
+}
+
+#[tokio::test]
+async fn regenerate_key_names_the_key_in_a_json_body() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("{ACCOUNT}/regenerateKey")))
+        .and(query_param("api-version", STORAGE_VERSION))
+        .and(header("content-type", "application/json"))
+        .and(body_json(json!({"keyName": "key2"})))
+        .respond_with(json_response(
+            200,
+            sample("storage_StorageAccountRegenerateKey"),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let keys = client(&server)
+        .regenerate_key(&account(), KeySlot::Key2)
+        .await
+        .unwrap();
+
+    assert_eq!(keys.key2.expose_secret(), "<value>");
+}
+
+#[tokio::test]
+async fn list_storage_accounts_reads_one_page() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/subscriptions/{SUB}/providers/Microsoft.Storage/storageAccounts"
+        )))
+        .and(query_param("api-version", STORAGE_VERSION))
+        .respond_with(json_response(200, sample("storage_StorageAccountList")))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let accounts = client(&server).list_storage_accounts(SUB).await.unwrap();
+
+    assert_eq!(accounts.len(), 6);
+    assert_eq!(accounts[0].name, "sto1125");
+}
+
+#[tokio::test]
+async fn get_workspace_reads_the_sample() {
+    let server = MockServer::start().await;
+    let id = WorkspaceId::parse(
+        "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/workspace-1234/providers/Microsoft.MachineLearningServices/workspaces/testworkspace",
+    )
+    .unwrap();
+    Mock::given(method("GET"))
+        .and(path(id.as_str()))
+        .and(query_param("api-version", ML_VERSION))
+        .respond_with(json_response(200, sample("aml_workspace_get")))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let found = client(&server).get_workspace(&id).await.unwrap();
+
+    assert_eq!(found.name, "testworkspace");
+    assert!(found.properties.storage_account.is_some());
+}
+
+#[tokio::test]
+async fn list_datastores_asks_for_the_largest_page() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("{WORKSPACE}/datastores")))
+        .and(query_param("api-version", ML_VERSION))
+        .and(query_param("count", "100"))
+        .respond_with(json_response(200, page("aml_datastore_list", None)))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let found = client(&server).list_datastores(&workspace()).await.unwrap();
+
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].datastore_type(), Some("AzureBlob"));
+}
+
+#[tokio::test]
+async fn get_datastore_reads_the_sample() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(datastore().as_str()))
+        .and(query_param("api-version", ML_VERSION))
+        .respond_with(json_response(200, sample("aml_datastore_get")))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let found = client(&server).get_datastore(&datastore()).await.unwrap();
+
+    assert_eq!(found.endpoint(), Some("core.windows.net"));
+}
+
+#[tokio::test]
+async fn put_datastore_sends_the_body_as_is() {
+    let server = MockServer::start().await;
+    let current: keysync::model::ml::Datastore =
+        serde_json::from_value(sample("aml_datastore_get")).unwrap();
+    let body: DatastoreBody = current
+        .with_account_key(&SecretString::from("new-key"))
+        .unwrap();
+    Mock::given(method("PUT"))
+        .and(path(datastore().as_str()))
+        .and(query_param("api-version", ML_VERSION))
+        .and(header("content-type", "application/json"))
+        .and(body_json(body.expose()))
+        .respond_with(json_response(
+            200,
+            sample("aml_datastore_AzureBlobWAccountKey_createOrUpdate"),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let stored = client(&server)
+        .put_datastore(&datastore(), &body)
+        .await
+        .unwrap();
+
+    assert_eq!(stored.account_name(), Some("string"));
+}
+
+#[tokio::test]
+async fn list_datastore_secrets_posts_and_keeps_the_key_secret() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("{}/listSecrets", datastore())))
+        .and(query_param("api-version", ML_VERSION))
+        .respond_with(json_response(200, sample("aml_datastore_listSecrets")))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let secrets = client(&server)
+        .list_datastore_secrets(&datastore())
+        .await
+        .unwrap();
+
+    assert_eq!(secrets.secrets_type.as_deref(), Some("AccountKey"));
+    assert_eq!(secrets.key.as_ref().unwrap().expose_secret(), "string");
+    assert!(!format!("{secrets:?}").contains("string\""));
+}
+
+#[tokio::test]
+async fn resync_keys_done_at_once_on_200() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("{WORKSPACE}/resyncKeys")))
+        .and(query_param("api-version", ML_VERSION))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    client(&server).resync_keys(&workspace()).await.unwrap();
+}
+
+// ---- paging -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn list_workspaces_follows_absolute_next_links_unchanged() {
+    let server = MockServer::start().await;
+    let uri = server.uri();
+    let list =
+        format!("/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/workspaces");
+    let page2 = format!("{uri}{list}?api-version={ML_VERSION}&$skipToken=p2");
+    let page3 = format!("{uri}{list}?api-version={ML_VERSION}&$skipToken=p3");
+    for (token, next) in [
+        (None, Some(page2)),
+        (Some("p2"), Some(page3)),
+        (Some("p3"), None),
+    ] {
+        let mut mock = Mock::given(method("GET")).and(path(list.as_str()));
+        if let Some(token) = token {
+            mock = mock.and(query_param("$skipToken", token));
+        }
+        mock.respond_with(json_response(200, page("aml_listBySubscription", next)))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+    }
+
+    let found = client(&server).list_workspaces(SUB).await.unwrap();
+
+    assert_eq!(found.len(), 6);
+    let requests = received(&server).await;
+    let queries: Vec<_> = requests.iter().map(|r| r.url.query().unwrap()).collect();
+    assert_eq!(
+        queries,
+        [
+            "api-version=2025-12-01",
+            "api-version=2025-12-01&$skipToken=p2",
+            "api-version=2025-12-01&$skipToken=p3",
+        ]
+    );
+    assert_common_headers(&requests);
+}
+
+#[tokio::test]
+async fn a_next_link_to_another_host_is_refused_without_sending_the_token() {
+    let server = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    let next = format!("{}/steal?api-version={ML_VERSION}", elsewhere.uri());
+    Mock::given(method("GET"))
+        .respond_with(json_response(
+            200,
+            page("aml_listBySubscription", Some(next)),
+        ))
+        .mount(&server)
+        .await;
+
+    let err = client(&server).list_workspaces(SUB).await.unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::Decode);
+    assert!(err.message.contains("nextLink"), "{err}");
+    assert!(received(&elsewhere).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_next_link_loop_is_stopped() {
+    let server = MockServer::start().await;
+    let list = format!("{WORKSPACE}/datastores");
+    let again = format!(
+        "{}{list}?api-version={ML_VERSION}&$skipToken=same",
+        server.uri()
+    );
+    Mock::given(method("GET"))
+        .and(path(list.as_str()))
+        .respond_with(json_response(200, page("aml_datastore_list", Some(again))))
+        .mount(&server)
+        .await;
+
+    let err = client(&server)
+        .list_datastores(&workspace())
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::Decode);
+    assert!(err.message.contains("loop"), "{err}");
+    assert_eq!(received(&server).await.len(), 2);
+}
+
+// ---- retries ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn throttling_with_retry_after_seconds_is_waited_out() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(json_response(200, sample("aml_datastore_get")))
+        .mount(&server)
+        .await;
+
+    let started = Instant::now();
+    client(&server).get_datastore(&datastore()).await.unwrap();
+
+    assert!(started.elapsed() >= Duration::from_millis(950));
+    let requests = received(&server).await;
+    assert_eq!(requests.len(), 2);
+    assert_common_headers(&requests);
+}
+
+#[tokio::test]
+async fn throttling_with_an_http_date_retry_after_is_waited_out() {
+    let server = MockServer::start().await;
+    let at = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(1));
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", at.as_str()))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(json_response(200, sample("aml_datastore_get")))
+        .mount(&server)
+        .await;
+
+    client(&server).get_datastore(&datastore()).await.unwrap();
+
+    assert_eq!(received(&server).await.len(), 2);
+}
+
+fn gateway_page() -> ResponseTemplate {
+    let html = format!(
+        "<html><head><title>503 Service Unavailable</title></head><body>{}</body></html>",
+        "<p>The gateway is busy.</p>".repeat(40)
+    );
+    ResponseTemplate::new(503)
+        .set_body_raw(html, "text/html")
+        .insert_header("x-ms-correlation-request-id", "corr-503")
+}
+
+#[tokio::test]
+async fn a_gateway_html_503_is_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(gateway_page())
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(json_response(200, sample("aml_workspace_get")))
+        .mount(&server)
+        .await;
+
+    let found = client(&server).get_workspace(&workspace()).await.unwrap();
+
+    assert_eq!(found.name, "testworkspace");
+    assert_eq!(received(&server).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_503_that_never_ends_fails_with_status_and_correlation_id_but_no_html() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(gateway_page())
+        .mount(&server)
+        .await;
+
+    let err = client(&server)
+        .get_workspace(&workspace())
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::Status);
+    assert_eq!(err.status, Some(503));
+    assert_eq!(err.correlation_id.as_deref(), Some("corr-503"));
+    assert!(
+        err.message.starts_with("non-JSON error body (text/html, "),
+        "{err}"
+    );
+    let shown = err.to_string();
+    assert!(
+        !shown.contains('<') && !shown.contains("gateway"),
+        "{shown}"
+    );
+    assert_eq!(received(&server).await.len(), 1 + settings().max_retries);
+}
+
+#[tokio::test]
+async fn not_found_is_not_retried_and_keeps_arm_code() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            json_response(
+                404,
+                arm_error("ResourceNotFound", "The Resource was not found."),
+            )
+            .insert_header("x-ms-request-id", "req-404"),
+        )
+        .mount(&server)
+        .await;
+
+    let err = client(&server)
+        .get_datastore(&datastore())
+        .await
+        .unwrap_err();
+
+    assert!(err.is_not_found());
+    assert_eq!(err.code.as_deref(), Some("ResourceNotFound"));
+    assert_eq!(err.operation, Operation::DatastoresGet);
+    assert_eq!(err.resource, datastore().as_str());
+    assert_eq!(err.correlation_id.as_deref(), Some("req-404"));
+    assert_eq!(received(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_above_the_cap_is_not_waited_for() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            json_response(429, arm_error("TooManyRequests", "slow down"))
+                .insert_header("Retry-After", "120"),
+        )
+        .mount(&server)
+        .await;
+
+    let started = Instant::now();
+    let err = client(&server)
+        .get_workspace(&workspace())
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.status, Some(429));
+    assert!(err.message.contains("Retry-After 120 s"), "{err}");
+    assert_eq!(received(&server).await.len(), 1);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_transport_error() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let client = ArmClient::new(options(&endpoint, 4), Arc::new(FixedToken)).unwrap();
+
+    let err = client.get_workspace(&workspace()).await.unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::Transport);
+    assert_eq!(err.status, None);
+    assert!(err.message.contains("could not connect"), "{err}");
+    assert!(!err.message.contains("api-version"), "{err}");
+}
+
+#[tokio::test]
+async fn a_credential_failure_says_what_to_do_and_sends_nothing() {
+    let server = MockServer::start().await;
+    let client = ArmClient::new(options(&server.uri(), 4), Arc::new(NoToken)).unwrap();
+
+    let err = client.list_keys(&account()).await.unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::Credential);
+    assert!(err.message.contains("az login"), "{err}");
+    assert!(received(&server).await.is_empty());
+}
+
+// ---- secrets stay out of errors ---------------------------------------------------------------
+
+#[tokio::test]
+async fn an_unreadable_list_keys_answer_is_not_quoted() {
+    let server = MockServer::start().await;
+    let garbage =
+        r#"{"keys": [{"keyName": "key1", "value": 12345678, "permissions": "FULL-SECRET-ISH"}"#;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(garbage, "application/json"))
+        .mount(&server)
+        .await;
+
+    let err = client(&server).list_keys(&account()).await.unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::Decode);
+    let shown = format!("{err} {err:?}");
+    for part in ["12345678", "FULL-SECRET-ISH", "keyName", "key1"] {
+        assert!(!shown.contains(part), "{part} in {shown}");
+    }
+    assert!(shown.contains("could not be read"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_key_quoted_back_by_a_put_validation_error_is_redacted() {
+    let server = MockServer::start().await;
+    let key = "c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXktc2VjcmV0LWtleQ==";
+    let message = format!("Account key '{key}' is invalid for account string.");
+    Mock::given(method("PUT"))
+        .respond_with(json_response(400, arm_error("UserError", &message)))
+        .mount(&server)
+        .await;
+    let current: keysync::model::ml::Datastore =
+        serde_json::from_value(sample("aml_datastore_get")).unwrap();
+    let body = current.with_account_key(&SecretString::from(key)).unwrap();
+
+    let err = client(&server)
+        .put_datastore(&datastore(), &body)
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.status, Some(400));
+    assert_eq!(err.code.as_deref(), Some("UserError"));
+    assert!(!format!("{err} {err:?}").contains(key), "{err}");
+}
+
+// ---- long-running operations ------------------------------------------------------------------
+
+#[tokio::test]
+async fn resync_polls_location_until_it_stops_answering_202() {
+    let server = MockServer::start().await;
+    let status = format!(
+        "{}/operations/resync-1?api-version={ML_VERSION}",
+        server.uri()
+    );
+    Mock::given(method("POST"))
+        .and(path(format!("{WORKSPACE}/resyncKeys")))
+        .respond_with(
+            ResponseTemplate::new(202)
+                .insert_header("Location", status.as_str())
+                .insert_header("Retry-After", "0"),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/operations/resync-1"))
+        .respond_with(ResponseTemplate::new(202).insert_header("Retry-After", "0"))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/operations/resync-1"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+
+    client(&server).resync_keys(&workspace()).await.unwrap();
+
+    let requests = received(&server).await;
+    assert_eq!(requests.len(), 4);
+    for poll in &requests[1..] {
+        let polled = format!(
+            "{}?{}",
+            poll.url.path(),
+            poll.url.query().unwrap_or_default()
+        );
+        assert!(status.ends_with(&polled), "polled {polled}, not {status}");
+    }
+    assert_common_headers(&requests);
+}
+
+async fn mount_async_operation(server: &MockServer, statuses: &[Value]) {
+    let status_url = format!(
+        "{}/asyncoperations/op-1?api-version={ML_VERSION}",
+        server.uri()
+    );
+    Mock::given(method("POST"))
+        .and(path(format!("{WORKSPACE}/resyncKeys")))
+        .respond_with(
+            ResponseTemplate::new(202)
+                .insert_header("Azure-AsyncOperation", status_url.as_str())
+                .insert_header("Location", format!("{}/elsewhere", server.uri()).as_str())
+                .insert_header("Retry-After", "0"),
+        )
+        .mount(server)
+        .await;
+    for body in statuses {
+        Mock::given(method("GET"))
+            .and(path("/asyncoperations/op-1"))
+            .respond_with(json_response(200, body.clone()).insert_header("Retry-After", "0"))
+            .up_to_n_times(1)
+            .mount(server)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn resync_polls_azure_async_operation_until_succeeded() {
+    let server = MockServer::start().await;
+    let statuses = [
+        json!({"status": "InProgress"}),
+        json!({"status": "Succeeded"}),
+    ];
+    mount_async_operation(&server, &statuses).await;
+
+    client(&server).resync_keys(&workspace()).await.unwrap();
+
+    let requests = received(&server).await;
+    assert_eq!(requests.len(), 3);
+    assert!(
+        requests[1..]
+            .iter()
+            .all(|r| r.url.path() == "/asyncoperations/op-1")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_async_operation_reports_its_error_code() {
+    let server = MockServer::start().await;
+    let failed = json!({
+        "status": "Failed",
+        "error": {"code": "StorageAccountKeyInvalid", "message": "The key could not be synced."}
+    });
+    mount_async_operation(&server, &[json!({"status": "InProgress"}), failed]).await;
+
+    let err = client(&server).resync_keys(&workspace()).await.unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::OperationFailed);
+    assert_eq!(err.code.as_deref(), Some("StorageAccountKeyInvalid"));
+    assert_eq!(err.message, "The key could not be synced.");
+    assert_eq!(err.operation, Operation::WorkspacesResyncKeys);
+}
+
+#[tokio::test]
+async fn polling_stops_at_the_deadline() {
+    let server = MockServer::start().await;
+    let status = format!("{}/operations/slow", server.uri());
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(202)
+                .insert_header("Location", status.as_str())
+                .insert_header("Retry-After", "0"),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(202).set_delay(Duration::from_millis(50)))
+        .mount(&server)
+        .await;
+
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let err = client(&server)
+        .resync_keys_until(&workspace(), deadline)
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::Deadline);
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_deadline_keeping_the_status() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            json_response(503, arm_error("ServerBusy", "busy"))
+                .insert_header("Retry-After", "1")
+                .insert_header("x-ms-correlation-request-id", "corr-late"),
+        )
+        .mount(&server)
+        .await;
+
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let err = client(&server)
+        .resync_keys_until(&workspace(), deadline)
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::Deadline);
+    assert_eq!(err.status, Some(503));
+    assert_eq!(err.code.as_deref(), Some("ServerBusy"));
+    assert_eq!(err.correlation_id.as_deref(), Some("corr-late"));
+    assert_eq!(received(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_status_url_on_another_host_is_not_polled() {
+    let server = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(202)
+                .insert_header("Location", format!("{}/op", elsewhere.uri()).as_str()),
+        )
+        .mount(&server)
+        .await;
+
+    let err = client(&server).resync_keys(&workspace()).await.unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::Decode);
+    assert!(received(&elsewhere).await.is_empty());
+}
+
+// ---- concurrency ------------------------------------------------------------------------------
+
+/// Answers after `delay` and records when each request arrived.
+struct Stopwatch {
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+    answer: ResponseTemplate,
+}
+
+impl Respond for Stopwatch {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        self.arrivals.lock().unwrap().push(Instant::now());
+        self.answer.clone()
+    }
+}
+
+async fn timed_server(delay: Duration) -> (MockServer, Arc<Mutex<Vec<Instant>>>) {
+    let server = MockServer::start().await;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let answer = json_response(200, sample("aml_workspace_get")).set_delay(delay);
+    Mock::given(method("GET"))
+        .respond_with(Stopwatch {
+            arrivals: Arc::clone(&arrivals),
+            answer,
+        })
+        .mount(&server)
+        .await;
+    (server, arrivals)
+}
+
+#[tokio::test]
+async fn one_slot_per_subscription_serializes_its_requests() {
+    let delay = Duration::from_millis(200);
+    let (server, arrivals) = timed_server(delay).await;
+    let client = ArmClient::new(options(&server.uri(), 1), Arc::new(FixedToken)).unwrap();
+    let id = workspace();
+
+    let calls = (0..3).map(|_| client.get_workspace(&id));
+    let results = futures::future::join_all(calls).await;
+
+    assert!(results.iter().all(Result::is_ok));
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 3);
+    for pair in arrivals.windows(2) {
+        // Each request starts only after the previous answer, which took `delay`.
+        assert!(pair[1] - pair[0] >= delay - Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn other_subscriptions_are_not_held_up() {
+    let delay = Duration::from_millis(600);
+    let (server, arrivals) = timed_server(delay).await;
+    let client = ArmClient::new(options(&server.uri(), 1), Arc::new(FixedToken)).unwrap();
+    let other = WORKSPACE.replace(SUB, "99999999-1111-2222-3333-444444444444");
+    let (a, b) = (workspace(), WorkspaceId::parse(&other).unwrap());
+
+    let (first, second) = tokio::join!(client.get_workspace(&a), client.get_workspace(&b));
+
+    assert!(first.is_ok() && second.is_ok());
+    let arrivals = arrivals.lock().unwrap().clone();
+    // Both arrived before either answer was sent: they were in flight together.
+    assert!(arrivals[1] - arrivals[0] < delay);
+}
