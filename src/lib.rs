@@ -3,6 +3,7 @@
 
 pub mod arm;
 pub mod config;
+pub mod emulator;
 pub mod model;
 pub mod report;
 pub mod resource_id;
