@@ -615,6 +615,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/example.json");
+        let scenario = Scenario::from_file(&path).unwrap();
+        assert_eq!(scenario.lro_style, LroStyle::AzureAsyncOperation);
+        assert_eq!(scenario.faults.len(), 2);
+    }
+
+    #[test]
     fn bad_ids_are_named() {
         let err = error_of(json!({"storageAccounts": [{"id": "/subscriptions/x/sta"}]}));
         assert!(err.contains("/subscriptions/x/sta"), "{err}");
