@@ -145,8 +145,75 @@ enum Target {
     Status { subscription: String, id: String },
 }
 
-const STORAGE: &str = "microsoft.storage";
-const ML: &str = "microsoft.machinelearningservices";
+/// The path shapes the emulator serves. `*` captures a segment; any other part must equal
+/// the segment, ignoring case. The first match wins, so `datastores` comes before a workspace
+/// action.
+const SHAPES: [(&str, Shape); 12] = [
+    (
+        "subscriptions/*/providers/microsoft.storage/storageaccounts",
+        Shape::Accounts,
+    ),
+    (
+        "subscriptions/*/resourcegroups/*/providers/microsoft.storage/storageaccounts",
+        Shape::GroupAccounts,
+    ),
+    (
+        "subscriptions/*/resourcegroups/*/providers/microsoft.storage/storageaccounts/*",
+        Shape::Account,
+    ),
+    (
+        "subscriptions/*/resourcegroups/*/providers/microsoft.storage/storageaccounts/*/*",
+        Shape::AccountAction,
+    ),
+    (
+        "subscriptions/*/providers/microsoft.machinelearningservices/workspaces",
+        Shape::Workspaces,
+    ),
+    (
+        "subscriptions/*/providers/microsoft.machinelearningservices/locations/*/*/*",
+        Shape::Status,
+    ),
+    (
+        "subscriptions/*/resourcegroups/*/providers/microsoft.machinelearningservices/workspaces",
+        Shape::GroupWorkspaces,
+    ),
+    (
+        "subscriptions/*/resourcegroups/*/providers/microsoft.machinelearningservices/workspaces/*",
+        Shape::Workspace,
+    ),
+    (
+        "subscriptions/*/resourcegroups/*/providers/microsoft.machinelearningservices/workspaces/*/datastores",
+        Shape::Datastores,
+    ),
+    (
+        "subscriptions/*/resourcegroups/*/providers/microsoft.machinelearningservices/workspaces/*/*",
+        Shape::WorkspaceAction,
+    ),
+    (
+        "subscriptions/*/resourcegroups/*/providers/microsoft.machinelearningservices/workspaces/*/datastores/*",
+        Shape::Datastore,
+    ),
+    (
+        "subscriptions/*/resourcegroups/*/providers/microsoft.machinelearningservices/workspaces/*/datastores/*/*",
+        Shape::DatastoreAction,
+    ),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Accounts,
+    GroupAccounts,
+    Account,
+    AccountAction,
+    Workspaces,
+    Status,
+    GroupWorkspaces,
+    Workspace,
+    Datastores,
+    WorkspaceAction,
+    Datastore,
+    DatastoreAction,
+}
 
 /// Finds the operation a method and path ask for.
 pub(crate) fn parse(method: &Method, path: &str) -> Result<Route, RouteError> {
@@ -166,134 +233,62 @@ fn segments(path: &str) -> Vec<String> {
         .collect()
 }
 
+/// The captured segments when `segments` have the shape of `pattern`.
+fn captures<'a>(pattern: &str, segments: &'a [String]) -> Option<Vec<&'a str>> {
+    let parts: Vec<&str> = pattern.split('/').collect();
+    if parts.len() != segments.len() {
+        return None;
+    }
+    let mut captured = Vec::new();
+    for (part, segment) in parts.iter().zip(segments) {
+        if *part == "*" {
+            captured.push(segment.as_str());
+        } else if !part.eq_ignore_ascii_case(segment) {
+            return None;
+        }
+    }
+    Some(captured)
+}
+
 fn target(segments: &[String]) -> Option<Target> {
-    let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
-    let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
     if segments.iter().any(String::is_empty) {
         return None;
     }
-    let at = |i: usize| segments[i].clone();
+    let (shape, c) = SHAPES
+        .iter()
+        .find_map(|(pattern, shape)| captures(pattern, segments).map(|c| (*shape, c)))?;
+    let at = |i: usize| c[i].to_string();
+    let action = |i: usize| Some(c[i].to_ascii_lowercase());
+    let scope = |group: bool| Scope {
+        subscription: at(0),
+        group: group.then(|| at(1)),
+    };
     let named = || Named {
-        subscription: at(1),
-        group: at(3),
-        name: at(7),
+        subscription: at(0),
+        group: at(1),
+        name: at(2),
     };
     let datastore = || DatastorePath {
         workspace: named(),
-        name: at(9),
+        name: at(3),
     };
-    let scope = |group: bool| Scope {
-        subscription: at(1),
-        group: group.then(|| at(3)),
-    };
-    let target = match lower.as_slice() {
-        ["subscriptions", _, "providers", STORAGE, "storageaccounts"] => {
-            Target::Accounts(scope(false))
-        }
-        [
-            "subscriptions",
-            _,
-            "resourcegroups",
-            _,
-            "providers",
-            STORAGE,
-            "storageaccounts",
-        ] => Target::Accounts(scope(true)),
-        [
-            "subscriptions",
-            _,
-            "resourcegroups",
-            _,
-            "providers",
-            STORAGE,
-            "storageaccounts",
-            _,
-        ] => Target::Account(named(), None),
-        [
-            "subscriptions",
-            _,
-            "resourcegroups",
-            _,
-            "providers",
-            STORAGE,
-            "storageaccounts",
-            _,
-            action,
-        ] => Target::Account(named(), Some(action.to_string())),
-        ["subscriptions", _, "providers", ML, "workspaces"] => Target::Workspaces(scope(false)),
-        ["subscriptions", _, "providers", ML, "locations", _, kind, _] if is_status_kind(kind) => {
-            Target::Status {
-                subscription: at(1),
-                id: at(7),
-            }
-        }
-        [
-            "subscriptions",
-            _,
-            "resourcegroups",
-            _,
-            "providers",
-            ML,
-            "workspaces",
-        ] => Target::Workspaces(scope(true)),
-        [
-            "subscriptions",
-            _,
-            "resourcegroups",
-            _,
-            "providers",
-            ML,
-            "workspaces",
-            _,
-        ] => Target::Workspace(named(), None),
-        [
-            "subscriptions",
-            _,
-            "resourcegroups",
-            _,
-            "providers",
-            ML,
-            "workspaces",
-            _,
-            "datastores",
-        ] => Target::Datastores(named()),
-        [
-            "subscriptions",
-            _,
-            "resourcegroups",
-            _,
-            "providers",
-            ML,
-            "workspaces",
-            _,
-            action,
-        ] => Target::Workspace(named(), Some(action.to_string())),
-        [
-            "subscriptions",
-            _,
-            "resourcegroups",
-            _,
-            "providers",
-            ML,
-            "workspaces",
-            _,
-            "datastores",
-            _,
-        ] => Target::Datastore(datastore(), None),
-        [
-            "subscriptions",
-            _,
-            "resourcegroups",
-            _,
-            "providers",
-            ML,
-            "workspaces",
-            _,
-            "datastores",
-            _,
-            action,
-        ] => Target::Datastore(datastore(), Some(action.to_string())),
-        _ => return None,
+    let target = match shape {
+        Shape::Accounts => Target::Accounts(scope(false)),
+        Shape::GroupAccounts => Target::Accounts(scope(true)),
+        Shape::Account => Target::Account(named(), None),
+        Shape::AccountAction => Target::Account(named(), action(3)),
+        Shape::Workspaces => Target::Workspaces(scope(false)),
+        Shape::GroupWorkspaces => Target::Workspaces(scope(true)),
+        Shape::Workspace => Target::Workspace(named(), None),
+        Shape::WorkspaceAction => Target::Workspace(named(), action(3)),
+        Shape::Datastores => Target::Datastores(named()),
+        Shape::Datastore => Target::Datastore(datastore(), None),
+        Shape::DatastoreAction => Target::Datastore(datastore(), action(4)),
+        Shape::Status if is_status_kind(&c[2].to_ascii_lowercase()) => Target::Status {
+            subscription: at(0),
+            id: at(3),
+        },
+        Shape::Status => return None,
     };
     Some(target)
 }
