@@ -439,9 +439,15 @@ async fn workspace_answers_read_like_the_samples() {
         "workspace properties",
     );
     let workspace: Workspace = get.parse();
-    assert_eq!(
-        workspace.properties.storage_account.as_deref(),
-        Some(account_path("stmlshared01").as_str())
+    let storage = workspace.properties.storage_account.unwrap();
+    assert!(
+        storage.eq_ignore_ascii_case(&account_path("stmlshared01")),
+        "{storage}"
+    );
+    assert_ne!(
+        storage,
+        account_path("stmlshared01"),
+        "the demo spells it as Azure ML often does"
     );
 
     let sample_list = sample("aml_listBySubscription.json", "200");
@@ -1257,6 +1263,36 @@ async fn a_key_that_is_not_current_is_refused_without_being_echoed() {
         h.datastore_state("mlw-vision", "curated")["secrets"]["key"],
         stale
     );
+}
+
+#[tokio::test]
+async fn keys_are_validated_against_an_account_named_in_another_case() {
+    let h = Harness::demo().await;
+    let path = format!(
+        "{}?{ML_API}",
+        datastore_path("mlw-forecast", "shared_features")
+    );
+    let datastore: Datastore = h.get(&path).await.parse();
+    assert_eq!(datastore.account_name(), Some("StMlShared01"));
+    let other_key = h.account_state("stmlother02")["keys"]["key1"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = datastore
+        .with_account_key(&SecretString::from(other_key))
+        .unwrap();
+    assert_eq!(
+        h.put(&path, body.expose()).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let key2 = h.account_state("stmlshared01")["keys"]["key2"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = datastore
+        .with_account_key(&SecretString::from(key2))
+        .unwrap();
+    assert_eq!(h.put(&path, body.expose()).await.status, StatusCode::OK);
 }
 
 #[tokio::test]

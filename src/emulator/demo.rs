@@ -1,5 +1,8 @@
 //! The built-in demo scenario: one subscription, a storage account shared by two workspaces,
-//! and datastores of every credential kind keysync has to tell apart.
+//! and datastores of every credential kind keysync has to tell apart. Like Azure, it does not
+//! always spell an account the same way: `mlw-vision` names its storage account in lower case
+//! (as Azure Machine Learning often returns it) and `shared_features` names its account in mixed
+//! case, so a client that compares ids or names case-sensitively misses them.
 
 use serde_json::{Value, json};
 
@@ -66,7 +69,7 @@ fn vision_workspace() -> Value {
     json!({
         "id": workspace_id("mlw-vision"),
         "location": "westeurope",
-        "storageAccount": account_id("stmlshared01"),
+        "storageAccount": account_id("stmlshared01").to_ascii_lowercase(),
         "tags": {"team": "vision"},
         "properties": {"friendlyName": "Vision models", "description": "Image classification and detection"},
         "datastores": [
@@ -229,7 +232,7 @@ fn shared_features() -> Value {
             "isDefault": false,
             "credentials": {"credentialsType": "AccountKey"},
             "datastoreType": "AzureBlob",
-            "accountName": "stmlshared01",
+            "accountName": "StMlShared01",
             "containerName": "features",
             "endpoint": "core.windows.net",
             "protocol": "https",
