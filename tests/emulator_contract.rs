@@ -1598,6 +1598,19 @@ async fn the_control_surface_sets_faults_and_the_clock_and_stays_out_of_the_log(
 }
 
 #[tokio::test]
+async fn dropping_the_emulator_closes_the_port() {
+    let h = Harness::demo().await;
+    let url = h.url(&format!("{}?{STORAGE_API}", account_path("stmlshared01")));
+    let Harness { emulator, http, .. } = h;
+    drop(emulator);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http.get(&url).send().await.is_ok() {
+        assert!(Instant::now() < deadline, "still answering after drop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn shutting_down_closes_the_port() {
     let h = Harness::demo().await;
     let url = h.url(&format!("{}?{STORAGE_API}", account_path("stmlshared01")));

@@ -111,7 +111,8 @@ struct Incoming {
     raw_query: Option<String>,
     query: Query,
     headers: HeaderMap,
-    body: Vec<u8>,
+    /// `None` when the body could not be read whole (too large, or the client went away).
+    body: Option<Vec<u8>>,
     peer: IpAddr,
 }
 
@@ -132,10 +133,7 @@ pub(crate) async fn arm(AxumState(shared): AxumState<Arc<Shared>>, request: Requ
         raw_query: parts.uri.query().map(str::to_string),
         query: Query::parse(parts.uri.query()),
         headers: parts.headers,
-        body: to_bytes(body, BODY_LIMIT)
-            .await
-            .map(|b| b.to_vec())
-            .unwrap_or_default(),
+        body: to_bytes(body, BODY_LIMIT).await.map(|b| b.to_vec()).ok(),
         peer,
     };
     let (operation, outcome) = serve(&shared, &incoming, &ids).await;
@@ -155,7 +153,7 @@ async fn serve(shared: &Shared, incoming: &Incoming, ids: &RequestIds) -> (&'sta
     };
     let call = Call {
         query: &incoming.query,
-        body: &incoming.body,
+        body: incoming.body.as_deref().unwrap_or_default(),
         caller: &caller,
         base_url: &shared.base_url,
         path: &incoming.path,
@@ -292,9 +290,16 @@ fn check_api_version(route: &Route, query: &Query) -> Result<(), Reply> {
     ))
 }
 
-/// ARM refuses a body it cannot read as JSON.
+/// ARM refuses a body it cannot read, or cannot read as JSON.
 fn check_content_type(incoming: &Incoming) -> Result<(), Reply> {
-    if incoming.body.is_empty() {
+    let Some(body) = &incoming.body else {
+        return Err(Reply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            "The request body could not be read: it is larger than the service accepts.",
+        ));
+    };
+    if body.is_empty() {
         return Ok(());
     }
     let content_type = incoming
