@@ -7,8 +7,7 @@ use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use super::path::{DatastorePath, Named};
-use super::storage::not_found;
-use super::{Call, continuation};
+use super::{Call, continuation, resolve};
 use crate::emulator::identity::Principal;
 use crate::emulator::paging;
 use crate::emulator::reply::Reply;
@@ -49,7 +48,7 @@ struct ListRequest {
 
 /// `Datastores_List`.
 pub(super) fn list(state: &State, call: &Call, workspace: &Named) -> Reply {
-    let index = match find_workspace(state, workspace) {
+    let index = match resolve::workspace(state, workspace) {
         Ok(i) => i,
         Err(reply) => return reply,
     };
@@ -156,7 +155,7 @@ fn next_params(call: &Call, request: &ListRequest, next: usize) -> Vec<(&'static
 
 /// `Datastores_Get`: the resource as stored; never the secret.
 pub(super) fn get(state: &State, path: &DatastorePath) -> Reply {
-    match find(state, path) {
+    match resolve::datastore(state, path) {
         Ok((w, d)) => {
             let ws = &state.workspaces[w];
             Reply::ok(ws.datastores[d].resource(&ws.id))
@@ -167,7 +166,7 @@ pub(super) fn get(state: &State, path: &DatastorePath) -> Reply {
 
 /// `Datastores_CreateOrUpdate`.
 pub(super) fn put(state: &mut State, call: &Call, path: &DatastorePath) -> Reply {
-    let w = match find_workspace(state, &path.workspace) {
+    let w = match resolve::workspace(state, &path.workspace) {
         Ok(w) => w,
         Err(reply) => return reply,
     };
@@ -375,7 +374,7 @@ fn actor(caller: &Principal) -> Actor {
 
 /// `Datastores_Delete`: 200 when it existed, 204 when there was nothing to delete.
 pub(super) fn delete(state: &mut State, path: &DatastorePath) -> Reply {
-    let w = match find_workspace(state, &path.workspace) {
+    let w = match resolve::workspace(state, &path.workspace) {
         Ok(w) => w,
         Err(reply) => return reply,
     };
@@ -396,7 +395,7 @@ pub(super) fn delete(state: &mut State, path: &DatastorePath) -> Reply {
 
 /// `Datastores_ListSecrets`: the stored secret, or 404 when none is stored.
 pub(super) fn list_secrets(state: &State, path: &DatastorePath) -> Reply {
-    let (w, d) = match find(state, path) {
+    let (w, d) = match resolve::datastore(state, path) {
         Ok(found) => found,
         Err(reply) => return reply,
     };
@@ -411,32 +410,6 @@ pub(super) fn list_secrets(state: &State, path: &DatastorePath) -> Reply {
             }}),
         ),
     }
-}
-
-fn find_workspace(state: &State, workspace: &Named) -> Result<usize, Reply> {
-    state
-        .workspace_index(&workspace.subscription, &workspace.group, &workspace.name)
-        .ok_or_else(|| not_found("Microsoft.MachineLearningServices/workspaces", workspace))
-}
-
-fn find(state: &State, path: &DatastorePath) -> Result<(usize, usize), Reply> {
-    let w = find_workspace(state, &path.workspace)?;
-    let d = state.workspaces[w]
-        .datastore_index(&path.name)
-        .ok_or_else(|| {
-            Reply::json(
-                StatusCode::NOT_FOUND,
-                json!({"error": {
-                    "code": "UserError",
-                    "message": format!(
-                        "DatastoreNotFound: datastore '{}' was not found in workspace '{}'.",
-                        path.name, path.workspace.name
-                    ),
-                    "innerError": {"code": "NotFoundError"}
-                }}),
-            )
-        })?;
-    Ok((w, d))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 mod datastores;
 pub(crate) mod path;
+mod resolve;
 mod storage;
 mod workspaces;
 
@@ -16,6 +17,7 @@ use axum::extract::{ConnectInfo, Request, State as AxumState};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
+use serde_json::Value;
 use url::Url;
 
 use self::path::{Provider, Route, RouteError, op};
@@ -329,6 +331,29 @@ pub(crate) fn continuation(query: &Query, names: &[&'static str]) -> Result<usiz
         }
     }
     Ok(0)
+}
+
+/// One page of a subscription or resource group list, continued with `$skipToken`.
+fn list_page(call: &Call, items: Vec<Value>, page_size: usize) -> Reply {
+    let start = match continuation(call.query, &["$skipToken"]) {
+        Ok(start) => start,
+        Err(name) => {
+            return Reply::error(
+                StatusCode::BAD_REQUEST,
+                "InvalidSkipToken",
+                format!("The {name} parameter is not a continuation token this service issued."),
+            );
+        }
+    };
+    let page = paging::cut(items, start, page_size);
+    let next_link = page.next.map(|next| {
+        let params = [
+            ("api-version", call.api_version().to_string()),
+            ("$skipToken", paging::mint_token(next)),
+        ];
+        paging::next_link(call.base_url, call.path, &params)
+    });
+    Reply::ok(paging::body(page.items, next_link))
 }
 
 fn record(shared: &Shared, incoming: &Incoming, operation: &str, reply: &Reply) {

@@ -4,58 +4,27 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::path::{Named, Scope};
-use super::{Call, Outcome, continuation};
+use super::{Call, Outcome, list_page, resolve};
 use crate::emulator::events::KeyRegenerated;
-use crate::emulator::paging;
 use crate::emulator::reply::Reply;
 use crate::emulator::resources::Account;
 use crate::emulator::state::State;
 use crate::model::storage::KeySlot;
-use crate::resource_id::ResourceId;
 
 /// `StorageAccounts_List` and `StorageAccounts_ListByResourceGroup`, paged.
 pub(super) fn list(state: &State, call: &Call, scope: &Scope) -> Reply {
-    let start = match continuation(call.query, &["$skipToken"]) {
-        Ok(start) => start,
-        Err(name) => return invalid_token(name),
-    };
-    let items: Vec<Value> = state
+    let items = state
         .accounts
         .iter()
-        .filter(|a| in_scope(a.id.resource_id(), scope))
+        .filter(|a| resolve::in_scope(a.id.resource_id(), scope))
         .map(Account::resource)
         .collect();
-    let page = paging::cut(items, start, state.settings.accounts_page_size);
-    let next_link = page.next.map(|next| {
-        let params = [
-            ("api-version", call.api_version().to_string()),
-            ("$skipToken", paging::mint_token(next)),
-        ];
-        paging::next_link(call.base_url, call.path, &params)
-    });
-    Reply::ok(paging::body(page.items, next_link))
-}
-
-/// Whether a resource lies in a list's scope.
-pub(super) fn in_scope(id: &ResourceId, scope: &Scope) -> bool {
-    id.subscription().eq_ignore_ascii_case(&scope.subscription)
-        && scope
-            .group
-            .as_ref()
-            .is_none_or(|g| id.resource_group().eq_ignore_ascii_case(g))
-}
-
-pub(super) fn invalid_token(name: &str) -> Reply {
-    Reply::error(
-        StatusCode::BAD_REQUEST,
-        "InvalidSkipToken",
-        format!("The {name} parameter is not a continuation token this service issued."),
-    )
+    list_page(call, items, state.settings.accounts_page_size)
 }
 
 /// `StorageAccounts_GetProperties`.
 pub(super) fn get(state: &State, account: &Named) -> Reply {
-    match find(state, account) {
+    match resolve::account(state, account) {
         Ok(i) => Reply::ok(state.accounts[i].resource()),
         Err(reply) => reply,
     }
@@ -67,7 +36,7 @@ pub(super) fn list_keys(state: &State, call: &Call, account: &Named) -> Reply {
         .query
         .get("$expand")
         .is_some_and(|v| v.eq_ignore_ascii_case("kerb"));
-    match find(state, account) {
+    match resolve::account(state, account) {
         Ok(i) => Reply::ok(state.accounts[i].key_list(kerb)),
         Err(reply) => reply,
     }
@@ -76,7 +45,7 @@ pub(super) fn list_keys(state: &State, call: &Call, account: &Named) -> Reply {
 /// `StorageAccounts_RegenerateKey`: replaces the key, answers the new key list, and queues the
 /// Event Grid event.
 pub(super) fn regenerate(state: &mut State, call: &Call, account: &Named) -> Outcome {
-    let index = match find(state, account) {
+    let index = match resolve::account(state, account) {
         Ok(i) => i,
         Err(reply) => return reply.into(),
     };
@@ -136,25 +105,6 @@ fn key_name(body: &[u8]) -> Result<KeySlot, Reply> {
                 "Values for request parameters are invalid: keyName. Expected key1 or key2.",
             )
         })
-}
-
-fn find(state: &State, account: &Named) -> Result<usize, Reply> {
-    state
-        .account_index(&account.subscription, &account.group, &account.name)
-        .ok_or_else(|| not_found("Microsoft.Storage/storageAccounts", account))
-}
-
-/// ARM's 404 for a top-level resource.
-pub(super) fn not_found(resource_type: &str, resource: &Named) -> Reply {
-    Reply::error(
-        StatusCode::NOT_FOUND,
-        "ResourceNotFound",
-        format!(
-            "The Resource '{resource_type}/{}' under resource group '{}' was not found. For more \
-             details please go to https://aka.ms/ARMResourceNotFoundFix",
-            resource.name, resource.group
-        ),
-    )
 }
 
 #[cfg(test)]

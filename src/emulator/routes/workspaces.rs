@@ -8,8 +8,7 @@ use axum::http::header::{HeaderName, LOCATION, RETRY_AFTER};
 use serde_json::{Value, json};
 
 use super::path::{Named, Scope};
-use super::storage::{in_scope, invalid_token, not_found};
-use super::{Call, continuation};
+use super::{Call, list_page, resolve};
 use crate::emulator::clock::azure_time;
 use crate::emulator::paging;
 use crate::emulator::random;
@@ -22,34 +21,21 @@ use crate::resource_id::StorageAccountId;
 
 const AZURE_ASYNC_OPERATION: HeaderName = HeaderName::from_static("azure-asyncoperation");
 
-/// `Workspaces_ListBySubscription` and `Workspaces_ListByResourceGroup`, paged with
-/// `$skipToken`.
+/// `Workspaces_ListBySubscription` and `Workspaces_ListByResourceGroup`, paged.
 pub(super) fn list(state: &State, call: &Call, scope: &Scope) -> Reply {
-    let start = match continuation(call.query, &["$skipToken"]) {
-        Ok(start) => start,
-        Err(name) => return invalid_token(name),
-    };
     let tenant = &state.settings.tenant_id;
-    let items: Vec<Value> = state
+    let items = state
         .workspaces
         .iter()
-        .filter(|w| in_scope(w.id.resource_id(), scope))
+        .filter(|w| resolve::in_scope(w.id.resource_id(), scope))
         .map(|w| w.resource(tenant))
         .collect();
-    let page = paging::cut(items, start, state.settings.workspaces_page_size);
-    let next_link = page.next.map(|next| {
-        let params = [
-            ("api-version", call.api_version().to_string()),
-            ("$skipToken", paging::mint_token(next)),
-        ];
-        paging::next_link(call.base_url, call.path, &params)
-    });
-    Reply::ok(paging::body(page.items, next_link))
+    list_page(call, items, state.settings.workspaces_page_size)
 }
 
 /// `Workspaces_Get`.
 pub(super) fn get(state: &State, workspace: &Named) -> Reply {
-    match find(state, workspace) {
+    match resolve::workspace(state, workspace) {
         Ok(i) => Reply::ok(state.workspaces[i].resource(&state.settings.tenant_id)),
         Err(reply) => reply,
     }
@@ -57,7 +43,7 @@ pub(super) fn get(state: &State, workspace: &Named) -> Reply {
 
 /// `Workspaces_ResyncKeys`: starts the operation and answers `202` with where to poll.
 pub(super) fn resync(state: &mut State, call: &Call, workspace: &Named) -> Reply {
-    let index = match find(state, workspace) {
+    let index = match resolve::workspace(state, workspace) {
         Ok(i) => i,
         Err(reply) => return reply,
     };
@@ -188,10 +174,4 @@ fn complete(state: &mut State, index: usize) {
     }
     workspace.resyncs_completed += 1;
     tracing::info!(workspace = workspace.name(), "workspace keys resynced");
-}
-
-fn find(state: &State, workspace: &Named) -> Result<usize, Reply> {
-    state
-        .workspace_index(&workspace.subscription, &workspace.group, &workspace.name)
-        .ok_or_else(|| not_found("Microsoft.MachineLearningServices/workspaces", workspace))
 }
