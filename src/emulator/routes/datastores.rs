@@ -170,7 +170,7 @@ pub(super) fn put(state: &mut State, call: &Call, path: &DatastorePath) -> Reply
         Ok(w) => w,
         Err(reply) => return reply,
     };
-    let mut properties = match read_write(call, &path.name) {
+    let properties = match read_write(call, &path.name) {
         Ok(properties) => properties,
         Err(message) => return Reply::user_error(StatusCode::BAD_REQUEST, message),
     };
@@ -178,45 +178,56 @@ pub(super) fn put(state: &mut State, call: &Call, path: &DatastorePath) -> Reply
         return Reply::user_error(StatusCode::BAD_REQUEST, message);
     }
     let existing = state.workspaces[w].datastore_index(&path.name);
-    // isDefault is read-only: a write neither sets nor clears it.
-    let is_default = existing.is_some_and(|d| state.workspaces[w].datastores[d].is_default());
-    properties.insert("isDefault".into(), json!(is_default));
-    let written = split_secret(&mut properties);
-    // A service principal or certificate write may leave the secret out; the stored one stays.
-    let secret = written.or_else(|| {
-        let kept = existing.and_then(|d| state.workspaces[w].datastores[d].secret.clone());
-        kept.filter(|s| same_secrets_type(s, &properties))
-    });
+    let stored = existing.map(|d| &state.workspaces[w].datastores[d]);
+    let (properties, secret) = to_store(properties, stored);
+    let change = (state.clock.now(), actor(call.caller));
 
-    let now = state.clock.now();
-    let actor = actor(call.caller);
     let ws = &mut state.workspaces[w];
     let (status, d) = match existing {
         Some(d) => {
             let datastore = &mut ws.datastores[d];
             datastore.properties = properties;
             datastore.secret = secret;
-            datastore.system_data.modified = (now, actor);
+            datastore.system_data.modified = change;
             (StatusCode::OK, d)
         }
         None => {
+            let (at, actor) = change;
             ws.datastores.push(Datastore {
                 name: path.name.clone(),
                 properties,
                 secret,
-                system_data: SystemData::created(now, actor),
+                system_data: SystemData::created(at, actor),
                 writes: 0,
             });
             (StatusCode::CREATED, ws.datastores.len() - 1)
         }
     };
-    ws.datastores[d].writes += 1;
+    let datastore = &mut ws.datastores[d];
+    datastore.writes += 1;
     tracing::info!(
-        workspace = ws.name(),
-        datastore = ws.datastores[d].name,
+        workspace = ws.id.name(),
+        datastore = datastore.name,
         "datastore written"
     );
-    Reply::json(status, ws.datastores[d].resource(&ws.id))
+    Reply::json(status, datastore.resource(&ws.id))
+}
+
+/// Splits written properties into what the resource stores and the secret Key Vault keeps.
+/// `isDefault` is read-only: a write neither sets nor clears it. A service principal or
+/// certificate write may leave its secret out, and then the stored one stays.
+fn to_store(
+    mut properties: Map<String, Value>,
+    stored: Option<&Datastore>,
+) -> (Map<String, Value>, Option<Map<String, Value>>) {
+    let is_default = stored.is_some_and(Datastore::is_default);
+    properties.insert("isDefault".into(), json!(is_default));
+    let written = split_secret(&mut properties);
+    let secret = written.or_else(|| {
+        let kept = stored.and_then(|d| d.secret.clone());
+        kept.filter(|s| same_secrets_type(s, &properties))
+    });
+    (properties, secret)
 }
 
 /// Reads the body of a write: a JSON object with a `properties` object that has the fields
