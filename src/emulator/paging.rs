@@ -46,10 +46,10 @@ pub(crate) fn body(items: Vec<Value>, next_link: Option<String>) -> Value {
     }
 }
 
-/// The absolute URL of the same list at another page: `base` + `path` with `params`.
-/// Parameter names are written as they are (ARM writes `$skipToken`, not `%24skipToken`);
+/// An absolute URL on the emulator: `base` + `path` with `params`, as a `nextLink` or a
+/// status URL. Parameter names are written as they are (ARM writes `$skipToken`, not `%24skipToken`);
 /// values are encoded.
-pub(crate) fn next_link(base: &Url, path: &str, params: &[(&str, String)]) -> String {
+pub(crate) fn absolute_url(base: &Url, path: &str, params: &[(&str, String)]) -> String {
     let query: Vec<String> = params
         .iter()
         .map(|(name, value)| {
@@ -89,7 +89,7 @@ mod tests {
     #[test]
     fn next_links_are_absolute_with_the_given_parameters() {
         let base = Url::parse("http://127.0.0.1:8080").unwrap();
-        let link = next_link(
+        let link = absolute_url(
             &base,
             "/subscriptions/s/providers/Microsoft.MachineLearningServices/workspaces",
             &[

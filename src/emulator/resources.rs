@@ -430,7 +430,8 @@ pub(crate) struct ResyncOperation {
     pub polls: u32,
     /// Status polls to answer "still running" before completing.
     pub polls_needed: u32,
-    pub done: bool,
+    /// When the operation completed, if it has.
+    pub completed_at: Option<OffsetDateTime>,
     pub started_at: OffsetDateTime,
 }
 

@@ -256,7 +256,7 @@ impl State {
         let id = &self.workspaces[index].id;
         self.operations
             .iter()
-            .any(|op| !op.done && &op.workspace == id)
+            .any(|op| op.completed_at.is_none() && &op.workspace == id)
     }
 
     /// The whole state as `/_emulator/state` shows it, secrets included.

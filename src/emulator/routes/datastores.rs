@@ -71,7 +71,7 @@ pub(super) fn list(state: &State, call: &Call, workspace: &Named) -> Reply {
     let items = selected.iter().map(|d| d.resource(&ws.id)).collect();
     let page = paging::cut(items, request.start, request.count);
     let next_link = page.next.map(|next| {
-        paging::next_link(call.base_url, call.path, &next_params(call, &request, next))
+        paging::absolute_url(call.base_url, call.path, &next_params(call, &request, next))
     });
     Reply::ok(paging::body(page.items, next_link))
 }

@@ -351,7 +351,7 @@ fn list_page(call: &Call, items: Vec<Value>, page_size: usize) -> Reply {
             ("api-version", call.api_version().to_string()),
             ("$skipToken", paging::mint_token(next)),
         ];
-        paging::next_link(call.base_url, call.path, &params)
+        paging::absolute_url(call.base_url, call.path, &params)
     });
     Reply::ok(paging::body(page.items, next_link))
 }

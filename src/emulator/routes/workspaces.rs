@@ -17,7 +17,7 @@ use crate::emulator::resources::ResyncOperation;
 use crate::emulator::scenario::LroStyle;
 use crate::emulator::state::State;
 use crate::model::storage::KeySlot;
-use crate::resource_id::StorageAccountId;
+use crate::resource_id::{StorageAccountId, WorkspaceId};
 
 const AZURE_ASYNC_OPERATION: HeaderName = HeaderName::from_static("azure-asyncoperation");
 
@@ -56,7 +56,7 @@ pub(super) fn resync(state: &mut State, call: &Call, workspace: &Named) -> Reply
         style,
         polls: 0,
         polls_needed: state.settings.resync_polls,
-        done: false,
+        completed_at: None,
         started_at: state.clock.now(),
     };
     let url = status_url(call, &workspace.id, &workspace.location, &operation);
@@ -73,7 +73,7 @@ pub(super) fn resync(state: &mut State, call: &Call, workspace: &Named) -> Reply
 
 fn status_url(
     call: &Call,
-    workspace: &crate::resource_id::WorkspaceId,
+    workspace: &WorkspaceId,
     location: &str,
     operation: &ResyncOperation,
 ) -> String {
@@ -86,7 +86,7 @@ fn status_url(
         workspace.subscription(),
         operation.id
     );
-    paging::next_link(
+    paging::absolute_url(
         call.base_url,
         &path,
         &[("api-version", call.api_version().to_string())],
@@ -110,7 +110,7 @@ pub(super) fn status(state: &mut State, call: &Call, subscription: &str, id: &st
     };
     let retry_after = state.settings.lro_retry_after.to_string();
     let operation = &mut state.operations[index];
-    let running = !operation.done && operation.polls < operation.polls_needed;
+    let running = operation.completed_at.is_none() && operation.polls < operation.polls_needed;
     if running {
         operation.polls += 1;
     } else {
@@ -123,27 +123,20 @@ pub(super) fn status(state: &mut State, call: &Call, subscription: &str, id: &st
             .header(RETRY_AFTER, retry_after),
         (LroStyle::Location, false) => Reply::ok(json!({})),
         (LroStyle::AzureAsyncOperation, true) => {
-            Reply::ok(async_status(operation, "InProgress", None)).header(RETRY_AFTER, retry_after)
+            Reply::ok(async_status(operation, "InProgress")).header(RETRY_AFTER, retry_after)
         }
-        (LroStyle::AzureAsyncOperation, false) => {
-            let end = state.clock.now();
-            Reply::ok(async_status(operation, "Succeeded", Some(end)))
-        }
+        (LroStyle::AzureAsyncOperation, false) => Reply::ok(async_status(operation, "Succeeded")),
     }
 }
 
-fn async_status(
-    operation: &ResyncOperation,
-    status: &str,
-    end: Option<time::OffsetDateTime>,
-) -> Value {
+fn async_status(operation: &ResyncOperation, status: &str) -> Value {
     let mut body = json!({
         "id": operation.id,
         "name": operation.id,
         "status": status,
         "startTime": azure_time(operation.started_at),
     });
-    if let (Some(end), Some(map)) = (end, body.as_object_mut()) {
+    if let (Some(end), Some(map)) = (operation.completed_at, body.as_object_mut()) {
         map.insert("endTime".into(), json!(azure_time(end)));
     }
     body
@@ -151,10 +144,10 @@ fn async_status(
 
 /// Finishes a resync: the workspace now caches the account's current keys.
 fn complete(state: &mut State, index: usize) {
-    if state.operations[index].done {
+    if state.operations[index].completed_at.is_some() {
         return;
     }
-    state.operations[index].done = true;
+    state.operations[index].completed_at = Some(state.clock.now());
     let workspace_id = state.operations[index].workspace.clone();
     let Some(w) = state.workspaces.iter().position(|w| w.id == workspace_id) else {
         return;
