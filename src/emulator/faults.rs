@@ -46,6 +46,7 @@ pub enum RetryAfterFormat {
 pub struct FaultRule {
     /// The operationId the rule applies to (case-insensitive), or `*` for every ARM operation.
     pub operation: String,
+    /// What the rule does.
     pub kind: FaultKind,
     /// The status of an `error` (default 500), `throttle` (429) or `conflict` (409).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,6 +57,7 @@ pub struct FaultRule {
     /// Whether and how to send `Retry-After`; `throttle` always sends it (in seconds by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<RetryAfterFormat>,
+    /// The wait `Retry-After` asks for.
     #[serde(default = "one_second")]
     pub retry_after_seconds: u64,
     /// For `delay`: how long to wait.

@@ -59,6 +59,7 @@ impl Default for EmulatorOptions {
 /// One ARM request the emulator served: never its headers or body.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct RequestRecord {
+    /// `GET`, `POST`, ...
     pub method: String,
     /// The path as requested, without the query.
     pub path: String,
