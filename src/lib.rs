@@ -3,6 +3,7 @@
 
 pub mod arm;
 pub mod config;
+pub mod emulator;
 pub mod model;
 pub mod report;
 pub mod resource_id;
@@ -10,6 +11,8 @@ pub mod events;
 pub mod reconcile;
 pub mod telemetry;
 pub mod handler;
+pub mod cli;
+pub mod demo;
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what the Functions host sends on shutdown).
 pub async fn shutdown_signal() {

@@ -1,0 +1,193 @@
+//! The local Azure emulator: a stand-in for the ARM REST APIs keysync uses (storage accounts,
+//! Machine Learning workspaces and datastores), an App Service-style managed identity
+//! endpoint, Event Grid deliveries of key-regeneration events, and fault injection. It is
+//! loaded from a scenario (`SCENARIO.md`) and exposes its whole state, secrets included, to
+//! tests under `/_emulator/`.
+//!
+//! One axum server on loopback serves everything: `/msi/token`, `/_emulator/*`, and a fallback
+//! that parses ARM paths itself so that names match case-insensitively, as in Azure.
+
+mod clock;
+mod control;
+mod demo;
+mod events;
+mod faults;
+mod identity;
+mod paging;
+mod query;
+mod random;
+mod reply;
+mod resources;
+mod routes;
+mod scenario;
+mod server;
+mod state;
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub use faults::{FaultKind, FaultRule, RetryAfterFormat};
+pub use scenario::Scenario;
+
+use server::Server;
+use state::State;
+
+/// Where the emulator listens and where it posts events.
+#[derive(Debug, Clone)]
+pub struct EmulatorOptions {
+    /// The address to bind; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The webhook that receives Event Grid events; none are posted when unset.
+    pub event_webhook: Option<Url>,
+}
+
+impl Default for EmulatorOptions {
+    /// Loopback, a free port, no webhook.
+    fn default() -> Self {
+        EmulatorOptions {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            event_webhook: None,
+        }
+    }
+}
+
+/// One ARM request the emulator served: never its headers or body.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path as requested, without the query.
+    pub path: String,
+    /// The Azure operationId, such as `StorageAccounts_ListKeys` (`Unknown` for other paths).
+    pub operation: String,
+    /// The status answered; 0 when a fault dropped the connection.
+    pub status: u16,
+}
+
+/// A running emulator; it shuts down on drop or on [`RunningEmulator::shutdown`].
+pub struct RunningEmulator {
+    server: Server,
+    subscriptions: Vec<String>,
+}
+
+impl RunningEmulator {
+    /// Loads the scenario and starts serving it.
+    pub async fn start(scenario: Scenario, options: EmulatorOptions) -> anyhow::Result<Self> {
+        let mut state = State::from_scenario(&scenario).context("loading the scenario")?;
+        state.webhook = options.event_webhook;
+        let server = Server::start(state, options.listen).await?;
+        Ok(RunningEmulator {
+            server,
+            subscriptions: scenario.subscriptions(),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// `http://127.0.0.1:PORT/`: the ARM endpoint.
+    pub fn base_url(&self) -> Url {
+        self.server.shared.base_url.clone()
+    }
+
+    /// The `NAME=value` settings a handler needs to use this emulator: `KEYSYNC_ARM_ENDPOINT`,
+    /// `IDENTITY_ENDPOINT`, `IDENTITY_HEADER` and `KEYSYNC_SUBSCRIPTIONS`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let shared = &self.server.shared;
+        let endpoint = shared.base_url.as_str().trim_end_matches('/').to_string();
+        let subscriptions = self.subscriptions.join(",");
+        vec![
+            ("KEYSYNC_ARM_ENDPOINT".into(), endpoint.clone()),
+            ("IDENTITY_ENDPOINT".into(), format!("{endpoint}/msi/token")),
+            ("IDENTITY_HEADER".into(), shared.identity_secret.clone()),
+            ("KEYSYNC_SUBSCRIPTIONS".into(), subscriptions),
+        ]
+    }
+
+    /// The whole state, as `GET /_emulator/state` shows it.
+    pub fn state(&self) -> serde_json::Value {
+        self.server.shared.lock().snapshot()
+    }
+
+    /// The ARM requests served so far, in order, as `GET /_emulator/requests` shows them.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.server.shared.lock().requests.clone()
+    }
+
+    /// Replaces the fault rules (counters and generators start over). A rule with impossible
+    /// values (a rate above 1, a non-error status) is left out with a warning.
+    pub fn set_faults(&self, faults: Vec<FaultRule>) {
+        let valid = faults
+            .into_iter()
+            .filter(|rule| match rule.validate() {
+                Ok(()) => true,
+                Err(problem) => {
+                    tracing::warn!(%problem, operation = %rule.operation, "fault rule ignored");
+                    false
+                }
+            })
+            .collect();
+        self.server.shared.lock().faults = faults::FaultEngine::new(valid);
+    }
+
+    /// Sets the latency added to every ARM and identity answer.
+    pub fn set_latency(&self, latency: Duration) {
+        self.server.shared.lock().latency = latency;
+    }
+
+    /// Sets or clears the webhook that receives events.
+    pub fn set_event_webhook(&self, url: Option<Url>) {
+        self.server.shared.lock().webhook = url;
+    }
+
+    /// Stops serving and waits for open connections to close.
+    pub async fn shutdown(self) {
+        self.server.stop().await;
+    }
+}
+
+/// `keysync emulator`: starts the emulator, prints its settings (one `NAME=value` per line) to
+/// stdout once it is ready, and serves until SIGINT or SIGTERM.
+pub async fn run_cli(scenario: Scenario, options: EmulatorOptions) -> anyhow::Result<()> {
+    let emulator = RunningEmulator::start(scenario, options).await?;
+    let lines: String = emulator
+        .env()
+        .iter()
+        .map(|(name, value)| format!("{name}={value}\n"))
+        .collect();
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(lines.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("writing the emulator settings to stdout")?;
+    drop(stdout);
+
+    wait_for_stop_signal().await?;
+    tracing::info!("stopping the emulator");
+    emulator.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("listening for SIGINT")?,
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("listening for Ctrl-C")?;
+    Ok(())
+}
