@@ -58,7 +58,10 @@ pub fn decode(value: &Value) -> Result<Vec<Event>, EventError> {
         Value::Array(items) => items,
         other => vec![other],
     };
-    items.iter().map(|item| Event::from_value(&unwrap_strings(item)?)).collect()
+    items
+        .iter()
+        .map(|item| Event::from_value(&unwrap_strings(item)?))
+        .collect()
 }
 
 fn unwrap_strings(value: &Value) -> Result<Value, EventError> {
@@ -97,19 +100,36 @@ impl Event {
 
     /// Decides whether this event asks for a reconcile of an account in scope.
     pub fn decide(&self, in_scope: impl Fn(&str) -> bool) -> Decision {
-        if self.event_type.eq_ignore_ascii_case(SUBSCRIPTION_VALIDATION) {
-            return Decision::Ignore("subscription validation is answered by the Functions host".into());
+        if self
+            .event_type
+            .eq_ignore_ascii_case(SUBSCRIPTION_VALIDATION)
+        {
+            return Decision::Ignore(
+                "subscription validation is answered by the Functions host".into(),
+            );
         }
-        if !self.event_type.eq_ignore_ascii_case(RESOURCE_ACTION_SUCCESS) {
-            return Decision::Ignore(format!("event type {} is not {RESOURCE_ACTION_SUCCESS}", printable(&self.event_type)));
+        if !self
+            .event_type
+            .eq_ignore_ascii_case(RESOURCE_ACTION_SUCCESS)
+        {
+            return Decision::Ignore(format!(
+                "event type {} is not {RESOURCE_ACTION_SUCCESS}",
+                printable(&self.event_type)
+            ));
         }
         let field = |name: &str| self.data.get(name).and_then(Value::as_str);
         let operation = field("operationName").unwrap_or("");
         if !operation.eq_ignore_ascii_case(REGENERATE_KEY_OPERATION) {
-            return Decision::Ignore(format!("operation {} is not a storage key regeneration", printable(operation)));
+            return Decision::Ignore(format!(
+                "operation {} is not a storage key regeneration",
+                printable(operation)
+            ));
         }
         if let Some(status) = field("status").filter(|s| !s.eq_ignore_ascii_case("Succeeded")) {
-            return Decision::Ignore(format!("the regeneration did not succeed (status {})", printable(status)));
+            return Decision::Ignore(format!(
+                "the regeneration did not succeed (status {})",
+                printable(status)
+            ));
         }
         self.account(field("resourceUri"), &in_scope)
     }
@@ -122,10 +142,9 @@ impl Event {
             return Decision::Ignore("the event's resource is not a storage account".into());
         };
         // A subject that names something else than resourceUri was not written by ARM.
-        if let Some(subject) = self.subject.as_deref().filter(|s| !s.is_empty()) {
-            if StorageAccountId::parse(subject).ok().as_ref() != Some(&account) {
-                return Decision::Ignore("the event's subject and resourceUri disagree".into());
-            }
+        let subject = self.subject.as_deref().filter(|s| !s.is_empty());
+        if subject.is_some_and(|s| StorageAccountId::parse(s).ok().as_ref() != Some(&account)) {
+            return Decision::Ignore("the event's subject and resourceUri disagree".into());
         }
         if !in_scope(account.subscription()) {
             return Decision::Ignore(format!(
@@ -161,7 +180,10 @@ mod tests {
     const ACCOUNT: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-ml/providers/Microsoft.Storage/storageAccounts/stmlshared01";
 
     fn fixture(name: &str) -> Value {
-        let path = format!("{}/../shared/azure-contract/events/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/fixtures/azure-contract/events/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
@@ -181,8 +203,14 @@ mod tests {
 
     #[test]
     fn both_schemas_of_a_regeneration_name_the_account() {
-        assert_eq!(decide_one(&fixture("regenerate_key_egschema.json")), expected());
-        assert_eq!(decide_one(&fixture("regenerate_key_cloudevents.json")), expected());
+        assert_eq!(
+            decide_one(&fixture("regenerate_key_egschema.json")),
+            expected()
+        );
+        assert_eq!(
+            decide_one(&fixture("regenerate_key_cloudevents.json")),
+            expected()
+        );
     }
 
     #[test]
@@ -196,15 +224,22 @@ mod tests {
 
     #[test]
     fn list_keys_events_are_ignored_with_the_operation_named() {
-        for name in ["eventgrid_egschema_resource_action_success.json", "eventgrid_cloudevents_resource_action_success.json"] {
-            let Decision::Ignore(reason) = decide_one(&fixture(name)) else { panic!("{name} not ignored") };
+        for name in [
+            "eventgrid_egschema_resource_action_success.json",
+            "eventgrid_cloudevents_resource_action_success.json",
+        ] {
+            let Decision::Ignore(reason) = decide_one(&fixture(name)) else {
+                panic!("{name} not ignored")
+            };
             assert!(reason.contains("listKeys/action"), "{reason}");
         }
     }
 
     #[test]
     fn validation_events_are_ignored() {
-        let decision = decide_one(&fixture("eventgrid_docs_subscription_validation_event.json"));
+        let decision = decide_one(&fixture(
+            "eventgrid_docs_subscription_validation_event.json",
+        ));
         assert!(matches!(decision, Decision::Ignore(r) if r.contains("validation")));
     }
 
@@ -222,7 +257,9 @@ mod tests {
         let foreign = ACCOUNT.replace(SUB, "99999999-2222-3333-4444-555555555555");
         other_sub["data"]["resourceUri"] = json!(foreign);
         other_sub["subject"] = json!(foreign);
-        assert!(matches!(decide_one(&other_sub), Decision::Ignore(r) if r.contains("not in KEYSYNC_SUBSCRIPTIONS")));
+        assert!(
+            matches!(decide_one(&other_sub), Decision::Ignore(r) if r.contains("not in KEYSYNC_SUBSCRIPTIONS"))
+        );
 
         let mut forged = fixture("regenerate_key_cloudevents.json");
         forged["subject"] = json!(ACCOUNT.replace("stmlshared01", "stother"));
@@ -231,7 +268,9 @@ mod tests {
         let mut not_storage = fixture("regenerate_key_cloudevents.json");
         not_storage["data"]["resourceUri"] = json!(format!("{ACCOUNT}/blobServices/default"));
         not_storage["subject"] = json!(null);
-        assert!(matches!(decide_one(&not_storage), Decision::Ignore(r) if r.contains("not a storage account")));
+        assert!(
+            matches!(decide_one(&not_storage), Decision::Ignore(r) if r.contains("not a storage account"))
+        );
     }
 
     #[test]
@@ -243,7 +282,14 @@ mod tests {
 
     #[test]
     fn malformed_values_are_errors() {
-        assert_eq!(decode(&json!("{not json")).unwrap_err().to_string().split(':').next(), Some("the event is not JSON"));
+        assert_eq!(
+            decode(&json!("{not json"))
+                .unwrap_err()
+                .to_string()
+                .split(':')
+                .next(),
+            Some("the event is not JSON")
+        );
         assert_eq!(decode(&json!(42)).unwrap_err(), EventError::NotAnObject);
         assert_eq!(decode(&json!([])).unwrap_err(), EventError::Empty);
         assert_eq!(decode(&json!({"id": "x"})).unwrap_err(), EventError::NoType);
@@ -258,8 +304,13 @@ mod tests {
     fn ignore_reasons_never_carry_claims_or_control_characters() {
         let mut event = fixture("regenerate_key_egschema.json")[0].clone();
         event["eventType"] = json!("Evil\nType\u{1b}[31m");
-        let Decision::Ignore(reason) = decide_one(&event) else { panic!() };
-        assert!(!reason.contains('\n') && !reason.contains('\u{1b}'), "{reason}");
+        let Decision::Ignore(reason) = decide_one(&event) else {
+            panic!()
+        };
+        assert!(
+            !reason.contains('\n') && !reason.contains('\u{1b}'),
+            "{reason}"
+        );
         assert!(!reason.contains("operator@example.com"));
     }
 }

@@ -2,17 +2,17 @@
 //! the storage accounts they use. It runs as an Azure Functions custom handler; see `DESIGN.md`.
 
 pub mod arm;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod emulator;
+pub mod events;
+pub mod handler;
 pub mod model;
+pub mod reconcile;
 pub mod report;
 pub mod resource_id;
-pub mod events;
-pub mod reconcile;
 pub mod telemetry;
-pub mod handler;
-pub mod cli;
-pub mod demo;
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what the Functions host sends on shutdown).
 pub async fn shutdown_signal() {

@@ -48,7 +48,10 @@ impl ResourceId {
         let resource_group = expect("resourceGroups")?;
         let namespace = expect("providers")?;
         let rest: Vec<&str> = segments.collect();
-        if rest.is_empty() || !rest.len().is_multiple_of(2) || !rest.iter().all(|s| is_valid_segment(s)) {
+        if rest.is_empty()
+            || !rest.len().is_multiple_of(2)
+            || !rest.iter().all(|s| is_valid_segment(s))
+        {
             return Err(ResourceIdError::Malformed);
         }
         let types = rest

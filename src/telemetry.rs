@@ -7,7 +7,8 @@ use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 /// Installs the global subscriber; `RUST_LOG` overrides `default_filter`. Safe to call twice.
 pub fn init(default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let writer = std::io::stderr
         .with_max_level(Level::WARN)
         .or_else(std::io::stdout);

@@ -3,8 +3,7 @@
 //! client bug (a dropped field, an ignored `nextLink`, an unfollowed long-running operation, a
 //! case-sensitive id, an ignored `Retry-After`) would show.
 //!
-//! The samples are read from `KEYSYNC_AZURE_CONTRACT_DIR`, or from `../shared/azure-contract`
-//! next to the repository.
+//! The samples are the copies in `tests/fixtures/azure-contract`.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -248,18 +247,11 @@ async fn eventually(harness: &Harness, what: &str, check: impl Fn(&Value) -> boo
 // Contract samples
 
 fn contract(name: &str) -> Value {
-    let dir = std::env::var_os("KEYSYNC_AZURE_CONTRACT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/azure-contract")
-        });
-    let path = dir.join("arm").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "reading the contract sample {}: {e}; set KEYSYNC_AZURE_CONTRACT_DIR",
-            path.display()
-        )
-    });
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/azure-contract/arm")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading the contract sample {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
 

@@ -216,14 +216,10 @@ mod tests {
 
     const ACCOUNT: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-ml/providers/Microsoft.Storage/storageAccounts/stmlshared01";
 
-    /// The contract sample, from `KEYSYNC_AZURE_CONTRACT_DIR` or `../shared/azure-contract`.
+    /// The contract sample in `tests/fixtures/azure-contract`.
     fn fixture() -> Value {
-        let dir = std::env::var_os("KEYSYNC_AZURE_CONTRACT_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/azure-contract")
-            });
-        let path = dir.join("events/regenerate_key_egschema.json");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/azure-contract/events/regenerate_key_egschema.json");
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         serde_json::from_str(&text).unwrap()

@@ -77,32 +77,53 @@ mod tests {
 
     #[test]
     fn the_host_fixture_yields_the_event_binding() {
-        let path = format!("{}/../shared/azure-contract/events/envelope_eventgrid_object.json", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/fixtures/azure-contract/events/envelope_eventgrid_object.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let body = std::fs::read(path).unwrap();
         let invocation = Invocation::parse(&body).unwrap();
-        assert_eq!(invocation.binding("event").unwrap()["eventType"], "Microsoft.Resources.ResourceActionSuccess");
+        assert_eq!(
+            invocation.binding("event").unwrap()["eventType"],
+            "Microsoft.Resources.ResourceActionSuccess"
+        );
     }
 
     #[test]
     fn names_match_without_case() {
         let body = json!({"data": {"Event": {"eventType": "x"}}}).to_string();
-        assert!(Invocation::parse(body.as_bytes()).unwrap().binding("event").is_ok());
+        assert!(
+            Invocation::parse(body.as_bytes())
+                .unwrap()
+                .binding("event")
+                .is_ok()
+        );
     }
 
     #[test]
     fn bad_bodies_say_what_is_wrong() {
         assert_eq!(Invocation::parse(b"{").unwrap_err(), EnvelopeError::NotJson);
         assert_eq!(Invocation::parse(b"[]").unwrap_err(), EnvelopeError::NoData);
-        assert_eq!(Invocation::parse(br#"{"Data": "x"}"#).unwrap_err(), EnvelopeError::NoData);
+        assert_eq!(
+            Invocation::parse(br#"{"Data": "x"}"#).unwrap_err(),
+            EnvelopeError::NoData
+        );
         let no_event = Invocation::parse(br#"{"Data": {"timer": {}}}"#).unwrap();
-        assert_eq!(no_event.binding("event").unwrap_err(), EnvelopeError::NoBinding("event".into()));
+        assert_eq!(
+            no_event.binding("event").unwrap_err(),
+            EnvelopeError::NoBinding("event".into())
+        );
         let null_event = Invocation::parse(br#"{"Data": {"event": null}}"#).unwrap();
         assert!(null_event.binding("event").is_err());
     }
 
     #[test]
     fn the_response_uses_the_hosts_field_names() {
-        let json = serde_json::to_value(InvocationResponse::new(vec!["l".into()], json!(1))).unwrap();
-        assert_eq!(json, json!({"Outputs": {}, "Logs": ["l"], "ReturnValue": 1}));
+        let json =
+            serde_json::to_value(InvocationResponse::new(vec!["l".into()], json!(1))).unwrap();
+        assert_eq!(
+            json,
+            json!({"Outputs": {}, "Logs": ["l"], "ReturnValue": 1})
+        );
     }
 }

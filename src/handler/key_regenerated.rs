@@ -36,21 +36,43 @@ impl EventResult {
     fn ignored(event: &Event, reason: String) -> Self {
         tracing::info!(event = %event.id, outcome = "ignored", reason = %reason, "event");
         let summary = format!("event {} ignored: {reason}", event.id);
-        EventResult { event: event.id.clone(), outcome: "ignored", reason: Some(reason), report: None, summary }
+        EventResult {
+            event: event.id.clone(),
+            outcome: "ignored",
+            reason: Some(reason),
+            report: None,
+            summary,
+        }
     }
 
     fn failed(event: &Event, account: &str, reason: String) -> Self {
         tracing::error!(event = %event.id, account, outcome = "failed", error = %reason, "event");
         let summary = format!("account {account}: failed: {reason}");
-        EventResult { event: event.id.clone(), outcome: "failed", reason: Some(reason), report: None, summary }
+        EventResult {
+            event: event.id.clone(),
+            outcome: "failed",
+            reason: Some(reason),
+            report: None,
+            summary,
+        }
     }
 
     fn reconciled(event: &Event, account: &str, report: Report) -> Self {
         report.log();
-        let outcome = if report.has_failures() { "failed" } else { "reconciled" };
+        let outcome = if report.has_failures() {
+            "failed"
+        } else {
+            "reconciled"
+        };
         let summary = format!("account {account}: {}", report.summary());
         tracing::info!(event = %event.id, account, outcome, summary = %report.summary(), "event done");
-        EventResult { event: event.id.clone(), outcome, reason: None, report: Some(report), summary }
+        EventResult {
+            event: event.id.clone(),
+            outcome,
+            reason: None,
+            report: Some(report),
+            summary,
+        }
     }
 
     fn succeeded(&self) -> bool {
@@ -60,7 +82,10 @@ impl EventResult {
 
 /// Handles one invocation. Replies non-2xx when the body is unusable (Event Grid then retries
 /// and dead-letters it) or when any work failed (so it is delivered again and converges).
-pub async fn invoke(State(handler): State<Arc<Handler>>, body: Bytes) -> (StatusCode, Json<InvocationResponse>) {
+pub async fn invoke(
+    State(handler): State<Arc<Handler>>,
+    body: Bytes,
+) -> (StatusCode, Json<InvocationResponse>) {
     let events = match decode(&body) {
         Ok(events) => events,
         Err(message) => return rejected(&message),
@@ -85,7 +110,11 @@ fn decode(body: &[u8]) -> Result<Vec<Event>, String> {
 }
 
 fn rejected(message: &str) -> (StatusCode, Json<InvocationResponse>) {
-    tracing::error!(function = "KeyRegenerated", error = message, "invocation rejected");
+    tracing::error!(
+        function = "KeyRegenerated",
+        error = message,
+        "invocation rejected"
+    );
     let body = InvocationResponse::new(vec![], json!({ "error": message }));
     (StatusCode::BAD_REQUEST, Json(body))
 }
@@ -96,13 +125,19 @@ async fn handle(handler: &Handler, event: &Event) -> EventResult {
         Decision::Reconcile(account) => account,
     };
     tracing::info!(event = %event.id, account = %account, "key regeneration event: reconciling");
-    match handler.reconciler.reconcile(Request::apply(account.clone())).await {
+    match handler
+        .reconciler
+        .reconcile(Request::apply(account.clone()))
+        .await
+    {
         Ok(report) => EventResult::reconciled(event, account.name(), report),
         Err(ReconcileError::AccountNotFound(_)) => {
             EventResult::ignored(event, "the storage account no longer exists".to_string())
         }
-        Err(ReconcileError::Arm(e)) => {
-            EventResult::failed(event, account.name(), crate::reconcile::execute::explain(&e))
-        }
+        Err(ReconcileError::Arm(e)) => EventResult::failed(
+            event,
+            account.name(),
+            crate::reconcile::execute::explain(&e),
+        ),
     }
 }

@@ -33,7 +33,8 @@ impl Handler {
     /// Builds the ARM client and reconciler. Sends nothing: the first token is fetched on the first
     /// invocation, so start-up stays fast.
     pub fn new(config: Config) -> anyhow::Result<Self> {
-        let credential = crate::arm::auth::credential(&config.credential).context("creating the Azure credential")?;
+        let credential = crate::arm::auth::credential(&config.credential)
+            .context("creating the Azure credential")?;
         let options = ArmOptions {
             endpoint: config.arm_endpoint.clone(),
             scope: config.arm_scope.clone(),
@@ -76,5 +77,9 @@ async fn ready() -> &'static str {
 }
 
 async fn unknown_route() -> Response {
-    (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such function"}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"error": "no such function"})),
+    )
+        .into_response()
 }

@@ -20,8 +20,14 @@ pub struct HostJson {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
     EventGrid,
-    Timer { schedule: String },
-    Http { route: Option<String>, methods: Vec<String>, auth_level: String },
+    Timer {
+        schedule: String,
+    },
+    Http {
+        route: Option<String>,
+        methods: Vec<String>,
+        auth_level: String,
+    },
     Other(String),
 }
 
@@ -51,12 +57,21 @@ impl FunctionApp {
         let mut functions = Vec::new();
         for dir in function_dirs(root)? {
             let path = dir.join("function.json");
-            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-            let function = parse_function(name, &read_json(&path)?).with_context(|| path.display().to_string())?;
+            let name = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let function = parse_function(name, &read_json(&path)?)
+                .with_context(|| path.display().to_string())?;
             functions.push(function);
         }
         functions.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(FunctionApp { root: root.to_path_buf(), host, functions })
+        Ok(FunctionApp {
+            root: root.to_path_buf(),
+            host,
+            functions,
+        })
     }
 
     /// The function with this exact (case-sensitive, as the handler's routes are) name.
@@ -68,7 +83,9 @@ impl FunctionApp {
 fn function_dirs(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     for base in [root.to_path_buf(), root.join("functions")] {
-        let Ok(entries) = std::fs::read_dir(&base) else { continue };
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            continue;
+        };
         for entry in entries.flatten() {
             if entry.path().join("function.json").is_file() {
                 dirs.push(entry.path());
@@ -76,13 +93,17 @@ fn function_dirs(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     if dirs.is_empty() {
-        bail!("no function folders (*/function.json) under {}", root.display());
+        bail!(
+            "no function folders (*/function.json) under {}",
+            root.display()
+        );
     }
     Ok(dirs)
 }
 
 fn read_json(path: &Path) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -94,33 +115,62 @@ fn parse_host(host: &Value) -> anyhow::Result<HostJson> {
         .context("customHandler.description.defaultExecutablePath is missing")?
         .to_string();
     let arguments = match &description["arguments"] {
-        Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
         Value::Null => Vec::new(),
         _ => bail!("customHandler.description.arguments must be an array of strings"),
     };
-    let forward_http = handler["enableForwardingHttpRequest"].as_bool().unwrap_or(false);
-    Ok(HostJson { executable, arguments, forward_http })
+    let forward_http = handler["enableForwardingHttpRequest"]
+        .as_bool()
+        .unwrap_or(false);
+    Ok(HostJson {
+        executable,
+        arguments,
+        forward_http,
+    })
 }
 
 fn parse_function(name: String, json: &Value) -> anyhow::Result<Function> {
     let bindings = json["bindings"].as_array().context("no bindings array")?;
     let trigger = bindings
         .iter()
-        .find(|b| b["direction"] == "in" && b["type"].as_str().is_some_and(|t| t.ends_with("Trigger")))
+        .find(|b| {
+            b["direction"] == "in" && b["type"].as_str().is_some_and(|t| t.ends_with("Trigger"))
+        })
         .context("no trigger binding (direction \"in\", type \"...Trigger\")")?;
-    let binding = trigger["name"].as_str().context("the trigger binding has no name")?.to_string();
+    let binding = trigger["name"]
+        .as_str()
+        .context("the trigger binding has no name")?
+        .to_string();
     let text = |key: &str| trigger[key].as_str().map(str::to_string);
     let trigger = match trigger["type"].as_str().unwrap_or_default() {
         "eventGridTrigger" => Trigger::EventGrid,
-        "timerTrigger" => Trigger::Timer { schedule: text("schedule").context("timerTrigger without schedule")? },
+        "timerTrigger" => Trigger::Timer {
+            schedule: text("schedule").context("timerTrigger without schedule")?,
+        },
         "httpTrigger" => Trigger::Http {
             route: text("route"),
-            methods: trigger["methods"].as_array().map(|m| m.iter().filter_map(Value::as_str).map(str::to_lowercase).collect()).unwrap_or_default(),
+            methods: trigger["methods"]
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_lowercase)
+                        .collect()
+                })
+                .unwrap_or_default(),
             auth_level: text("authLevel").unwrap_or_else(|| "function".into()),
         },
         other => Trigger::Other(other.to_string()),
     };
-    Ok(Function { name, trigger, binding })
+    Ok(Function {
+        name,
+        trigger,
+        binding,
+    })
 }
 
 #[cfg(test)]
@@ -140,7 +190,11 @@ mod tests {
 
     #[test]
     fn a_function_without_a_trigger_is_an_error() {
-        let err = parse_function("X".into(), &serde_json::json!({"bindings": [{"type": "blob", "direction": "out", "name": "b"}]})).unwrap_err();
+        let err = parse_function(
+            "X".into(),
+            &serde_json::json!({"bindings": [{"type": "blob", "direction": "out", "name": "b"}]}),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("no trigger binding"), "{err}");
     }
 }

@@ -19,13 +19,21 @@ impl BindingEncoding {
         match self {
             BindingEncoding::Object => value.clone(),
             BindingEncoding::String => Value::String(value.to_string()),
-            BindingEncoding::DoubleString => Value::String(Value::String(value.to_string()).to_string()),
+            BindingEncoding::DoubleString => {
+                Value::String(Value::String(value.to_string()).to_string())
+            }
         }
     }
 }
 
 /// The `{"Data": ..., "Metadata": ...}` body for one invocation of `function`.
-pub fn envelope(function: &str, binding: &str, value: &Value, encoding: BindingEncoding, trigger_metadata: Map<String, Value>) -> Value {
+pub fn envelope(
+    function: &str,
+    binding: &str,
+    value: &Value,
+    encoding: BindingEncoding,
+    trigger_metadata: Map<String, Value>,
+) -> Value {
     let mut metadata = trigger_metadata;
     metadata.insert("sys".into(), sys(function));
     json!({
@@ -44,7 +52,9 @@ pub fn event_grid_metadata(event: &Value) -> Map<String, Value> {
 }
 
 fn sys(function: &str) -> Value {
-    let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+    let now = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default();
     json!({
         "MethodName": function,
         "UtcNow": now,
@@ -61,13 +71,22 @@ mod tests {
         let v = json!({"a": 1});
         assert_eq!(BindingEncoding::Object.encode(&v), v);
         assert_eq!(BindingEncoding::String.encode(&v), json!("{\"a\":1}"));
-        assert_eq!(BindingEncoding::DoubleString.encode(&v), json!("\"{\\\"a\\\":1}\""));
+        assert_eq!(
+            BindingEncoding::DoubleString.encode(&v),
+            json!("\"{\\\"a\\\":1}\"")
+        );
     }
 
     #[test]
     fn the_envelope_matches_the_fixture_shape() {
         let event = json!({"id": "e", "data": {"operationName": "x"}});
-        let env = envelope("KeyRegenerated", "event", &event, BindingEncoding::Object, event_grid_metadata(&event));
+        let env = envelope(
+            "KeyRegenerated",
+            "event",
+            &event,
+            BindingEncoding::Object,
+            event_grid_metadata(&event),
+        );
         assert_eq!(env["Data"]["event"], event);
         assert_eq!(env["Metadata"]["data"]["operationName"], "x");
         assert_eq!(env["Metadata"]["sys"]["MethodName"], "KeyRegenerated");

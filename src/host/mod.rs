@@ -77,7 +77,10 @@ impl LocalHost {
     /// Loads the app, starts the handler, waits for it, and starts serving the host's endpoints.
     pub async fn start(options: HostOptions) -> anyhow::Result<LocalHost> {
         let app = FunctionApp::load(&options.app_root)?;
-        let executable = options.executable.clone().unwrap_or_else(|| options.app_root.join(&app.host.executable));
+        let executable = options
+            .executable
+            .clone()
+            .unwrap_or_else(|| options.app_root.join(&app.host.executable));
         let handler = HandlerProcess::start(Launch {
             executable: &executable,
             arguments: &app.host.arguments,
@@ -92,17 +95,26 @@ impl LocalHost {
             app,
             handler_url,
             encoding: options.encoding,
-            client: reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(600))
+                .build()?,
             records: Mutex::new(Vec::new()),
             finished,
         });
-        let listener = tokio::net::TcpListener::bind(options.listen).await.context("binding the host's listener")?;
+        let listener = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .context("binding the host's listener")?;
         let addr = listener.local_addr()?;
         let router = webhooks::router(shared.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Ok(LocalHost { shared, addr, handler: Some(handler), server })
+        Ok(LocalHost {
+            shared,
+            addr,
+            handler: Some(handler),
+            server,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -111,7 +123,8 @@ impl LocalHost {
 
     /// The Event Grid webhook URL for `function`, as an event subscription would use it.
     pub fn event_grid_webhook(&self, function: &str) -> Url {
-        let mut url = Url::parse(&format!("http://{}/runtime/webhooks/eventgrid", self.addr)).expect("valid URL");
+        let mut url = Url::parse(&format!("http://{}/runtime/webhooks/eventgrid", self.addr))
+            .expect("valid URL");
         url.query_pairs_mut().append_pair("functionName", function);
         url
     }
@@ -122,7 +135,12 @@ impl LocalHost {
     }
 
     /// Invokes `function` with `value` as its trigger binding, as the host would.
-    pub async fn invoke(&self, function: &str, value: &Value, metadata: Map<String, Value>) -> anyhow::Result<InvocationRecord> {
+    pub async fn invoke(
+        &self,
+        function: &str,
+        value: &Value,
+        metadata: Map<String, Value>,
+    ) -> anyhow::Result<InvocationRecord> {
         self.shared.invoke(function, value, metadata).await
     }
 
@@ -133,7 +151,11 @@ impl LocalHost {
 
     /// Every invocation so far, in order.
     pub fn invocations(&self) -> Vec<InvocationRecord> {
-        self.shared.records.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared
+            .records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Receives each invocation as it finishes.
@@ -143,7 +165,10 @@ impl LocalHost {
 
     /// Every line the handler printed so far.
     pub fn handler_output(&self) -> Vec<String> {
-        self.handler.as_ref().map(HandlerProcess::output).unwrap_or_default()
+        self.handler
+            .as_ref()
+            .map(HandlerProcess::output)
+            .unwrap_or_default()
     }
 
     /// Stops the server and the handler (SIGTERM); returns the handler's exit code.
@@ -157,26 +182,54 @@ impl LocalHost {
 }
 
 impl Shared {
-    async fn invoke(&self, function: &str, value: &Value, metadata: Map<String, Value>) -> anyhow::Result<InvocationRecord> {
-        let spec = self.app.function(function).with_context(|| format!("no function named {function}"))?;
+    async fn invoke(
+        &self,
+        function: &str,
+        value: &Value,
+        metadata: Map<String, Value>,
+    ) -> anyhow::Result<InvocationRecord> {
+        let spec = self
+            .app
+            .function(function)
+            .with_context(|| format!("no function named {function}"))?;
         let body = invoke::envelope(function, &spec.binding, value, self.encoding, metadata);
-        self.post_invocation(function, serde_json::to_vec(&body)?).await
+        self.post_invocation(function, serde_json::to_vec(&body)?)
+            .await
     }
 
     /// Posts an envelope to `POST /<function>` and records the outcome.
-    async fn post_invocation(&self, function: &str, body: Vec<u8>) -> anyhow::Result<InvocationRecord> {
+    async fn post_invocation(
+        &self,
+        function: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<InvocationRecord> {
         let started = Instant::now();
         let url = self.handler_url.join(function)?;
-        let request = self.client.post(url).header("content-type", "application/json").body(body);
+        let request = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body);
         let (status, body) = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
-                (status, response.json::<Value>().await.unwrap_or(Value::Null))
+                (
+                    status,
+                    response.json::<Value>().await.unwrap_or(Value::Null),
+                )
             }
             Err(_) => (0, Value::Null),
         };
-        let record = InvocationRecord { function: function.to_string(), status, body, elapsed: started.elapsed() };
-        self.records.lock().unwrap_or_else(|p| p.into_inner()).push(record.clone());
+        let record = InvocationRecord {
+            function: function.to_string(),
+            status,
+            body,
+            elapsed: started.elapsed(),
+        };
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(record.clone());
         let _ = self.finished.send(record.clone());
         Ok(record)
     }

@@ -56,12 +56,20 @@ impl HandlerProcess {
             tokio::spawn(collect(err, "stderr", output.clone(), launch.echo));
         }
         wait_ready(&mut child, port).await?;
-        Ok(HandlerProcess { child, port, startup: started.elapsed(), output })
+        Ok(HandlerProcess {
+            child,
+            port,
+            startup: started.elapsed(),
+            output,
+        })
     }
 
     /// Every line the handler printed so far, as `stdout: ...` or `stderr: ...`.
     pub fn output(&self) -> Vec<String> {
-        self.output.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Sends SIGTERM, as the host does on shutdown, and waits for the exit code.
@@ -92,7 +100,13 @@ async fn wait_ready(child: &mut Child, port: u16) -> anyhow::Result<()> {
         if let Some(status) = child.try_wait()? {
             bail!("the handler exited during start-up ({status})");
         }
-        if client.get(&url).timeout(Duration::from_secs(1)).send().await.is_ok() {
+        if client
+            .get(&url)
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -100,12 +114,19 @@ async fn wait_ready(child: &mut Child, port: u16) -> anyhow::Result<()> {
     bail!("the handler did not answer GET / within {STARTUP_TIMEOUT:?}")
 }
 
-async fn collect(stream: impl AsyncRead + Unpin, name: &'static str, sink: Arc<Mutex<Vec<String>>>, echo: bool) {
+async fn collect(
+    stream: impl AsyncRead + Unpin,
+    name: &'static str,
+    sink: Arc<Mutex<Vec<String>>>,
+    echo: bool,
+) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if echo {
             eprintln!("  handler | {line}");
         }
-        sink.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{name}: {line}"));
+        sink.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("{name}: {line}"));
     }
 }

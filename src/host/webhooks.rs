@@ -17,7 +17,10 @@ use super::invoke::event_grid_metadata;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/runtime/webhooks/eventgrid", post(event_grid).options(cloud_events_handshake))
+        .route(
+            "/runtime/webhooks/eventgrid",
+            post(event_grid).options(cloud_events_handshake),
+        )
         .with_state(shared)
 }
 
@@ -29,8 +32,18 @@ struct WebhookQuery {
 
 /// Event Grid delivery: answers the validation handshake itself, as the host does, and invokes
 /// the function once per event. Any failed invocation fails the delivery, so Event Grid retries.
-async fn event_grid(State(shared): State<Arc<Shared>>, Query(query): Query<WebhookQuery>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(function) = query.function_name.filter(|f| shared.app.function(f).is_some_and(|f| f.trigger == Trigger::EventGrid)) else {
+async fn event_grid(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<WebhookQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(function) = query.function_name.filter(|f| {
+        shared
+            .app
+            .function(f)
+            .is_some_and(|f| f.trigger == Trigger::EventGrid)
+    }) else {
         return (StatusCode::NOT_FOUND, "no Event Grid function by that name").into_response();
     };
     let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
@@ -40,23 +53,36 @@ async fn event_grid(State(shared): State<Arc<Shared>>, Query(query): Query<Webho
         Value::Array(events) => events,
         single => vec![single],
     };
-    let event_type = headers.get("aeg-event-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let event_type = headers
+        .get("aeg-event-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     if event_type.eq_ignore_ascii_case("SubscriptionValidation") {
         return validation_response(&events);
     }
     let mut all_ok = true;
     for event in &events {
-        let ok = match shared.invoke(&function, event, event_grid_metadata(event)).await {
+        let ok = match shared
+            .invoke(&function, event, event_grid_metadata(event))
+            .await
+        {
             Ok(record) => record.succeeded(),
             Err(_) => false,
         };
         all_ok &= ok;
     }
-    if all_ok { StatusCode::OK.into_response() } else { StatusCode::INTERNAL_SERVER_ERROR.into_response() }
+    if all_ok {
+        StatusCode::OK.into_response()
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    }
 }
 
 fn validation_response(events: &[Value]) -> Response {
-    match events.first().and_then(|e| e["data"]["validationCode"].as_str()) {
+    match events
+        .first()
+        .and_then(|e| e["data"]["validationCode"].as_str())
+    {
         Some(code) => axum::Json(json!({ "validationResponse": code })).into_response(),
         None => (StatusCode::BAD_REQUEST, "no validationCode").into_response(),
     }

@@ -16,10 +16,20 @@ pub fn planned_entry(workspace: &WorkspaceId, ds: &DatastorePlan, dry_run: bool)
         Step::Update(slot) => {
             entry.action = Action::UpdateKey;
             entry.key = Some(*slot);
-            entry.outcome = if dry_run { Outcome::Planned } else { Outcome::Failed };
+            entry.outcome = if dry_run {
+                Outcome::Planned
+            } else {
+                Outcome::Failed
+            };
         }
-        Step::Leave { outcome, reason, .. } => {
-            entry.action = if *outcome == Outcome::Skipped { Action::Skip } else { Action::None };
+        Step::Leave {
+            outcome, reason, ..
+        } => {
+            entry.action = if *outcome == Outcome::Skipped {
+                Action::Skip
+            } else {
+                Action::None
+            };
             entry.outcome = *outcome;
             entry.reason = reason.clone();
         }
@@ -91,11 +101,15 @@ async fn update_in_place(
     let current = arm.get_datastore(id).await?;
     // Someone may have re-pointed or re-typed the datastore since it was listed.
     if !facts.holds(&current) || current.credentials_kind() != CredentialsKind::AccountKey {
-        return Err(UpdateError::Changed("changed while keysync was working: left alone"));
+        return Err(UpdateError::Changed(
+            "changed while keysync was working: left alone",
+        ));
     }
     let body = current
         .with_account_key(keys.get(slot))
-        .ok_or(UpdateError::Changed("no credentials object to update: left alone"))?;
+        .ok_or(UpdateError::Changed(
+            "no credentials object to update: left alone",
+        ))?;
     arm.put_datastore(id, &body).await?;
     Ok(())
 }

@@ -92,7 +92,12 @@ impl Reconciler {
             });
         }
 
-        let run = Run { reconciler: self, request: &request, facts: &facts, keys: keys.as_ref() };
+        let run = Run {
+            reconciler: self,
+            request: &request,
+            facts: &facts,
+            keys: keys.as_ref(),
+        };
         let (entries, notes) = run.all_workspaces().await;
         report.entries = entries;
         report.notes.extend(notes);
@@ -140,7 +145,11 @@ struct Run<'a> {
 impl Run<'_> {
     /// Every subscription in scope at once; each workspace starts as soon as its list arrives.
     async fn all_workspaces(&self) -> (Vec<Entry>, Vec<Note>) {
-        let subscriptions = self.reconciler.subscriptions.iter().map(|s| self.subscription(s));
+        let subscriptions = self
+            .reconciler
+            .subscriptions
+            .iter()
+            .map(|s| self.subscription(s));
         let mut entries = Vec::new();
         let mut notes = Vec::new();
         for result in join_all(subscriptions).await {
@@ -178,7 +187,13 @@ impl Run<'_> {
             datastores,
         };
         let now = OffsetDateTime::now_utc();
-        let Some(plan) = plan::plan_workspace(self.facts, &observed, self.request.target, self.facts.target_slot(self.request.target), now) else {
+        let Some(plan) = plan::plan_workspace(
+            self.facts,
+            &observed,
+            self.request.target,
+            self.facts.target_slot(self.request.target),
+            now,
+        ) else {
             return Vec::new();
         };
         match (self.request.dry_run, self.keys) {
@@ -191,7 +206,11 @@ impl Run<'_> {
     fn describe(&self, plan: &WorkspacePlan) -> Vec<Entry> {
         let dry_run = self.request.dry_run;
         let mut entries = vec_with_listing_error(plan);
-        entries.extend(plan.datastores.iter().map(|d| execute::planned_entry(&plan.id, d, dry_run)));
+        entries.extend(
+            plan.datastores
+                .iter()
+                .map(|d| execute::planned_entry(&plan.id, d, dry_run)),
+        );
         if let (Some(decision), true) = (&plan.resync, self.keys.is_some()) {
             entries.push(execute::workspace_entry(&plan.id, decision, dry_run));
         }
@@ -200,14 +219,18 @@ impl Run<'_> {
 
     async fn apply(&self, plan: &WorkspacePlan, keys: &AccountKeys) -> Vec<Entry> {
         let arm = &self.reconciler.arm;
-        let updates = plan.datastores.iter().map(|d| execute::datastore(arm, &plan.id, d, self.facts, keys));
+        let updates = plan
+            .datastores
+            .iter()
+            .map(|d| execute::datastore(arm, &plan.id, d, self.facts, keys));
         let mut entries = vec_with_listing_error(plan);
         entries.extend(join_all(updates).await);
         match &plan.resync {
             Some(ResyncDecision::Resync) => {
                 let entry = execute::resync(arm, &plan.id).await;
                 if entry.outcome == Outcome::Resynced {
-                    self.reconciler.remember_resync(&plan.id, self.facts.newest_key_time());
+                    self.reconciler
+                        .remember_resync(&plan.id, self.facts.newest_key_time());
                 }
                 entries.push(entry);
             }

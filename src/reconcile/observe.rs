@@ -35,7 +35,11 @@ pub async fn datastores(
                 (true, Some(keys)) => Some(stored_key(arm, &id, keys).await),
                 _ => None,
             };
-            ObservedDatastore { id, datastore: ds, secret }
+            ObservedDatastore {
+                id,
+                datastore: ds,
+                secret,
+            }
         })
     });
     Ok(futures::future::join_all(reads).await)
@@ -61,6 +65,8 @@ async fn stored_key(arm: &ArmClient, id: &DatastoreId, keys: &AccountKeys) -> Se
 fn classify(stored: Option<&SecretString>, keys: &AccountKeys) -> SecretState {
     match stored {
         None => SecretState::Missing,
-        Some(key) => keys.slot_of(key).map_or(SecretState::Stale, SecretState::Current),
+        Some(key) => keys
+            .slot_of(key)
+            .map_or(SecretState::Stale, SecretState::Current),
     }
 }

@@ -52,9 +52,11 @@ impl AccountFacts {
             .account_name()
             .is_some_and(|name| name.trim().eq_ignore_ascii_case(&self.name));
         let same_cloud = match (datastore.endpoint(), self.endpoint_suffix.as_deref()) {
-            (Some(endpoint), Some(suffix)) => {
-                endpoint.trim().trim_matches('.').trim_end_matches('/').eq_ignore_ascii_case(suffix)
-            }
+            (Some(endpoint), Some(suffix)) => endpoint
+                .trim()
+                .trim_matches('.')
+                .trim_end_matches('/')
+                .eq_ignore_ascii_case(suffix),
             // Azure fills in the cloud's suffix when a datastore names none; and an account whose
             // endpoints are not `<name>.blob.<suffix>` (an emulator) cannot be told apart by cloud.
             _ => true,
@@ -177,16 +179,26 @@ pub fn plan_workspace(
     now: OffsetDateTime,
 ) -> Option<WorkspacePlan> {
     let (datastores, listing_error) = match &ws.datastores {
-        Ok(list) => (list.iter().map(|d| plan_datastore(account, d, target, target_slot)).collect(), None),
+        Ok(list) => (
+            list.iter()
+                .map(|d| plan_datastore(account, d, target, target_slot))
+                .collect(),
+            None,
+        ),
         Err(reason) => (Vec::new(), Some(reason.clone())),
     };
     let relevant = ws.default_storage_here
         || listing_error.is_some()
-        || ws.datastores.as_ref().is_ok_and(|l| l.iter().any(|d| account.holds(&d.datastore)));
+        || ws
+            .datastores
+            .as_ref()
+            .is_ok_and(|l| l.iter().any(|d| account.holds(&d.datastore)));
     if !relevant {
         return None;
     }
-    let resync = ws.default_storage_here.then(|| resync_decision(account, ws, &datastores, now));
+    let resync = ws
+        .default_storage_here
+        .then(|| resync_decision(account, ws, &datastores, now));
     Some(WorkspacePlan {
         id: ws.id.clone(),
         datastores,
@@ -195,7 +207,12 @@ pub fn plan_workspace(
     })
 }
 
-pub fn plan_datastore(account: &AccountFacts, observed: &ObservedDatastore, target: Target, target_slot: KeySlot) -> DatastorePlan {
+pub fn plan_datastore(
+    account: &AccountFacts,
+    observed: &ObservedDatastore,
+    target: Target,
+    target_slot: KeySlot,
+) -> DatastorePlan {
     let ds = &observed.datastore;
     let leave = |outcome, reason: &str, attention| Step::Leave {
         outcome,
@@ -208,39 +225,100 @@ pub fn plan_datastore(account: &AccountFacts, observed: &ObservedDatastore, targ
         step,
     };
     if !account.holds(ds) {
-        return plan(None, leave(Outcome::Skipped, "on another storage account", false));
+        return plan(
+            None,
+            leave(Outcome::Skipped, "on another storage account", false),
+        );
     }
     let kind = ds.credentials_kind();
-    if !account.shared_key_allowed && matches!(kind, CredentialsKind::AccountKey | CredentialsKind::Sas) {
+    if !account.shared_key_allowed
+        && matches!(kind, CredentialsKind::AccountKey | CredentialsKind::Sas)
+    {
         let reason = "shared-key access is disabled on the account: this datastore's credentials cannot work";
         return plan(None, leave(Outcome::Skipped, reason, true));
     }
     match kind {
         CredentialsKind::AccountKey => plan_account_key(observed, target, target_slot),
-        CredentialsKind::Sas => plan(None, leave(Outcome::Skipped, "SAS token: keysync does not re-mint SAS tokens; check that it was not signed with a regenerated key", true)),
-        CredentialsKind::None => plan(None, leave(Outcome::Skipped, "identity-based access: no key stored", false)),
-        CredentialsKind::ServicePrincipal => plan(None, leave(Outcome::Skipped, "service principal credentials: no account key stored", false)),
-        CredentialsKind::Certificate => plan(None, leave(Outcome::Skipped, "certificate credentials: no account key stored", false)),
+        CredentialsKind::Sas => plan(
+            None,
+            leave(
+                Outcome::Skipped,
+                "SAS token: keysync does not re-mint SAS tokens; check that it was not signed with a regenerated key",
+                true,
+            ),
+        ),
+        CredentialsKind::None => plan(
+            None,
+            leave(
+                Outcome::Skipped,
+                "identity-based access: no key stored",
+                false,
+            ),
+        ),
+        CredentialsKind::ServicePrincipal => plan(
+            None,
+            leave(
+                Outcome::Skipped,
+                "service principal credentials: no account key stored",
+                false,
+            ),
+        ),
+        CredentialsKind::Certificate => plan(
+            None,
+            leave(
+                Outcome::Skipped,
+                "certificate credentials: no account key stored",
+                false,
+            ),
+        ),
         CredentialsKind::Other(name) => {
             let reason = format!("unknown credentials type '{}': left alone", short(&name));
-            plan(None, Step::Leave { outcome: Outcome::Skipped, reason: Some(reason), attention: true })
+            plan(
+                None,
+                Step::Leave {
+                    outcome: Outcome::Skipped,
+                    reason: Some(reason),
+                    attention: true,
+                },
+            )
         }
-        CredentialsKind::Missing => plan(None, leave(Outcome::Skipped, "no credentials type recorded: left alone", true)),
+        CredentialsKind::Missing => plan(
+            None,
+            leave(
+                Outcome::Skipped,
+                "no credentials type recorded: left alone",
+                true,
+            ),
+        ),
     }
 }
 
-fn plan_account_key(observed: &ObservedDatastore, target: Target, target_slot: KeySlot) -> DatastorePlan {
+fn plan_account_key(
+    observed: &ObservedDatastore,
+    target: Target,
+    target_slot: KeySlot,
+) -> DatastorePlan {
     let (held, step) = match &observed.secret {
         Some(SecretState::Current(slot)) => {
             let held = Some(Held::from(*slot));
             match target {
                 Target::Exactly(wanted) if wanted != *slot => (held, Step::Update(wanted)),
-                _ => (held, Step::Leave { outcome: Outcome::InSync, reason: None, attention: false }),
+                _ => (
+                    held,
+                    Step::Leave {
+                        outcome: Outcome::InSync,
+                        reason: None,
+                        attention: false,
+                    },
+                ),
             }
         }
         Some(SecretState::Stale) => (Some(Held::Stale), Step::Update(target_slot)),
         Some(SecretState::Missing) => (Some(Held::Missing), Step::Update(target_slot)),
-        Some(SecretState::Unreadable(reason)) => (None, Step::Fail(format!("could not read the stored key: {reason}"))),
+        Some(SecretState::Unreadable(reason)) => (
+            None,
+            Step::Fail(format!("could not read the stored key: {reason}")),
+        ),
         None => (None, Step::Fail("the stored key was not read".to_string())),
     };
     DatastorePlan {
@@ -267,7 +345,9 @@ pub fn resync_decision(
         Some(created) if created > horizon => ResyncDecision::Resync,
         _ => ResyncDecision::UpToDate(match ws.last_resynced_for {
             Some(_) => "already resynced since the newest key was created".to_string(),
-            None => "the newest key is over an hour old: the workspace has picked it up".to_string(),
+            None => {
+                "the newest key is over an hour old: the workspace has picked it up".to_string()
+            }
         }),
     }
 }

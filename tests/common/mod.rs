@@ -79,10 +79,10 @@ pub fn client(server: &MockServer) -> ArmClient {
     ArmClient::new(options(&server.uri(), 4), Arc::new(FixedToken)).unwrap()
 }
 
-/// The 200 body of a sample in `shared/azure-contract/arm/`.
+/// The 200 body of a sample in `tests/fixtures/azure-contract/arm/`.
 pub fn sample(name: &str) -> Value {
     let file = format!(
-        "{}/../shared/azure-contract/arm/{name}.json",
+        "{}/tests/fixtures/azure-contract/arm/{name}.json",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));

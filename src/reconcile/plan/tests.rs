@@ -4,7 +4,8 @@ use time::macros::datetime;
 use super::*;
 
 const NOW: OffsetDateTime = datetime!(2026-11-20 09:00 UTC);
-const WS: &str = "/subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices/workspaces/w";
+const WS: &str =
+    "/subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices/workspaces/w";
 
 fn account() -> AccountFacts {
     AccountFacts {
@@ -18,7 +19,12 @@ fn account() -> AccountFacts {
     }
 }
 
-fn datastore(name: &str, kind: &str, account: &str, secret: Option<SecretState>) -> ObservedDatastore {
+fn datastore(
+    name: &str,
+    kind: &str,
+    account: &str,
+    secret: Option<SecretState>,
+) -> ObservedDatastore {
     let ws = WorkspaceId::parse(WS).unwrap();
     let id = ws.datastore(name).unwrap();
     let datastore = serde_json::from_value(json!({
@@ -32,7 +38,11 @@ fn datastore(name: &str, kind: &str, account: &str, secret: Option<SecretState>)
         }
     }))
     .unwrap();
-    ObservedDatastore { id, datastore, secret }
+    ObservedDatastore {
+        id,
+        datastore,
+        secret,
+    }
 }
 
 fn workspace(default_here: bool, datastores: Vec<ObservedDatastore>) -> ObservedWorkspace {
@@ -53,7 +63,11 @@ fn steps(plan: &Plan) -> Vec<(String, Option<Held>, Step)> {
 }
 
 fn in_sync() -> Step {
-    Step::Leave { outcome: Outcome::InSync, reason: None, attention: false }
+    Step::Leave {
+        outcome: Outcome::InSync,
+        reason: None,
+        attention: false,
+    }
 }
 
 #[test]
@@ -61,9 +75,24 @@ fn stale_and_missing_keys_move_to_the_newest_key_and_valid_ones_stay() {
     let ws = workspace(
         true,
         vec![
-            datastore("stale", "AccountKey", "stmlshared01", Some(SecretState::Stale)),
-            datastore("missing", "AccountKey", "stmlshared01", Some(SecretState::Missing)),
-            datastore("on_key2", "AccountKey", "stmlshared01", Some(SecretState::Current(KeySlot::Key2))),
+            datastore(
+                "stale",
+                "AccountKey",
+                "stmlshared01",
+                Some(SecretState::Stale),
+            ),
+            datastore(
+                "missing",
+                "AccountKey",
+                "stmlshared01",
+                Some(SecretState::Missing),
+            ),
+            datastore(
+                "on_key2",
+                "AccountKey",
+                "stmlshared01",
+                Some(SecretState::Current(KeySlot::Key2)),
+            ),
         ],
     );
     let plan = plan(&account(), &[ws], Target::Newest, NOW);
@@ -71,8 +100,16 @@ fn stale_and_missing_keys_move_to_the_newest_key_and_valid_ones_stay() {
     assert_eq!(
         steps(&plan),
         vec![
-            ("stale".into(), Some(Held::Stale), Step::Update(KeySlot::Key1)),
-            ("missing".into(), Some(Held::Missing), Step::Update(KeySlot::Key1)),
+            (
+                "stale".into(),
+                Some(Held::Stale),
+                Step::Update(KeySlot::Key1)
+            ),
+            (
+                "missing".into(),
+                Some(Held::Missing),
+                Step::Update(KeySlot::Key1)
+            ),
             ("on_key2".into(), Some(Held::Key2), in_sync()),
         ]
     );
@@ -84,19 +121,36 @@ fn rotation_moves_every_key_datastore_to_the_new_key() {
     let ws = workspace(
         false,
         vec![
-            datastore("on_key1", "AccountKey", "stmlshared01", Some(SecretState::Current(KeySlot::Key1))),
-            datastore("on_key2", "AccountKey", "stmlshared01", Some(SecretState::Current(KeySlot::Key2))),
+            datastore(
+                "on_key1",
+                "AccountKey",
+                "stmlshared01",
+                Some(SecretState::Current(KeySlot::Key1)),
+            ),
+            datastore(
+                "on_key2",
+                "AccountKey",
+                "stmlshared01",
+                Some(SecretState::Current(KeySlot::Key2)),
+            ),
         ],
     );
     let plan = plan(&account(), &[ws], Target::Exactly(KeySlot::Key2), NOW);
     assert_eq!(
         steps(&plan),
         vec![
-            ("on_key1".into(), Some(Held::Key1), Step::Update(KeySlot::Key2)),
+            (
+                "on_key1".into(),
+                Some(Held::Key1),
+                Step::Update(KeySlot::Key2)
+            ),
             ("on_key2".into(), Some(Held::Key2), in_sync()),
         ]
     );
-    assert_eq!(plan.workspaces[0].resync, None, "default storage is elsewhere");
+    assert_eq!(
+        plan.workspaces[0].resync, None,
+        "default storage is elsewhere"
+    );
 }
 
 #[test]
@@ -109,7 +163,12 @@ fn other_credentials_and_other_accounts_are_skipped_with_a_reason() {
             datastore("sas", "Sas", "stmlshared01", None),
             datastore("weird", "KerberosKeytab", "stmlshared01", None),
             datastore("elsewhere", "AccountKey", "stother", None),
-            datastore("SAME_ACCOUNT_UPPER", "AccountKey", "STMLSHARED01", Some(SecretState::Current(KeySlot::Key1))),
+            datastore(
+                "SAME_ACCOUNT_UPPER",
+                "AccountKey",
+                "STMLSHARED01",
+                Some(SecretState::Current(KeySlot::Key1)),
+            ),
         ],
     );
     let plan = plan(&account(), &[ws], Target::Newest, NOW);
@@ -117,7 +176,11 @@ fn other_credentials_and_other_accounts_are_skipped_with_a_reason() {
         .datastores
         .iter()
         .filter_map(|d| match &d.step {
-            Step::Leave { outcome, reason: Some(r), attention } => Some((d.id.name().to_string(), *outcome, r.clone(), *attention)),
+            Step::Leave {
+                outcome,
+                reason: Some(r),
+                attention,
+            } => Some((d.id.name().to_string(), *outcome, r.clone(), *attention)),
             _ => None,
         })
         .collect();
@@ -144,43 +207,89 @@ fn the_cloud_suffix_must_match_too() {
 fn shared_key_disabled_writes_nothing() {
     let mut facts = account();
     facts.shared_key_allowed = false;
-    let ws = workspace(true, vec![datastore("stale", "AccountKey", "stmlshared01", Some(SecretState::Stale))]);
+    let ws = workspace(
+        true,
+        vec![datastore(
+            "stale",
+            "AccountKey",
+            "stmlshared01",
+            Some(SecretState::Stale),
+        )],
+    );
     let plan = plan(&facts, &[ws], Target::Newest, NOW);
-    assert!(matches!(&steps(&plan)[0].2, Step::Leave { outcome: Outcome::Skipped, attention: true, reason: Some(r) } if r.contains("shared-key access is disabled")));
+    assert!(
+        matches!(&steps(&plan)[0].2, Step::Leave { outcome: Outcome::Skipped, attention: true, reason: Some(r) } if r.contains("shared-key access is disabled"))
+    );
     assert!(!facts.needs_secret(&datastore("x", "AccountKey", "stmlshared01", None).datastore));
 }
 
 #[test]
 fn unreadable_secrets_fail_instead_of_guessing() {
-    let ws = workspace(false, vec![datastore("d", "AccountKey", "stmlshared01", Some(SecretState::Unreadable("HTTP 403".into())))]);
+    let ws = workspace(
+        false,
+        vec![datastore(
+            "d",
+            "AccountKey",
+            "stmlshared01",
+            Some(SecretState::Unreadable("HTTP 403".into())),
+        )],
+    );
     let plan = plan(&account(), &[ws], Target::Newest, NOW);
     assert!(matches!(&steps(&plan)[0].2, Step::Fail(r) if r.contains("HTTP 403")));
 }
 
 #[test]
 fn workspaces_with_nothing_on_the_account_are_left_out() {
-    let ws = workspace(false, vec![datastore("elsewhere", "AccountKey", "stother", None)]);
-    assert!(plan(&account(), &[ws], Target::Newest, NOW).workspaces.is_empty());
+    let ws = workspace(
+        false,
+        vec![datastore("elsewhere", "AccountKey", "stother", None)],
+    );
+    assert!(
+        plan(&account(), &[ws], Target::Newest, NOW)
+            .workspaces
+            .is_empty()
+    );
 }
 
 #[test]
 fn a_fresh_key_triggers_a_resync_once() {
     let mut facts = account();
     facts.key_creation_time.key2 = Some(NOW - Duration::minutes(2));
-    let mut ws = workspace(true, vec![datastore("ok", "AccountKey", "stmlshared01", Some(SecretState::Current(KeySlot::Key1)))]);
+    let mut ws = workspace(
+        true,
+        vec![datastore(
+            "ok",
+            "AccountKey",
+            "stmlshared01",
+            Some(SecretState::Current(KeySlot::Key1)),
+        )],
+    );
     let first = plan(&facts, std::slice::from_ref(&ws), Target::Newest, NOW);
     assert_eq!(first.workspaces[0].resync, Some(ResyncDecision::Resync));
 
     ws.last_resynced_for = facts.newest_key_time();
     let second = plan(&facts, &[ws], Target::Newest, NOW);
-    assert!(matches!(second.workspaces[0].resync, Some(ResyncDecision::UpToDate(_))));
+    assert!(matches!(
+        second.workspaces[0].resync,
+        Some(ResyncDecision::UpToDate(_))
+    ));
 }
 
 #[test]
 fn an_old_key_with_everything_in_sync_needs_no_resync() {
-    let ws = workspace(true, vec![datastore("ok", "AccountKey", "stmlshared01", Some(SecretState::Current(KeySlot::Key1)))]);
+    let ws = workspace(
+        true,
+        vec![datastore(
+            "ok",
+            "AccountKey",
+            "stmlshared01",
+            Some(SecretState::Current(KeySlot::Key1)),
+        )],
+    );
     let plan = plan(&account(), &[ws], Target::Newest, NOW);
-    assert!(matches!(&plan.workspaces[0].resync, Some(ResyncDecision::UpToDate(r)) if r.contains("over an hour")));
+    assert!(
+        matches!(&plan.workspaces[0].resync, Some(ResyncDecision::UpToDate(r)) if r.contains("over an hour"))
+    );
 }
 
 #[test]
@@ -188,5 +297,8 @@ fn a_listing_failure_keeps_the_workspace_in_the_plan() {
     let mut ws = workspace(false, vec![]);
     ws.datastores = Err("HTTP 503".into());
     let plan = plan(&account(), &[ws], Target::Newest, NOW);
-    assert_eq!(plan.workspaces[0].listing_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(
+        plan.workspaces[0].listing_error.as_deref(),
+        Some("HTTP 503")
+    );
 }

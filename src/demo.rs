@@ -1,0 +1,264 @@
+//! `keysync demo`: the whole flow on one machine. The emulator plays Azure, the local host plays
+//! the Functions host, and the real `keysync serve` binary does the work.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::emulator::{EmulatorOptions, RunningEmulator, Scenario};
+use crate::host::{BindingEncoding, HostOptions, InvocationRecord, LocalHost};
+
+const ACCOUNT: &str = "stmlshared01";
+const FUNCTION: &str = "KeyRegenerated";
+
+/// Runs the demo; the exit code says whether every AccountKey datastore ended on a valid key.
+pub async fn run(app_root: Option<PathBuf>, verbose: bool) -> anyhow::Result<ExitCode> {
+    let app_root = find_app_root(app_root)?;
+    println!(
+        "keysync demo: a storage key is regenerated, and keysync repairs everything that held it.\n"
+    );
+
+    let emulator = RunningEmulator::start(
+        Scenario::demo(),
+        EmulatorOptions {
+            listen: ([127, 0, 0, 1], 0).into(),
+            event_webhook: None,
+        },
+    )
+    .await?;
+    println!(
+        "1. Local Azure emulator (ARM, managed identity, Event Grid) at {}",
+        emulator.base_url()
+    );
+    let host = start_host(&app_root, &emulator, verbose).await?;
+    let startup = host.handler_startup().unwrap_or_default();
+    println!(
+        "2. Local Functions host started `keysync serve` from {} (ready in {} ms)",
+        app_root.join("host.json").display(),
+        startup.as_millis()
+    );
+    emulator.set_event_webhook(Some(host.event_grid_webhook(FUNCTION)));
+
+    println!("\nBefore: datastores on storage account {ACCOUNT}");
+    print_datastores(&emulator.state());
+
+    let mut finished = host.subscribe();
+    println!("\n3. A portal user regenerates key1 of {ACCOUNT}.");
+    regenerate_key1(&emulator).await?;
+    let record = wait_for_invocation(&mut finished).await?;
+    println!(
+        "4. Event Grid delivered the event to {FUNCTION}; keysync answered HTTP {} in {} ms:\n",
+        record.status,
+        record.elapsed.as_millis()
+    );
+    print_report(&record);
+
+    let state = emulator.state();
+    println!("\nAfter: datastores on storage account {ACCOUNT}");
+    print_datastores(&state);
+    let problems = problems(&state);
+    let exit_code = host.shutdown().await?;
+    emulator.shutdown().await;
+    verdict(&problems, exit_code)
+}
+
+fn find_app_root(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let candidates = given.into_iter().chain(std::env::current_dir().ok()).chain(
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf)),
+    );
+    let candidates: Vec<PathBuf> = candidates
+        .chain([PathBuf::from(env!("CARGO_MANIFEST_DIR"))])
+        .collect();
+    candidates
+        .iter()
+        .find(|dir| dir.join("host.json").is_file())
+        .cloned()
+        .context("no host.json found: run the demo from the repository root or pass --app-root")
+}
+
+async fn start_host(
+    app_root: &Path,
+    emulator: &RunningEmulator,
+    verbose: bool,
+) -> anyhow::Result<LocalHost> {
+    let executable = std::env::current_exe().context("locating the keysync binary")?;
+    LocalHost::start(HostOptions {
+        app_root: app_root.to_path_buf(),
+        executable: Some(executable),
+        env: emulator.env(),
+        echo_output: verbose,
+        encoding: BindingEncoding::Object,
+        listen: ([127, 0, 0, 1], 0).into(),
+    })
+    .await
+}
+
+/// Regenerates key1 through ARM with a portal user's token, as someone in the portal would.
+async fn regenerate_key1(emulator: &RunningEmulator) -> anyhow::Result<()> {
+    let base = emulator.base_url();
+    let client = reqwest::Client::new();
+    let token: Value = client
+        .post(base.join("/_emulator/user-token")?)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let token = token["access_token"]
+        .as_str()
+        .context("the emulator gave no user token")?;
+    let account =
+        account_id(&emulator.state()).context("the demo scenario has no shared account")?;
+    let url = base.join(&format!("{account}/regenerateKey?api-version=2025-08-01"))?;
+    client
+        .post(url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({"keyName": "key1"}))
+        .send()
+        .await?
+        .error_for_status()
+        .context("regenerating key1")?;
+    Ok(())
+}
+
+async fn wait_for_invocation(
+    finished: &mut tokio::sync::broadcast::Receiver<InvocationRecord>,
+) -> anyhow::Result<InvocationRecord> {
+    let wait = async {
+        loop {
+            match finished.recv().await {
+                Ok(record) if record.function == FUNCTION => return Ok(record),
+                Ok(_) => continue,
+                Err(e) => bail!("the local host stopped: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), wait)
+        .await
+        .context("no invocation within 120 s")?
+}
+
+fn print_report(record: &InvocationRecord) {
+    let results = record.body["ReturnValue"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for result in results {
+        match serde_json::from_value::<crate::report::Report>(result["report"].clone()) {
+            Ok(report) => println!("{}", indent(&report.to_table())),
+            Err(_) => println!("   {}", result["summary"].as_str().unwrap_or("(no report)")),
+        }
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("   {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn account_id(state: &Value) -> Option<String> {
+    accounts(state)
+        .into_iter()
+        .find(|a| a["id"].as_str().is_some_and(|id| id.ends_with(ACCOUNT)))
+        .and_then(|a| a["id"].as_str().map(str::to_string))
+}
+
+fn accounts(state: &Value) -> Vec<Value> {
+    state["storageAccounts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Each AccountKey datastore on the demo account: `(workspace/datastore, held)` where held is
+/// `key1`, `key2` or `INVALID`.
+fn key_datastores(state: &Value) -> Vec<(String, &'static str)> {
+    let Some(account) = accounts(state)
+        .into_iter()
+        .find(|a| a["id"].as_str().is_some_and(|id| id.ends_with(ACCOUNT)))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ws in state["workspaces"].as_array().into_iter().flatten() {
+        let ws_name = ws["id"]
+            .as_str()
+            .and_then(|id| id.rsplit('/').next())
+            .unwrap_or("?");
+        for ds in ws["datastores"].as_array().into_iter().flatten() {
+            let props = &ds["resource"]["properties"];
+            let on_account = props["accountName"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(ACCOUNT));
+            if !on_account || props["credentials"]["credentialsType"] != "AccountKey" {
+                continue;
+            }
+            let key = &ds["secrets"]["key"];
+            let held = if *key == account["keys"]["key1"] {
+                "key1"
+            } else if *key == account["keys"]["key2"] {
+                "key2"
+            } else {
+                "INVALID"
+            };
+            out.push((
+                format!(
+                    "{ws_name}/{}",
+                    ds["resource"]["name"].as_str().unwrap_or("?")
+                ),
+                held,
+            ));
+        }
+    }
+    out
+}
+
+fn print_datastores(state: &Value) {
+    for (name, held) in key_datastores(state) {
+        println!("   {name:<36} AccountKey  holds {held}");
+    }
+}
+
+fn problems(state: &Value) -> Vec<String> {
+    let mut problems: Vec<String> = key_datastores(state)
+        .into_iter()
+        .filter(|(_, held)| *held == "INVALID")
+        .map(|(name, _)| format!("{name} still holds an invalid key"))
+        .collect();
+    for ws in state["workspaces"].as_array().into_iter().flatten() {
+        let default_here = ws["storageAccount"]
+            .as_str()
+            .is_some_and(|id| id.ends_with(ACCOUNT));
+        if default_here && ws["storageKeysInSync"] != Value::Bool(true) {
+            problems.push(format!(
+                "workspace {} was not resynced",
+                ws["id"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    problems
+}
+
+fn verdict(problems: &[String], handler_exit: Option<i32>) -> anyhow::Result<ExitCode> {
+    println!();
+    if handler_exit != Some(0) {
+        println!("The handler exited with {handler_exit:?} on SIGTERM (expected 0).");
+    }
+    if problems.is_empty() && handler_exit == Some(0) {
+        println!(
+            "Result: every AccountKey datastore on {ACCOUNT} holds a valid key and its workspace is resynced."
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in problems {
+        println!("Problem: {problem}");
+    }
+    Ok(ExitCode::FAILURE)
+}

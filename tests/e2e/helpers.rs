@@ -1,0 +1,284 @@
+//! Starting the emulator and the local host for a test, and reading what happened.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use keysync::emulator::{EmulatorOptions, RequestRecord, RunningEmulator, Scenario};
+use keysync::host::{BindingEncoding, HostOptions, InvocationRecord, LocalHost};
+use serde_json::{Map, Value, json};
+
+pub const SUB: &str = "11111111-2222-3333-4444-555555555555";
+pub const SHARED: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-ml/providers/Microsoft.Storage/storageAccounts/stmlshared01";
+pub const FUNCTION: &str = "KeyRegenerated";
+
+/// The emulator and a host running the real handler against it.
+pub struct TestApp {
+    pub emulator: RunningEmulator,
+    pub host: LocalHost,
+}
+
+pub struct Options {
+    pub encoding: BindingEncoding,
+    pub extra_env: Vec<(String, String)>,
+    /// Post the emulator's Event Grid events to the host's webhook.
+    pub wire_events: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            encoding: BindingEncoding::Object,
+            extra_env: Vec::new(),
+            wire_events: false,
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn start(scenario: Scenario) -> TestApp {
+        Self::start_with(scenario, Options::default()).await
+    }
+
+    pub async fn start_with(scenario: Scenario, options: Options) -> TestApp {
+        let emulator = RunningEmulator::start(
+            scenario,
+            EmulatorOptions {
+                listen: ([127, 0, 0, 1], 0).into(),
+                event_webhook: None,
+            },
+        )
+        .await
+        .expect("emulator starts");
+        let mut env = emulator.env();
+        env.push(("RUST_LOG".into(), "info".into()));
+        env.extend(options.extra_env);
+        let host = LocalHost::start(HostOptions {
+            app_root: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            executable: Some(PathBuf::from(env!("CARGO_BIN_EXE_keysync"))),
+            env,
+            echo_output: std::env::var_os("KEYSYNC_TEST_ECHO").is_some(),
+            encoding: options.encoding,
+            listen: ([127, 0, 0, 1], 0).into(),
+        })
+        .await
+        .expect("host starts the handler");
+        if options.wire_events {
+            emulator.set_event_webhook(Some(host.event_grid_webhook(FUNCTION)));
+        }
+        TestApp { emulator, host }
+    }
+
+    /// Delivers one event to `KeyRegenerated` as the host would.
+    pub async fn deliver(&self, event: &Value) -> InvocationRecord {
+        let metadata = keysync::host::invoke::event_grid_metadata(event);
+        self.host
+            .invoke(FUNCTION, event, metadata)
+            .await
+            .expect("invocation sent")
+    }
+
+    /// Regenerates a key through ARM as a portal user would.
+    pub async fn regenerate(&self, account: &str, key: &str) {
+        let base = self.emulator.base_url();
+        let client = reqwest::Client::new();
+        let token: Value = client
+            .post(base.join("/_emulator/user-token").unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let url = base
+            .join(&format!("{account}/regenerateKey?api-version=2025-08-01"))
+            .unwrap();
+        let response = client
+            .post(url)
+            .bearer_auth(token["access_token"].as_str().unwrap())
+            .json(&json!({"keyName": key}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "regenerateKey: {}",
+            response.status()
+        );
+    }
+
+    pub fn state(&self) -> State {
+        State(self.emulator.state())
+    }
+
+    /// ARM requests that change something (everything but GET and the read-only POSTs).
+    pub fn writes(&self) -> Vec<RequestRecord> {
+        self.emulator
+            .requests()
+            .into_iter()
+            .filter(is_write)
+            .collect()
+    }
+}
+
+pub fn is_write(r: &RequestRecord) -> bool {
+    (200..300).contains(&r.status)
+        && matches!(
+            r.operation.as_str(),
+            "Datastores_CreateOrUpdate"
+                | "Datastores_Delete"
+                | "Workspaces_ResyncKeys"
+                | "StorageAccounts_RegenerateKey"
+        )
+}
+
+/// A regeneration event for `account` in the Event Grid schema (from the contract fixture).
+pub fn regeneration_event(account: &str) -> Value {
+    let mut event = fixture("regenerate_key_egschema.json")[0].clone();
+    retarget(&mut event, account);
+    event
+}
+
+/// The same in the CloudEvents 1.0 schema.
+pub fn regeneration_cloud_event(account: &str) -> Value {
+    let mut event = fixture("regenerate_key_cloudevents.json");
+    retarget(&mut event, account);
+    event
+}
+
+fn retarget(event: &mut Value, account: &str) {
+    event["subject"] = json!(account);
+    event["data"]["resourceUri"] = json!(account);
+    event["data"]["authorization"]["scope"] = json!(account);
+}
+
+pub fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/azure-contract/events/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture exists"))
+        .expect("fixture is JSON")
+}
+
+/// The emulator's state, with helpers to find things in it.
+pub struct State(pub Value);
+
+impl State {
+    pub fn account(&self, name: &str) -> &Value {
+        self.0["storageAccounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"].as_str().unwrap().ends_with(&format!("/{name}")))
+            .unwrap_or_else(|| panic!("no account {name}"))
+    }
+
+    pub fn workspace(&self, name: &str) -> &Value {
+        self.0["workspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"].as_str().unwrap().ends_with(&format!("/{name}")))
+            .unwrap_or_else(|| panic!("no workspace {name}"))
+    }
+
+    pub fn datastore(&self, workspace: &str, name: &str) -> &Value {
+        self.workspace(workspace)["datastores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["resource"]["name"] == name)
+            .unwrap_or_else(|| panic!("no datastore {workspace}/{name}"))
+    }
+
+    /// `key1`, `key2` or `stale`: which key of `account` the datastore's stored secret is.
+    pub fn held(&self, workspace: &str, name: &str, account: &str) -> &'static str {
+        let key = &self.datastore(workspace, name)["secrets"]["key"];
+        let keys = &self.account(account)["keys"];
+        if *key == keys["key1"] {
+            "key1"
+        } else if *key == keys["key2"] {
+            "key2"
+        } else {
+            "stale"
+        }
+    }
+
+    /// Every datastore resource (as GET returns it) without credentials and systemData, by id.
+    pub fn non_credential_fields(&self) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        for ws in self.0["workspaces"].as_array().unwrap() {
+            for ds in ws["datastores"].as_array().unwrap() {
+                let mut resource: Map<String, Value> = ds["resource"].as_object().unwrap().clone();
+                resource.remove("systemData");
+                if let Some(props) = resource
+                    .get_mut("properties")
+                    .and_then(Value::as_object_mut)
+                {
+                    props.remove("credentials");
+                }
+                out.insert(
+                    ds["id"].as_str().unwrap().to_lowercase(),
+                    Value::Object(resource),
+                );
+            }
+        }
+        out
+    }
+
+    /// Every secret value the emulator holds: account keys and datastore secrets.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for account in self.0["storageAccounts"].as_array().unwrap() {
+            for slot in ["key1", "key2"] {
+                out.extend(account["keys"][slot].as_str().map(str::to_string));
+            }
+        }
+        for ws in self.0["workspaces"].as_array().unwrap() {
+            for ds in ws["datastores"].as_array().unwrap() {
+                if let Some(secrets) = ds["secrets"].as_object() {
+                    out.extend(
+                        secrets
+                            .values()
+                            .filter_map(Value::as_str)
+                            .filter(|v| v.len() > 16)
+                            .map(str::to_string),
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The report inside a `KeyRegenerated` reply (the first event's).
+pub fn report(record: &InvocationRecord) -> &Value {
+    &record.body["ReturnValue"][0]["report"]
+}
+
+/// The report entry for a datastore.
+pub fn entry<'a>(report: &'a Value, workspace: &str, datastore: &str) -> &'a Value {
+    report["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["workspace"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/{workspace}"))
+                && e["datastore"] == datastore
+        })
+        .unwrap_or_else(|| panic!("no entry for {workspace}/{datastore} in {report:#}"))
+}
+
+/// The report entry for a workspace, if any.
+pub fn workspace_entry<'a>(report: &'a Value, workspace: &str) -> Option<&'a Value> {
+    report["entries"].as_array().unwrap().iter().find(|e| {
+        e["kind"] == "workspace"
+            && e["workspace"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/{workspace}"))
+    })
+}

@@ -1,0 +1,225 @@
+//! Bad input, throttling, server errors, paging and secrets in logs.
+
+use keysync::emulator::{FaultRule, Scenario};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+fn fault(value: Value) -> FaultRule {
+    serde_json::from_value(value).expect("fault rule")
+}
+
+#[tokio::test]
+async fn a_malformed_envelope_is_rejected_and_the_handler_keeps_serving() {
+    let app = TestApp::start(Scenario::demo()).await;
+    let client = reqwest::Client::new();
+    let url = format!(
+        "http://{}/runtime/webhooks/eventgrid?functionName={FUNCTION}",
+        app.host.addr()
+    );
+    let handler_bodies = [
+        "not json",
+        "{}",
+        r#"{"Data": {"event": "{not json"}}"#,
+        r#"{"Data": {"event": 42}}"#,
+        r#"{"Data": {"timer": {}}}"#,
+    ];
+
+    for body in handler_bodies {
+        let record = app.host.post_raw(FUNCTION, body.as_bytes()).await.unwrap();
+        assert_eq!(record.status, 400, "{body}");
+        assert!(
+            record.body["ReturnValue"]["error"].is_string(),
+            "{body}: {:#}",
+            record.body
+        );
+    }
+    let bad_webhook = client
+        .post(&url)
+        .header("aeg-event-type", "Notification")
+        .body("[")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_webhook.status(), 400);
+
+    app.regenerate(SHARED, "key1").await;
+    let record = app.deliver(&regeneration_event(SHARED)).await;
+    assert_eq!(record.status, 200, "still serving after bad input");
+    assert!(
+        app.host
+            .handler_output()
+            .iter()
+            .any(|l| l.starts_with("stderr:") && l.contains("invocation rejected"))
+    );
+}
+
+#[tokio::test]
+async fn throttling_and_html_server_errors_are_retried_until_they_pass() {
+    let app = TestApp::start(Scenario::demo()).await;
+    app.regenerate(SHARED, "key1").await;
+    app.emulator.set_faults(vec![
+        fault(json!({"operation": "Datastores_List", "kind": "throttle", "retryAfter": "seconds", "retryAfterSeconds": 1, "count": 1})),
+        fault(json!({"operation": "StorageAccounts_ListKeys", "kind": "throttle", "retryAfter": "httpDate", "retryAfterSeconds": 1, "count": 1})),
+        fault(json!({"operation": "Datastores_CreateOrUpdate", "kind": "error", "status": 503, "html": true, "count": 2})),
+    ]);
+
+    let record = app.deliver(&regeneration_event(SHARED)).await;
+
+    assert_eq!(record.status, 200, "{:#}", record.body);
+    let statuses: Vec<u16> = app.emulator.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 2);
+    assert_eq!(statuses.iter().filter(|s| **s == 503).count(), 2);
+    for (ws, ds) in [
+        ("mlw-vision", "workspaceblobstore"),
+        ("mlw-vision", "workspacefilestore"),
+        ("mlw-forecast", "shared_features"),
+    ] {
+        assert_eq!(app.state().held(ws, ds, "stmlshared01"), "key1");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_update_fails_the_invocation_and_a_redelivery_converges() {
+    let app = TestApp::start(Scenario::demo()).await;
+    app.regenerate(SHARED, "key1").await;
+    app.emulator.set_faults(vec![fault(json!({"operation": "Datastores_CreateOrUpdate", "kind": "error", "status": 500, "count": 100}))]);
+
+    let failed = app.deliver(&regeneration_event(SHARED)).await;
+    assert_eq!(failed.status, 500);
+    assert_eq!(
+        entry(report(&failed), "mlw-vision", "workspaceblobstore")["outcome"],
+        "failed"
+    );
+    assert!(
+        entry(report(&failed), "mlw-vision", "workspaceblobstore")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 500")
+    );
+
+    app.emulator.set_faults(vec![]);
+    let redelivered = app.deliver(&regeneration_event(SHARED)).await;
+    assert_eq!(redelivered.status, 200, "{:#}", redelivered.body);
+    assert_eq!(
+        app.state()
+            .held("mlw-vision", "workspaceblobstore", "stmlshared01"),
+        "key1"
+    );
+}
+
+/// 3 workspaces per page, 80 datastores in one workspace (30 per page by default).
+fn paged_scenario() -> Scenario {
+    let sub = SUB;
+    let account = SHARED;
+    let mut workspaces = Vec::new();
+    for w in 0..7 {
+        let count = if w == 0 { 80 } else { 1 };
+        let datastores: Vec<Value> = (0..count)
+            .map(|d| json!({
+                "name": format!("ds{d:03}"),
+                "properties": {
+                    "datastoreType": "AzureBlob", "accountName": "stmlshared01", "containerName": format!("c{d}"),
+                    "endpoint": "core.windows.net", "protocol": "https", "description": format!("datastore {d}"),
+                    "tags": {"n": d.to_string()}, "credentials": {"credentialsType": "AccountKey"}
+                },
+                "secrets": {"keyRef": "stale"}
+            }))
+            .collect();
+        workspaces.push(json!({
+            "id": format!("/subscriptions/{sub}/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/mlw-{w}"),
+            "location": "westeurope",
+            "storageAccount": account,
+            "datastores": datastores
+        }));
+    }
+    serde_json::from_value(json!({
+        "tenantId": "aaaaaaaa-0000-4000-8000-00000000000a",
+        "workspacesPageSize": 3,
+        "storageAccounts": [{"id": account, "location": "westeurope", "keyCreationTime": {"key1": "2026-08-01T00:00:00Z", "key2": null}}],
+        "workspaces": workspaces
+    }))
+    .expect("scenario")
+}
+
+#[tokio::test]
+async fn every_page_of_workspaces_and_datastores_is_reconciled() {
+    let app = TestApp::start(paged_scenario()).await;
+
+    let record = app.deliver(&regeneration_event(SHARED)).await;
+
+    assert_eq!(record.status, 200, "{:#}", record.body);
+    let updated = report(&record)["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"] == "updated")
+        .count();
+    assert_eq!(updated, 86);
+    let state = app.state();
+    for d in [0, 29, 30, 59, 60, 79] {
+        assert_eq!(
+            state.held("mlw-0", &format!("ds{d:03}"), "stmlshared01"),
+            "key1",
+            "ds{d:03}"
+        );
+    }
+    assert_eq!(state.held("mlw-6", "ds000", "stmlshared01"), "key1");
+    let pages = app
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "Workspaces_ListBySubscription")
+        .count();
+    assert_eq!(pages, 3);
+}
+
+#[tokio::test]
+async fn no_secret_or_claim_reaches_the_logs_even_at_trace_level() {
+    let options = Options {
+        extra_env: vec![("RUST_LOG".into(), "trace".into())],
+        wire_events: true,
+        ..Options::default()
+    };
+    let app = TestApp::start_with(Scenario::demo(), options).await;
+    let secrets_before = app.state().secrets();
+    let mut finished = app.host.subscribe();
+    app.regenerate(SHARED, "key1").await;
+    tokio::time::timeout(std::time::Duration::from_secs(60), finished.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let record = app.deliver(&regeneration_event(SHARED)).await;
+    assert_eq!(record.status, 200);
+
+    let output = app.host.handler_output().join("\n");
+    assert!(output.lines().count() > 20, "trace logging produced output");
+    let mut secrets = secrets_before;
+    secrets.extend(app.state().secrets());
+    secrets.extend(
+        app.emulator
+            .env()
+            .into_iter()
+            .filter(|(k, _)| k == "IDENTITY_HEADER")
+            .map(|(_, v)| v),
+    );
+    for secret in &secrets {
+        assert!(
+            !output.contains(secret.as_str()),
+            "a secret reached the logs"
+        );
+    }
+    for claim in [
+        "operator@example.com",
+        "Operator Example",
+        "192.0.2.10",
+        "Bearer ",
+    ] {
+        assert!(!output.contains(claim), "{claim} reached the logs");
+    }
+    let reply = record.body.to_string();
+    assert!(
+        !secrets.iter().any(|s| reply.contains(s.as_str())),
+        "a secret reached the reply"
+    );
+}
