@@ -34,7 +34,7 @@ async fn the_managed_identity_credential_gets_tokens_that_arm_accepts() {
         again.token.secret(),
         "the credential caches its token"
     );
-    assert_eq!(emulator.state()["tokensIssued"], 1);
+    assert_eq!(emulator.state()["managedIdentityTokensIssued"], 1);
     assert!(token.expires_on > time::OffsetDateTime::now_utc() + time::Duration::minutes(50));
 
     let url = format!(

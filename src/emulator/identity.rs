@@ -55,7 +55,8 @@ struct Issued {
 #[derive(Debug, Default)]
 pub(crate) struct TokenStore {
     tokens: HashMap<String, Issued>,
-    issued: u64,
+    /// Tokens issued by `/msi/token`, i.e. to a client using managed identity.
+    managed_identity_issued: u64,
 }
 
 impl TokenStore {
@@ -70,19 +71,21 @@ impl TokenStore {
         self.tokens.retain(|_, issued| issued.expires_on > now);
         let token = random::token();
         let expires_on = now + lifetime.as_secs();
+        if matches!(principal, Principal::ManagedIdentity { .. }) {
+            self.managed_identity_issued += 1;
+        }
         let issued = Issued {
             expires_on,
             resource: resource.to_string(),
             principal,
         };
         self.tokens.insert(token.clone(), issued);
-        self.issued += 1;
         (token, expires_on)
     }
 
-    /// How many tokens were issued since start.
-    pub(crate) fn issued(&self) -> u64 {
-        self.issued
+    /// How many managed-identity tokens were issued since start.
+    pub(crate) fn managed_identity_issued(&self) -> u64 {
+        self.managed_identity_issued
     }
 
     /// Checks an `Authorization` header and returns the caller.
@@ -305,7 +308,7 @@ mod tests {
             let reply = token_request(&mut tokens, &ids, &q, header, SECRET);
             assert_eq!(reply.status(), StatusCode::UNAUTHORIZED);
         }
-        assert_eq!(tokens.issued(), 0);
+        assert_eq!(tokens.managed_identity_issued(), 0);
     }
 
     #[test]

@@ -276,7 +276,7 @@ impl State {
             "workspaces": workspaces,
             "deletedDatastores": self.deleted_datastores,
             "events": self.events,
-            "tokensIssued": self.tokens.issued(),
+            "managedIdentityTokensIssued": self.tokens.managed_identity_issued(),
             "latencyMs": u64::try_from(self.latency.as_millis()).unwrap_or(u64::MAX),
             "faults": self.faults.rules(),
         })

@@ -31,6 +31,13 @@ async fn a_regeneration_updates_stale_datastores_in_place_and_resyncs_the_worksp
         "only credentials may change"
     );
     assert!(after.0["deletedDatastores"].as_array().unwrap().is_empty());
+    // The handler's tokens came from the emulator's managed identity endpoint, through the real
+    // azure_identity credential (the only credential it has with IDENTITY_ENDPOINT set).
+    assert!(
+        after.0["managedIdentityTokensIssued"].as_u64().unwrap() >= 1,
+        "{:#}",
+        after.0["managedIdentityTokensIssued"]
+    );
 }
 
 #[tokio::test]
