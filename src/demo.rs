@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::emulator::{EmulatorOptions, RunningEmulator, Scenario};
 use crate::host::{BindingEncoding, HostOptions, InvocationRecord, LocalHost};
+use crate::rotation::tick::TickReport;
 
 const ACCOUNT: &str = "stmlshared01";
 const FUNCTION: &str = "KeyRegenerated";
@@ -59,10 +60,116 @@ pub async fn run(app_root: Option<PathBuf>, verbose: bool) -> anyhow::Result<Exi
     let state = emulator.state();
     println!("\nAfter: datastores on storage account {ACCOUNT}");
     print_datastores(&state);
-    let problems = problems(&state);
+    let mut problems = problems(&state);
+
+    problems.extend(rotation_act(&emulator, &host, &mut finished).await?);
     let exit_code = host.shutdown().await?;
     emulator.shutdown().await;
     verdict(&problems, exit_code)
+}
+
+/// The timer fires: the due, tagged account is rotated, the fresh one left alone, everything else
+/// swept; then keysync's own regeneration comes back as an event and must write nothing.
+async fn rotation_act(
+    emulator: &RunningEmulator,
+    host: &LocalHost,
+    finished: &mut tokio::sync::broadcast::Receiver<InvocationRecord>,
+) -> anyhow::Result<Vec<String>> {
+    println!(
+        "\n5. The timer fires RotateKeys (accounts tagged keysync-rotate=true rotate when their key in use is 90 days old)."
+    );
+    let tick = host.tick("RotateKeys", false).await?;
+    println!(
+        "   keysync answered HTTP {} in {} ms:\n",
+        tick.status,
+        tick.elapsed.as_millis()
+    );
+    let report: TickReport = serde_json::from_value(tick.body["ReturnValue"].clone())
+        .context("reading the tick's report")?;
+    print_tick(&report);
+    let writes_after_tick = writes(emulator);
+
+    let echo = wait_for_invocation(finished).await?;
+    let echo_writes = writes(emulator) - writes_after_tick;
+    println!(
+        "\n6. keysync's own regeneration came back as an event: HTTP {}, {echo_writes} writes to Azure.",
+        echo.status
+    );
+
+    let mut problems = Vec::new();
+    let rotated: Vec<&str> = report
+        .rotations
+        .iter()
+        .filter(|r| r.outcome == "rotated")
+        .map(|r| short(&r.account))
+        .collect();
+    if rotated != ["stmlother02"] {
+        problems.push(format!(
+            "expected exactly stmlother02 to rotate, got {rotated:?}"
+        ));
+    }
+    if echo_writes != 0 {
+        problems.push(format!(
+            "the echo of keysync's own regeneration wrote {echo_writes} times"
+        ));
+    }
+    if broken_by_rotation(&emulator.state()) {
+        problems.push("a rotation regenerated a key that a datastore still held".into());
+    }
+    Ok(problems)
+}
+
+fn print_tick(report: &TickReport) {
+    for rotation in &report.rotations {
+        println!(
+            "   rotation of {}: {} ({})",
+            short(&rotation.account),
+            rotation.outcome,
+            rotation.reason
+        );
+        if let Some(r) = &rotation.report {
+            println!("{}", indent(&indent(&r.to_table())));
+        }
+    }
+    println!("   sweep of every other account in use:");
+    for account in &report.sweep {
+        println!("      {}: {}", short(&account.account), account.summary());
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.rsplit('/').next().unwrap_or(id)
+}
+
+/// ARM requests that changed something so far.
+fn writes(emulator: &RunningEmulator) -> usize {
+    let is_write = |op: &str| {
+        matches!(
+            op,
+            "Datastores_CreateOrUpdate"
+                | "Workspaces_ResyncKeys"
+                | "StorageAccounts_RegenerateKey"
+                | "Datastores_Delete"
+        )
+    };
+    emulator
+        .requests()
+        .iter()
+        .filter(|r| (200..300).contains(&r.status) && is_write(&r.operation))
+        .count()
+}
+
+/// True when keysync's rotation invalidated a key a datastore held. The portal user's
+/// regeneration in part 3 did, on purpose; it is the first regeneration.
+fn broken_by_rotation(state: &Value) -> bool {
+    let invalidations = state["keyInvalidations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    invalidations
+        .iter()
+        .skip(1)
+        .any(|i| i["datastores"].as_array().is_some_and(|d| !d.is_empty()))
 }
 
 fn find_app_root(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -253,7 +360,10 @@ fn verdict(problems: &[String], handler_exit: Option<i32>) -> anyhow::Result<Exi
     }
     if problems.is_empty() && handler_exit == Some(0) {
         println!(
-            "Result: every AccountKey datastore on {ACCOUNT} holds a valid key and its workspace is resynced."
+            "Result: every AccountKey datastore on {ACCOUNT} holds a valid key and its workspace is resynced;"
+        );
+        println!(
+            "        the due account was rotated with no datastore ever on an invalid key, and the echo wrote nothing."
         );
         return Ok(ExitCode::SUCCESS);
     }

@@ -36,3 +36,4 @@ pub async fn shutdown_signal() {
     }
 }
 pub mod host;
+pub mod rotation;

@@ -3,6 +3,10 @@
 //! always spell an account the same way: `mlw-vision` names its storage account in lower case
 //! (as Azure Machine Learning often returns it) and `shared_features` names its account in mixed
 //! case, so a client that compares ids or names case-sensitively misses them.
+//!
+//! Key ages are relative to the real clock, so that rotation (which compares them with the
+//! real time) sees the same thing whenever the demo runs: `stmlother02` and its key in use are
+//! due for rotation and tagged for it, `stmlfresh03` is tagged but its key is young.
 
 use serde_json::{Value, json};
 
@@ -17,8 +21,7 @@ impl Scenario {
     pub fn demo() -> Scenario {
         let value = json!({
             "tenantId": TENANT,
-            "now": "2026-11-20T09:00:00Z",
-            "storageAccounts": [shared_account(), other_account()],
+            "storageAccounts": [shared_account(), other_account(), fresh_account()],
             "workspaces": [vision_workspace(), forecast_workspace()]
         });
         // The demo is a constant of this crate, checked by a test; failing here is a bug in it.
@@ -48,8 +51,14 @@ fn shared_account() -> Value {
         "allowSharedKeyAccess": true,
         "isHnsEnabled": false,
         "creationTime": "2025-03-04T10:15:00Z",
-        "keyCreationTime": {"key1": "2026-08-01T00:00:00Z", "key2": null}
+        "keyCreationTime": {"key1": days_ago(124), "key2": null}
     })
+}
+
+/// An RFC 3339 time `days` before now.
+fn days_ago(days: i64) -> String {
+    let at = time::OffsetDateTime::now_utc() - time::Duration::days(days);
+    super::clock::azure_time(at)
 }
 
 fn other_account() -> Value {
@@ -58,10 +67,23 @@ fn other_account() -> Value {
         "location": "westeurope",
         "kind": "StorageV2",
         "sku": "Standard_LRS",
-        "tags": {"env": "prod"},
+        "tags": {"env": "prod", "keysync-rotate": "true"},
         "isHnsEnabled": true,
         "creationTime": "2025-06-12T08:00:00Z",
-        "keyCreationTime": {"key1": "2026-06-15T00:00:00Z", "key2": null}
+        "keyCreationTime": {"key1": days_ago(120), "key2": null}
+    })
+}
+
+fn fresh_account() -> Value {
+    json!({
+        "id": account_id("stmlfresh03"),
+        "location": "westeurope",
+        "kind": "StorageV2",
+        "sku": "Standard_LRS",
+        "tags": {"env": "prod", "keysync-rotate": "true"},
+        "allowSharedKeyAccess": true,
+        "creationTime": "2026-01-10T12:00:00Z",
+        "keyCreationTime": {"key1": days_ago(10), "key2": days_ago(40)}
     })
 }
 
@@ -92,7 +114,8 @@ fn forecast_workspace() -> Value {
         "properties": {"friendlyName": "Demand forecasting", "description": "Weekly demand forecasts"},
         "datastores": [
             blob_store("workspaceblobstore", "stmlother02", "azureml-blobstore-7a9b0c1d-0000-4000-8000-000000000002", "key1", true),
-            shared_features()
+            shared_features(),
+            blob_store("scratch_fresh", "stmlfresh03", "scratch", "key1", false)
         ]
     })
 }

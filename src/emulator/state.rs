@@ -46,6 +46,9 @@ pub(crate) struct State {
     pub deleted_datastores: Vec<String>,
     pub operations: Vec<ResyncOperation>,
     pub events: Vec<EventRecord>,
+    /// Each `regenerateKey`, with the datastores that held the key it replaced: a rotation that
+    /// never breaks a consumer leaves every `datastores` list empty.
+    pub key_invalidations: Vec<Value>,
     pub requests: Vec<RequestRecord>,
     pub faults: FaultEngine,
     pub tokens: TokenStore,
@@ -71,6 +74,7 @@ impl State {
             deleted_datastores: Vec::new(),
             operations: Vec::new(),
             events: Vec::new(),
+            key_invalidations: Vec::new(),
             requests: Vec::new(),
             faults: FaultEngine::new(scenario.faults.clone()),
             tokens: TokenStore::default(),
@@ -252,6 +256,28 @@ impl State {
     }
 
     /// Whether a resync of the workspace at `index` is still running.
+    /// The ids of the datastores whose stored account key is `key`.
+    pub(crate) fn datastores_holding(&self, key: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for workspace in &self.workspaces {
+            for datastore in &workspace.datastores {
+                let held = datastore
+                    .secret
+                    .as_ref()
+                    .and_then(|s| s.get("key"))
+                    .and_then(Value::as_str);
+                if held == Some(key) {
+                    out.push(format!(
+                        "{}/datastores/{}",
+                        workspace.id.as_str(),
+                        datastore.name
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     pub(crate) fn resync_running(&self, index: usize) -> bool {
         let id = &self.workspaces[index].id;
         self.operations
@@ -276,6 +302,7 @@ impl State {
             "workspaces": workspaces,
             "deletedDatastores": self.deleted_datastores,
             "events": self.events,
+            "keyInvalidations": self.key_invalidations,
             "managedIdentityTokensIssued": self.tokens.managed_identity_issued(),
             "latencyMs": u64::try_from(self.latency.as_millis()).unwrap_or(u64::MAX),
             "faults": self.faults.rules(),
@@ -329,10 +356,9 @@ mod tests {
     fn the_snapshot_shows_keys_secrets_and_sync_state() {
         let state = demo_state();
         let snapshot = state.snapshot();
-        assert_eq!(
-            snapshot["now"].as_str().unwrap().get(..10),
-            Some("2026-11-20")
-        );
+        // The demo runs on the real clock, so that key ages mean the same on every run.
+        let today = azure_time(OffsetDateTime::now_utc());
+        assert_eq!(snapshot["now"].as_str().unwrap().get(..10), today.get(..10));
         let account = &snapshot["storageAccounts"][0];
         assert_eq!(account["keys"]["key1"].as_str().unwrap().len(), 88);
         assert_eq!(account["keyCreationTime"]["key2"], Value::Null);

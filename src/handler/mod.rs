@@ -3,6 +3,8 @@
 
 pub mod envelope;
 mod key_regenerated;
+mod rotate_keys;
+pub mod timer;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -53,6 +55,7 @@ pub fn router(handler: Arc<Handler>) -> Router {
     Router::new()
         .route("/", get(ready))
         .route("/KeyRegenerated", post(key_regenerated::invoke))
+        .route("/RotateKeys", post(rotate_keys::invoke))
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(handler)

@@ -51,6 +51,21 @@ pub fn event_grid_metadata(event: &Value) -> Map<String, Value> {
     metadata
 }
 
+/// A timer binding value as the host sends it for a tick due now.
+pub fn timer_value(past_due: bool) -> Value {
+    let now = OffsetDateTime::now_utc();
+    let at = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    json!({
+        "Schedule": {"AdjustForDST": true},
+        "ScheduleStatus": {
+            "Last": at(now - time::Duration::days(1)),
+            "Next": at(now + time::Duration::days(1)),
+            "LastUpdated": at(now - time::Duration::days(1)),
+        },
+        "IsPastDue": past_due,
+    })
+}
+
 fn sys(function: &str) -> Value {
     let now = OffsetDateTime::now_utc()
         .format(&Rfc3339)

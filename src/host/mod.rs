@@ -144,6 +144,12 @@ impl LocalHost {
         self.shared.invoke(function, value, metadata).await
     }
 
+    /// Fires a timer function once, as the host does on schedule.
+    pub async fn tick(&self, function: &str, past_due: bool) -> anyhow::Result<InvocationRecord> {
+        self.invoke(function, &invoke::timer_value(past_due), Map::new())
+            .await
+    }
+
     /// Posts `body` as is to the handler's `POST /<function>`, as a broken host might.
     pub async fn post_raw(&self, function: &str, body: &[u8]) -> anyhow::Result<InvocationRecord> {
         self.shared.post_invocation(function, body.to_vec()).await

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -21,6 +21,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/runtime/webhooks/eventgrid",
             post(event_grid).options(cloud_events_handshake),
         )
+        .route("/admin/functions/{name}", post(run_function))
         .with_state(shared)
 }
 
@@ -76,6 +77,30 @@ async fn event_grid(
     } else {
         StatusCode::INTERNAL_SERVER_ERROR.into_response()
     }
+}
+
+/// The host's admin API for running a non-HTTP function by hand; like the host it answers 202
+/// and runs the function in the background.
+async fn run_function(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    let Some(function) = shared.app.function(&name).cloned() else {
+        return (StatusCode::NOT_FOUND, "no function by that name").into_response();
+    };
+    let value = match function.trigger {
+        Trigger::Timer { .. } => super::invoke::timer_value(false),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "only timer functions can be run by hand here",
+            )
+                .into_response();
+        }
+    };
+    tokio::spawn(async move {
+        let _ = shared
+            .invoke(&function.name, &value, serde_json::Map::new())
+            .await;
+    });
+    StatusCode::ACCEPTED.into_response()
 }
 
 fn validation_response(events: &[Value]) -> Response {

@@ -74,6 +74,9 @@ pub struct StorageAccountProperties {
     pub key_creation_time: Option<KeyCreationTime>,
     #[serde(default)]
     pub is_hns_enabled: Option<bool>,
+    /// When the account was created: the age of a key that was never regenerated.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub creation_time: Option<OffsetDateTime>,
 }
 
 /// The data-plane endpoints of an account (`https://<name>.blob.core.windows.net/`, ...).
@@ -115,6 +118,13 @@ impl KeyCreationTime {
 }
 
 impl StorageAccount {
+    /// True when the account carries `tag` with a value of `true` (ignoring case and blanks).
+    pub fn has_true_tag(&self, tag: &str) -> bool {
+        self.tags.iter().flatten().any(|(name, value)| {
+            name.eq_ignore_ascii_case(tag) && value.trim().eq_ignore_ascii_case("true")
+        })
+    }
+
     /// Whether account keys and SAS can be used at all on this account.
     pub fn shared_key_allowed(&self) -> bool {
         self.properties.allow_shared_key_access.unwrap_or(true)

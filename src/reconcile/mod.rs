@@ -3,21 +3,23 @@
 //! running it twice changes nothing the second time.
 
 pub mod execute;
+pub mod inventory;
 pub mod observe;
 pub mod plan;
+mod run;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use futures::future::join_all;
 use time::OffsetDateTime;
 
 use crate::arm::{ArmClient, ArmError};
 use crate::model::storage::{AccountKeys, StorageAccount};
-use crate::report::{Entry, Note, Outcome, Report};
+use crate::report::{Note, Outcome, Report};
 use crate::resource_id::{StorageAccountId, WorkspaceId};
 
-use plan::{AccountFacts, ObservedWorkspace, ResyncDecision, Target, WorkspacePlan};
+pub use inventory::Inventory;
+use plan::{AccountFacts, Target};
 
 /// One run on one account.
 #[derive(Debug, Clone)]
@@ -28,6 +30,8 @@ pub struct Request {
     pub dry_run: bool,
     /// Keys already known (a rotation has them from `regenerateKey`); read with `listKeys` if not.
     pub keys: Option<AccountKeys>,
+    /// Workspaces and datastores already listed (a sweep lists them once for every account).
+    pub inventory: Option<Arc<Inventory>>,
 }
 
 impl Request {
@@ -38,6 +42,7 @@ impl Request {
             target: Target::Newest,
             dry_run: false,
             keys: None,
+            inventory: None,
         }
     }
 }
@@ -51,13 +56,15 @@ pub enum ReconcileError {
     Arm(#[from] ArmError),
 }
 
-/// Runs reconciles against ARM for the subscriptions in scope.
+/// Runs reconciles and rotations against ARM for the subscriptions in scope.
 pub struct Reconciler {
     arm: ArmClient,
     subscriptions: Vec<String>,
     /// Per workspace (lower-case id): the creation time of the newest key at its last resync by
     /// this process. It only saves duplicate resyncs; losing it costs one extra resync.
     resynced_for: Mutex<HashMap<String, OffsetDateTime>>,
+    /// One run per account at a time in this process (lower-case account id).
+    account_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Reconciler {
@@ -66,6 +73,7 @@ impl Reconciler {
             arm,
             subscriptions,
             resynced_for: Mutex::default(),
+            account_locks: Mutex::default(),
         }
     }
 
@@ -73,8 +81,32 @@ impl Reconciler {
         &self.arm
     }
 
+    pub fn subscriptions(&self) -> &[String] {
+        &self.subscriptions
+    }
+
     /// Reconciles one account and reports every datastore and workspace that has to do with it.
+    /// Runs on one account are serialized, so a duplicate event waits and then finds nothing to do.
     pub async fn reconcile(&self, request: Request) -> Result<Report, ReconcileError> {
+        let lock = self.account_lock(&request.account);
+        let _guard = lock.lock().await;
+        self.reconcile_locked(request).await
+    }
+
+    /// The lock that serializes runs on `account` in this process.
+    pub(crate) fn account_lock(&self, account: &StorageAccountId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.account_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks
+            .entry(account.as_str().to_ascii_lowercase())
+            .or_default()
+            .clone()
+    }
+
+    /// `reconcile` for a caller that already holds the account's lock.
+    pub(crate) async fn reconcile_locked(
+        &self,
+        request: Request,
+    ) -> Result<Report, ReconcileError> {
         let account = self.read_account(&request.account).await?;
         let facts = facts(&account);
         let mut report = Report::new(request.account.as_str(), request.dry_run);
@@ -83,16 +115,14 @@ impl Reconciler {
             (true, Some(keys)) => Some(keys),
             (true, None) => Some(self.arm.list_keys(&request.account).await?),
         };
-        if keys.is_some() {
-            report.target_key = Some(facts.target_slot(request.target));
-        } else {
-            report.notes.push(Note {
+        match keys {
+            Some(_) => report.target_key = Some(facts.target_slot(request.target)),
+            None => report.notes.push(Note {
                 outcome: Outcome::Skipped,
                 message: "shared-key access is disabled on the account: account keys and SAS cannot work, nothing written".into(),
-            });
+            }),
         }
-
-        let run = Run {
+        let run = run::Run {
             reconciler: self,
             request: &request,
             facts: &facts,
@@ -104,7 +134,10 @@ impl Reconciler {
         Ok(report)
     }
 
-    async fn read_account(&self, id: &StorageAccountId) -> Result<StorageAccount, ReconcileError> {
+    pub(crate) async fn read_account(
+        &self,
+        id: &StorageAccountId,
+    ) -> Result<StorageAccount, ReconcileError> {
         match self.arm.get_storage_account(id).await {
             Ok(account) => Ok(account),
             Err(e) if e.is_not_found() => Err(ReconcileError::AccountNotFound(id.to_string())),
@@ -125,134 +158,12 @@ impl Reconciler {
     }
 }
 
-fn facts(account: &StorageAccount) -> AccountFacts {
+/// What the planner needs to know about an account.
+pub fn facts(account: &StorageAccount) -> AccountFacts {
     AccountFacts {
         name: account.name.clone(),
         endpoint_suffix: account.endpoint_suffix(),
         shared_key_allowed: account.shared_key_allowed(),
         key_creation_time: account.key_creation_time(),
     }
-}
-
-/// The state of one reconcile while it runs.
-struct Run<'a> {
-    reconciler: &'a Reconciler,
-    request: &'a Request,
-    facts: &'a AccountFacts,
-    keys: Option<&'a AccountKeys>,
-}
-
-impl Run<'_> {
-    /// Every subscription in scope at once; each workspace starts as soon as its list arrives.
-    async fn all_workspaces(&self) -> (Vec<Entry>, Vec<Note>) {
-        let subscriptions = self
-            .reconciler
-            .subscriptions
-            .iter()
-            .map(|s| self.subscription(s));
-        let mut entries = Vec::new();
-        let mut notes = Vec::new();
-        for result in join_all(subscriptions).await {
-            match result {
-                Ok(mut found) => entries.append(&mut found),
-                Err(e) => notes.push(Note {
-                    outcome: Outcome::Failed,
-                    message: format!("could not list the workspaces: {}", execute::explain(&e)),
-                }),
-            }
-        }
-        (entries, notes)
-    }
-
-    async fn subscription(&self, subscription: &str) -> Result<Vec<Entry>, ArmError> {
-        let workspaces = self.reconciler.arm.list_workspaces(subscription).await?;
-        let runs = workspaces.iter().filter_map(|ws| {
-            let id = WorkspaceId::parse(&ws.id).ok()?;
-            let default_here = observe::default_storage_is(ws, &self.request.account);
-            Some(async move { self.workspace(id, default_here).await })
-        });
-        Ok(join_all(runs).await.into_iter().flatten().collect())
-    }
-
-    /// Observe, plan and carry out one workspace; its resync comes after its datastore updates.
-    async fn workspace(&self, id: WorkspaceId, default_storage_here: bool) -> Vec<Entry> {
-        let arm = &self.reconciler.arm;
-        let datastores = observe::datastores(arm, &id, self.facts, self.keys)
-            .await
-            .map_err(|e| execute::explain(&e));
-        let observed = ObservedWorkspace {
-            last_resynced_for: self.reconciler.last_resync(&id),
-            id,
-            default_storage_here,
-            datastores,
-        };
-        let now = OffsetDateTime::now_utc();
-        let Some(plan) = plan::plan_workspace(
-            self.facts,
-            &observed,
-            self.request.target,
-            self.facts.target_slot(self.request.target),
-            now,
-        ) else {
-            return Vec::new();
-        };
-        match (self.request.dry_run, self.keys) {
-            (false, Some(keys)) => self.apply(&plan, keys).await,
-            _ => self.describe(&plan),
-        }
-    }
-
-    /// The entries of a plan that writes nothing (a dry run, or shared-key access disabled).
-    fn describe(&self, plan: &WorkspacePlan) -> Vec<Entry> {
-        let dry_run = self.request.dry_run;
-        let mut entries = vec_with_listing_error(plan);
-        entries.extend(
-            plan.datastores
-                .iter()
-                .map(|d| execute::planned_entry(&plan.id, d, dry_run)),
-        );
-        if let (Some(decision), true) = (&plan.resync, self.keys.is_some()) {
-            entries.push(execute::workspace_entry(&plan.id, decision, dry_run));
-        }
-        entries
-    }
-
-    async fn apply(&self, plan: &WorkspacePlan, keys: &AccountKeys) -> Vec<Entry> {
-        let arm = &self.reconciler.arm;
-        let updates = plan
-            .datastores
-            .iter()
-            .map(|d| execute::datastore(arm, &plan.id, d, self.facts, keys));
-        let mut entries = vec_with_listing_error(plan);
-        entries.extend(join_all(updates).await);
-        match &plan.resync {
-            Some(ResyncDecision::Resync) => {
-                let entry = execute::resync(arm, &plan.id).await;
-                if entry.outcome == Outcome::Resynced {
-                    self.reconciler
-                        .remember_resync(&plan.id, self.facts.newest_key_time());
-                }
-                entries.push(entry);
-            }
-            Some(decision) => entries.push(execute::workspace_entry(&plan.id, decision, false)),
-            None => {}
-        }
-        entries
-    }
-}
-
-fn vec_with_listing_error(plan: &WorkspacePlan) -> Vec<Entry> {
-    let Some(reason) = &plan.listing_error else {
-        return Vec::new();
-    };
-    vec![Entry {
-        kind: crate::report::ObjectKind::Workspace,
-        workspace: plan.id.to_string(),
-        datastore: None,
-        held: None,
-        action: crate::report::Action::None,
-        key: None,
-        outcome: Outcome::Failed,
-        reason: Some(format!("could not list its datastores: {reason}")),
-    }]
 }

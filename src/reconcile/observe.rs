@@ -3,7 +3,7 @@
 
 use secrecy::SecretString;
 
-use crate::arm::{ArmClient, ArmError};
+use crate::arm::ArmClient;
 use crate::model::ml::{Datastore, Workspace};
 use crate::model::storage::AccountKeys;
 use crate::resource_id::{DatastoreId, StorageAccountId, WorkspaceId};
@@ -20,14 +20,14 @@ pub fn default_storage_is(workspace: &Workspace, account: &StorageAccountId) -> 
         .is_some_and(|id| &id == account)
 }
 
-/// Lists a workspace's datastores and reads the stored key of each one that needs it.
+/// Reads the stored key of each listed datastore that needs it.
 pub async fn datastores(
     arm: &ArmClient,
     workspace: &WorkspaceId,
+    listed: Vec<Datastore>,
     facts: &AccountFacts,
     keys: Option<&AccountKeys>,
-) -> Result<Vec<ObservedDatastore>, ArmError> {
-    let listed = arm.list_datastores(workspace).await?;
+) -> Vec<ObservedDatastore> {
     let reads = listed.into_iter().filter_map(|ds| {
         let id = datastore_id(workspace, &ds)?;
         Some(async move {
@@ -42,7 +42,7 @@ pub async fn datastores(
             }
         })
     });
-    Ok(futures::future::join_all(reads).await)
+    futures::future::join_all(reads).await
 }
 
 /// The datastore's id as Azure gave it, or built from its name when the id is absent or odd.

@@ -227,7 +227,7 @@ pub fn plan_datastore(
     if !account.holds(ds) {
         return plan(
             None,
-            leave(Outcome::Skipped, "on another storage account", false),
+            leave(Outcome::Skipped, crate::report::ON_ANOTHER_ACCOUNT, false),
         );
     }
     let kind = ds.credentials_kind();

@@ -10,6 +10,9 @@ use crate::model::storage::KeySlot;
 
 mod table;
 
+/// The reason given for a datastore on another storage account than the one reconciled.
+pub const ON_ANOTHER_ACCOUNT: &str = "on another storage account";
+
 /// Everything one run did or would do on one storage account.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

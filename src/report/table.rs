@@ -32,13 +32,30 @@ impl Report {
             .max(11);
         for workspace in workspaces_in_order(&self.entries) {
             let _ = writeln!(out, "  workspace {}", workspace_name(workspace));
-            for entry in self.entries.iter().filter(|e| e.workspace == workspace) {
+            let (elsewhere, here): (Vec<&Entry>, Vec<&Entry>) = self
+                .entries
+                .iter()
+                .filter(|e| e.workspace == workspace)
+                .partition(|e| is_elsewhere(e));
+            for entry in here {
                 let _ = writeln!(out, "    {}", line(entry, width));
+            }
+            if !elsewhere.is_empty() {
+                let names: Vec<&str> = elsewhere
+                    .iter()
+                    .filter_map(|e| e.datastore.as_deref())
+                    .collect();
+                let _ = writeln!(out, "    (on other storage accounts: {})", names.join(", "));
             }
         }
         let _ = write!(out, "  summary: {}", self.summary());
         out
     }
+}
+
+/// A datastore skipped because it is on another account: listed by name only, on one line.
+fn is_elsewhere(entry: &Entry) -> bool {
+    entry.outcome == Outcome::Skipped && entry.reason.as_deref() == Some(super::ON_ANOTHER_ACCOUNT)
 }
 
 fn workspaces_in_order(entries: &[Entry]) -> Vec<&str> {

@@ -54,7 +54,15 @@ pub(super) fn regenerate(state: &mut State, call: &Call, account: &Named) -> Out
         Err(reply) => return reply.into(),
     };
     let at = state.clock.now();
+    let replaced = state.accounts[index].key(slot).to_string();
     state.accounts[index].regenerate(slot, at);
+    let invalidated = state.datastores_holding(&replaced);
+    state.key_invalidations.push(serde_json::json!({
+        "account": state.accounts[index].id.as_str(),
+        "key": slot.as_str(),
+        "at": super::super::clock::azure_time(at),
+        "datastores": invalidated,
+    }));
     tracing::info!(account = state.accounts[index].name(), key = %slot, "key regenerated");
 
     let account = &state.accounts[index];

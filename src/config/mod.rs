@@ -1,9 +1,13 @@
 //! Configuration, read from the environment (app settings on Azure Functions) through an
 //! injectable lookup so that tests never touch the process environment.
 
+mod rotation;
+
 use std::time::Duration;
 
 use url::Url;
+
+pub use rotation::{ROTATE_TAG, RotationPolicy};
 
 /// The default Azure Resource Manager endpoint (public cloud).
 pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
@@ -19,7 +23,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(setting: &'static str, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(setting: &'static str, problem: impl Into<String>) -> Self {
         ConfigError {
             setting,
             problem: problem.into(),
@@ -51,6 +55,7 @@ pub struct Config {
     /// `KEYSYNC_REQUEST_TIMEOUT_SECS`: one ARM request, including reading its body.
     pub request_timeout: Duration,
     pub credential: CredentialChoice,
+    pub rotation: RotationPolicy,
 }
 
 impl Config {
@@ -96,6 +101,7 @@ impl Config {
             max_concurrency,
             request_timeout: Duration::from_secs(timeout as u64),
             credential,
+            rotation: RotationPolicy::read(&get)?,
         })
     }
 

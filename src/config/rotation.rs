@@ -1,0 +1,249 @@
+//! The rotation policy: which accounts rotate, when a key is due, and the guards around it.
+
+use std::time::Duration;
+
+use croner::parser::{CronParser, Seconds, Year};
+
+use super::ConfigError;
+use crate::resource_id::StorageAccountId;
+
+/// The tag that opts an account into rotation: `keysync-rotate` with the value `true`.
+pub const ROTATE_TAG: &str = "keysync-rotate";
+
+/// App settings that name the storage the Function App itself runs on. keysync never rotates
+/// those accounts unless they are listed explicitly: the host would lose its own storage.
+const HOST_STORAGE_SETTINGS: [&str; 5] = [
+    "AzureWebJobsStorage",
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__blobServiceUri",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "DEPLOYMENT_STORAGE_CONNECTION_STRING",
+];
+
+/// How keysync rotates keys on the timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationPolicy {
+    /// `KEYSYNC_ROTATION_SCHEDULE`: the timer's NCRONTAB schedule, checked here although the
+    /// Functions host is what fires it.
+    pub schedule: Option<String>,
+    /// `KEYSYNC_ROTATE_ACCOUNTS`: accounts that rotate, by id.
+    pub accounts: Vec<StorageAccountId>,
+    /// `KEYSYNC_ROTATE_AFTER_DAYS`: the age at which the key in use is replaced.
+    pub max_age: Duration,
+    /// `KEYSYNC_ROTATE_MIN_INTERVAL_HOURS`: no account is rotated twice within this time.
+    pub min_interval: Duration,
+    /// Lower-case names of the accounts the Function App runs on.
+    pub host_accounts: Vec<String>,
+}
+
+impl RotationPolicy {
+    /// Reads the policy; `get` returns trimmed, non-empty values.
+    pub(super) fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let schedule = get("KEYSYNC_ROTATION_SCHEDULE")
+            .map(|s| check_schedule(&s).map(|()| s))
+            .transpose()?;
+        let accounts = parse_accounts(get("KEYSYNC_ROTATE_ACCOUNTS"))?;
+        let days = super::parse_number(
+            "KEYSYNC_ROTATE_AFTER_DAYS",
+            get("KEYSYNC_ROTATE_AFTER_DAYS"),
+            90,
+            1..=3650,
+        )?;
+        let hours = super::parse_number(
+            "KEYSYNC_ROTATE_MIN_INTERVAL_HOURS",
+            get("KEYSYNC_ROTATE_MIN_INTERVAL_HOURS"),
+            24,
+            1..=87_600,
+        )?;
+        let max_age = Duration::from_secs(days as u64 * 86_400);
+        let min_interval = Duration::from_secs(hours as u64 * 3_600);
+        if max_age <= min_interval {
+            return Err(ConfigError::new(
+                "KEYSYNC_ROTATE_AFTER_DAYS",
+                format!(
+                    "{days} days is not longer than KEYSYNC_ROTATE_MIN_INTERVAL_HOURS ({hours} hours): a key would be due before it may be rotated again"
+                ),
+            ));
+        }
+        let host_accounts = HOST_STORAGE_SETTINGS
+            .iter()
+            .filter_map(|name| get(name))
+            .filter_map(|v| account_name_in(&v))
+            .collect();
+        Ok(RotationPolicy {
+            schedule,
+            accounts,
+            max_age,
+            min_interval,
+            host_accounts,
+        })
+    }
+
+    /// True when `account` is listed by id in `KEYSYNC_ROTATE_ACCOUNTS`.
+    pub fn lists(&self, account: &StorageAccountId) -> bool {
+        self.accounts.contains(account)
+    }
+
+    /// True when the Function App runs on this account (by name).
+    pub fn is_host_storage(&self, account_name: &str) -> bool {
+        self.host_accounts
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(account_name))
+    }
+}
+
+/// A 6-field NCRONTAB schedule (`{second} {minute} {hour} {day} {month} {day-of-week}`), as the
+/// Functions host reads it: Sunday is 0, and day-of-month and day-of-week must both match.
+fn check_schedule(schedule: &str) -> Result<(), ConfigError> {
+    const NAME: &str = "KEYSYNC_ROTATION_SCHEDULE";
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    if fields.len() != 6 {
+        return Err(ConfigError::new(
+            NAME,
+            format!(
+                "'{schedule}' has {} fields; NCRONTAB needs 6: second minute hour day month day-of-week, e.g. '0 0 3 * * *'",
+                fields.len()
+            ),
+        ));
+    }
+    // A seconds field other than one fixed second fires many times a minute (`*` every second).
+    if fields[0].parse::<u8>().map_or(true, |s| s > 59) {
+        return Err(ConfigError::new(
+            NAME,
+            format!(
+                "the seconds field '{}' must be one second (0-59); '*' would rotate every second",
+                fields[0]
+            ),
+        ));
+    }
+    let parser = CronParser::builder()
+        .seconds(Seconds::Required)
+        .year(Year::Disallowed)
+        .dom_and_dow(true)
+        .build();
+    parser.parse(schedule).map_err(|e| {
+        ConfigError::new(NAME, format!("'{schedule}' is not a valid schedule: {e}"))
+    })?;
+    Ok(())
+}
+
+fn parse_accounts(value: Option<String>) -> Result<Vec<StorageAccountId>, ConfigError> {
+    const NAME: &str = "KEYSYNC_ROTATE_ACCOUNTS";
+    let mut accounts: Vec<StorageAccountId> = Vec::new();
+    for item in value
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let id = StorageAccountId::parse(item)
+            .map_err(|e| ConfigError::new(NAME, format!("'{item}': {e}")))?;
+        if !accounts.contains(&id) {
+            accounts.push(id);
+        }
+    }
+    Ok(accounts)
+}
+
+/// The account name in a connection string (`AccountName=...`), a service URI
+/// (`https://<name>.blob...`) or a bare name. Keys in connection strings are never kept.
+fn account_name_in(value: &str) -> Option<String> {
+    let from_connection_string = value
+        .split(';')
+        .filter_map(|part| part.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("AccountName"))
+        .map(|(_, v)| v.trim().to_string());
+    let from_uri = url::Url::parse(value).ok().and_then(|u| {
+        u.host_str()
+            .and_then(|h| h.split('.').next())
+            .map(str::to_string)
+    });
+    let bare = (!value.contains(['=', ';', '/', ':'])).then(|| value.trim().to_string());
+    from_connection_string
+        .or(from_uri)
+        .or(bare)
+        .filter(|n| !n.is_empty())
+        .map(|n| n.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn policy(pairs: &[(&str, &str)]) -> Result<RotationPolicy, ConfigError> {
+        let map: HashMap<&str, &str> = pairs.iter().copied().collect();
+        RotationPolicy::read(&|name| map.get(name).map(|v| v.to_string()))
+    }
+
+    #[test]
+    fn defaults_rotate_after_90_days_at_most_daily() {
+        let p = policy(&[]).unwrap();
+        assert_eq!(p.max_age, Duration::from_secs(90 * 86_400));
+        assert_eq!(p.min_interval, Duration::from_secs(86_400));
+        assert!(p.accounts.is_empty() && p.schedule.is_none());
+    }
+
+    #[test]
+    fn schedules_are_ncrontab_with_one_fixed_second() {
+        assert!(policy(&[("KEYSYNC_ROTATION_SCHEDULE", "0 0 3 * * *")]).is_ok());
+        assert!(
+            policy(&[("KEYSYNC_ROTATION_SCHEDULE", "0 30 2 * * 0")]).is_ok(),
+            "Sunday is 0"
+        );
+        for bad in [
+            "* 0 3 * * *",
+            "*/5 * * * * *",
+            "0 3 * * *",
+            "0 0 25 * * *",
+            "01:00:00",
+        ] {
+            let err = policy(&[("KEYSYNC_ROTATION_SCHEDULE", bad)]).unwrap_err();
+            assert_eq!(err.setting, "KEYSYNC_ROTATION_SCHEDULE", "{bad}");
+        }
+        let err = policy(&[("KEYSYNC_ROTATION_SCHEDULE", "* 0 3 * * *")]).unwrap_err();
+        assert!(err.to_string().contains("every second"), "{err}");
+    }
+
+    #[test]
+    fn the_maximum_age_must_exceed_the_minimum_interval() {
+        let err = policy(&[
+            ("KEYSYNC_ROTATE_AFTER_DAYS", "1"),
+            ("KEYSYNC_ROTATE_MIN_INTERVAL_HOURS", "48"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.setting, "KEYSYNC_ROTATE_AFTER_DAYS");
+        assert!(err.to_string().contains("48 hours"), "{err}");
+    }
+
+    #[test]
+    fn listed_accounts_are_ids_compared_without_case() {
+        let id =
+            "/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/sta";
+        let p = policy(&[(
+            "KEYSYNC_ROTATE_ACCOUNTS",
+            &format!("{id}, {}", id.to_uppercase()),
+        )])
+        .unwrap();
+        assert_eq!(p.accounts.len(), 1);
+        assert!(p.lists(&StorageAccountId::parse(&id.to_uppercase()).unwrap()));
+        let err = policy(&[("KEYSYNC_ROTATE_ACCOUNTS", "sta")]).unwrap_err();
+        assert_eq!(err.setting, "KEYSYNC_ROTATE_ACCOUNTS");
+    }
+
+    #[test]
+    fn the_host_storage_is_found_in_every_form_without_keeping_keys() {
+        let p = policy(&[
+            ("AzureWebJobsStorage", "DefaultEndpointsProtocol=https;AccountName=stfunchost;AccountKey=c2VjcmV0;EndpointSuffix=core.windows.net"),
+            ("AzureWebJobsStorage__blobServiceUri", "https://stflexdeploy.blob.core.windows.net"),
+            ("AzureWebJobsStorage__accountName", "StIdentityHost"),
+        ])
+        .unwrap();
+        assert_eq!(
+            p.host_accounts,
+            vec!["stfunchost", "stidentityhost", "stflexdeploy"]
+        );
+        assert!(p.is_host_storage("STFUNCHOST"));
+        assert!(!format!("{p:?}").contains("c2VjcmV0"));
+    }
+}

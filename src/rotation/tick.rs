@@ -1,0 +1,277 @@
+//! One timer tick: list everything in scope once, rotate the accounts that are due, then sweep
+//! (reconcile) every other account in use, so that a lost event is repaired within one period.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{Limits, Rotation};
+use crate::config::{ROTATE_TAG, RotationPolicy};
+use crate::reconcile::execute::explain;
+use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request};
+use crate::report::{Note, Outcome, Report};
+use crate::resource_id::StorageAccountId;
+
+/// Accounts rotated or reconciled at once in a tick.
+pub const ACCOUNT_CONCURRENCY: usize = 4;
+
+/// Everything a tick did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TickReport {
+    pub rotations: Vec<Rotation>,
+    pub sweep: Vec<Report>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<Note>,
+}
+
+impl TickReport {
+    pub fn has_failures(&self) -> bool {
+        self.rotations.iter().any(|r| !r.succeeded())
+            || self.sweep.iter().any(Report::has_failures)
+            || self.notes.iter().any(|n| n.outcome == Outcome::Failed)
+    }
+
+    /// One line: `rotated 1 of 2 accounts; swept 3 accounts: 2 updated, ...`.
+    pub fn summary(&self) -> String {
+        let rotated = self
+            .rotations
+            .iter()
+            .filter(|r| r.outcome == "rotated")
+            .count();
+        let failed = self.sweep.iter().filter(|r| r.has_failures()).count();
+        let changed: usize = self.sweep.iter().map(|r| r.count(Outcome::Updated)).sum();
+        format!(
+            "rotated {rotated} of {} candidate accounts; swept {} accounts: {changed} datastores updated, {failed} with failures",
+            self.rotations.len(),
+            self.sweep.len()
+        )
+    }
+}
+
+impl Reconciler {
+    /// Runs one tick under `policy`.
+    pub async fn tick(&self, policy: &RotationPolicy) -> TickReport {
+        let inventory = Arc::new(Inventory::scan(self.arm(), self.subscriptions()).await);
+        let mut report = TickReport::default();
+        report.notes.extend(inventory.failures.iter().map(|f| Note {
+            outcome: Outcome::Failed,
+            message: f.clone(),
+        }));
+
+        let candidates = candidates(policy, &inventory, self.subscriptions());
+        let limits = Limits::from_policy(policy, false);
+        report.rotations = futures::stream::iter(candidates)
+            .map(|(account, blocked)| {
+                self.rotate_candidate(account, blocked, limits, inventory.clone())
+            })
+            .buffered(ACCOUNT_CONCURRENCY)
+            .collect()
+            .await;
+
+        let rotated: Vec<StorageAccountId> = report
+            .rotations
+            .iter()
+            .filter(|r| r.report.is_some())
+            .filter_map(|r| StorageAccountId::parse(&r.account).ok())
+            .collect();
+        let (sweep, notes) = self.sweep(inventory, &rotated).await;
+        report.sweep = sweep;
+        report.notes.extend(notes);
+        report
+    }
+
+    async fn rotate_candidate(
+        &self,
+        account: StorageAccountId,
+        blocked: Option<String>,
+        limits: Limits,
+        inventory: Arc<Inventory>,
+    ) -> Rotation {
+        if let Some(reason) = blocked {
+            return Rotation::left(&account, reason, false);
+        }
+        match self.rotate(&account, limits, Some(inventory)).await {
+            Ok(rotation) => rotation,
+            Err(ReconcileError::AccountNotFound(_)) => {
+                Rotation::failed(&account, "the storage account was not found".into())
+            }
+            Err(ReconcileError::Arm(e)) => Rotation::failed(&account, explain(&e)),
+        }
+    }
+
+    /// Reconciles every in-scope account that a workspace or datastore uses, except `skip`, each
+    /// once, a few at a time, from one inventory.
+    pub async fn sweep(
+        &self,
+        inventory: Arc<Inventory>,
+        skip: &[StorageAccountId],
+    ) -> (Vec<Report>, Vec<Note>) {
+        let (used, out_of_scope) = inventory.accounts_in_use();
+        let mut notes = Vec::new();
+        if !out_of_scope.is_empty() {
+            let message = format!(
+                "datastores or workspaces use storage accounts outside KEYSYNC_SUBSCRIPTIONS, left alone: {}",
+                out_of_scope.join(", ")
+            );
+            notes.push(Note {
+                outcome: Outcome::Skipped,
+                message,
+            });
+        }
+        let accounts = used.into_iter().filter(|a| !skip.contains(a));
+        let reports = futures::stream::iter(accounts)
+            .map(|account| self.sweep_account(account, inventory.clone()))
+            .buffered(ACCOUNT_CONCURRENCY)
+            .collect()
+            .await;
+        (reports, notes)
+    }
+
+    async fn sweep_account(&self, account: StorageAccountId, inventory: Arc<Inventory>) -> Report {
+        let request = Request {
+            inventory: Some(inventory),
+            ..Request::apply(account.clone())
+        };
+        match self.reconcile(request).await {
+            Ok(report) => report,
+            Err(e) => {
+                let mut report = Report::new(account.as_str(), false);
+                let message = match e {
+                    ReconcileError::Arm(e) => explain(&e),
+                    other => other.to_string(),
+                };
+                report.notes.push(Note {
+                    outcome: Outcome::Failed,
+                    message,
+                });
+                report
+            }
+        }
+    }
+}
+
+/// The accounts that rotate: those listed by id, and those tagged `keysync-rotate: true`. An
+/// account the Function App runs on is held back unless listed; one outside the subscriptions in
+/// scope is held back. Each comes with why it is held back, if it is.
+fn candidates(
+    policy: &RotationPolicy,
+    inventory: &Inventory,
+    subscriptions: &[String],
+) -> Vec<(StorageAccountId, Option<String>)> {
+    let in_scope = |id: &StorageAccountId| {
+        subscriptions
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(id.subscription()))
+    };
+    let mut out: Vec<(StorageAccountId, Option<String>)> = Vec::new();
+    for id in &policy.accounts {
+        let blocked =
+            (!in_scope(id)).then(|| "its subscription is not in KEYSYNC_SUBSCRIPTIONS".to_string());
+        out.push((id.clone(), blocked));
+    }
+    for account in inventory
+        .accounts
+        .iter()
+        .filter(|a| a.has_true_tag(ROTATE_TAG))
+    {
+        let Ok(id) = StorageAccountId::parse(&account.id) else {
+            continue;
+        };
+        if out.iter().any(|(known, _)| known == &id) {
+            continue;
+        }
+        let blocked = policy
+            .is_host_storage(&account.name)
+            .then(|| "the Function App runs on this account: list it in KEYSYNC_ROTATE_ACCOUNTS to rotate it anyway".to_string());
+        out.push((id, blocked));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::storage::StorageAccount;
+
+    const SUB: &str = "11111111-2222-3333-4444-555555555555";
+
+    fn account(name: &str, tags: serde_json::Value) -> StorageAccount {
+        serde_json::from_value(serde_json::json!({
+            "id": format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/{name}"),
+            "name": name,
+            "tags": tags,
+        }))
+        .unwrap()
+    }
+
+    fn policy(accounts: &[&str], host: &[&str]) -> RotationPolicy {
+        RotationPolicy {
+            schedule: None,
+            accounts: accounts
+                .iter()
+                .map(|a| StorageAccountId::parse(a).unwrap())
+                .collect(),
+            max_age: std::time::Duration::from_secs(90 * 86_400),
+            min_interval: std::time::Duration::from_secs(86_400),
+            host_accounts: host.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn tagged_and_listed_accounts_are_candidates_once_and_host_storage_is_held_back() {
+        let inventory = Inventory {
+            accounts: vec![
+                account("sttagged", serde_json::json!({"Keysync-Rotate": " TRUE "})),
+                account("stuntagged", serde_json::json!({"keysync-rotate": "no"})),
+                account("sthost", serde_json::json!({"keysync-rotate": "true"})),
+                account("stlisted", serde_json::json!({"keysync-rotate": "true"})),
+            ],
+            ..Inventory::default()
+        };
+        let listed = format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/stlisted"
+        );
+        let foreign = "/subscriptions/99999999-2222-3333-4444-555555555555/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/stforeign";
+        let found = candidates(
+            &policy(&[&listed, foreign], &["sthost"]),
+            &inventory,
+            &[SUB.to_string()],
+        );
+        let summary: Vec<(&str, bool)> = found
+            .iter()
+            .map(|(id, blocked)| (id.name(), blocked.is_some()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("stlisted", false),
+                ("stforeign", true),
+                ("sttagged", false),
+                ("sthost", true)
+            ]
+        );
+        assert!(
+            found[3]
+                .1
+                .as_deref()
+                .unwrap()
+                .contains("Function App runs on this account")
+        );
+    }
+
+    #[test]
+    fn a_listed_host_account_rotates() {
+        let inventory = Inventory {
+            accounts: vec![account("sthost", serde_json::json!({}))],
+            ..Inventory::default()
+        };
+        let id = format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sthost"
+        );
+        let found = candidates(&policy(&[&id], &["sthost"]), &inventory, &[SUB.to_string()]);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].1.is_none());
+    }
+}
