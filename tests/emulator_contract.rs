@@ -899,7 +899,10 @@ async fn regenerating_a_key_replaces_it_and_posts_the_event() {
     assert!(created > before["keyCreationTime"]["key1"].as_str().unwrap());
     // The demo runs on the real clock.
     let today = time::OffsetDateTime::now_utc().date().to_string();
-    assert!(created.starts_with(&today), "{created} is not today, {today}");
+    assert!(
+        created.starts_with(&today),
+        "{created} is not today, {today}"
+    );
 
     let get = h
         .get(&format!("{}?{STORAGE_API}", account_path("stmlshared01")))

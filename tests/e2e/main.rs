@@ -4,3 +4,4 @@
 mod helpers;
 mod key_regenerated;
 mod resilience;
+mod rotation;
