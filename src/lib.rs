@@ -12,6 +12,7 @@ pub mod model;
 pub mod reconcile;
 pub mod report;
 pub mod resource_id;
+pub mod storage;
 pub mod telemetry;
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what the Functions host sends on shutdown).

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::storage::KeySlot;
 
 mod table;
+mod verification;
+
+pub use verification::{CredentialUsed, Verification, VerifyOutcome};
 
 /// The reason given for a datastore on another storage account than the one reconciled.
 pub const ON_ANOTHER_ACCOUNT: &str = "on another storage account";
