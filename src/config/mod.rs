@@ -2,12 +2,14 @@
 //! injectable lookup so that tests never touch the process environment.
 
 mod rotation;
+mod verification;
 
 use std::time::Duration;
 
 use url::Url;
 
 pub use rotation::{ROTATE_TAG, RotationPolicy};
+pub use verification::VerificationPolicy;
 
 /// The default Azure Resource Manager endpoint (public cloud).
 pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
@@ -56,6 +58,8 @@ pub struct Config {
     pub request_timeout: Duration,
     pub credential: CredentialChoice,
     pub rotation: RotationPolicy,
+    /// Checking credentials against storage after a run, and re-minting dead SAS tokens.
+    pub verification: VerificationPolicy,
 }
 
 impl Config {
@@ -102,6 +106,7 @@ impl Config {
             request_timeout: Duration::from_secs(timeout as u64),
             credential,
             rotation: RotationPolicy::read(&get)?,
+            verification: VerificationPolicy::read(&get)?,
         })
     }
 

@@ -45,7 +45,8 @@ impl Handler {
             retry: RetrySettings::default(),
         };
         let arm = ArmClient::new(options, credential).context("creating the ARM client")?;
-        let reconciler = Reconciler::new(arm, config.subscriptions.clone());
+        let reconciler = Reconciler::new(arm, config.subscriptions.clone())
+            .with_verification(&config.verification);
         Ok(Handler { config, reconciler })
     }
 }

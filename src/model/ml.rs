@@ -131,6 +131,16 @@ impl Datastore {
     /// read, minus the server-managed `systemData`, with only `properties.credentials.secrets`
     /// replaced. `None` when the resource has no `properties.credentials` object to update.
     pub fn with_account_key(&self, key: &SecretString) -> Option<DatastoreBody> {
+        self.with_secrets(json!({ "secretsType": "AccountKey", "key": key.expose_secret() }))
+    }
+
+    /// The body of the `PUT` that stores `token` as this datastore's SAS token, built like
+    /// [`with_account_key`](Self::with_account_key).
+    pub fn with_sas_token(&self, token: &SecretString) -> Option<DatastoreBody> {
+        self.with_secrets(json!({ "secretsType": "Sas", "sasToken": token.expose_secret() }))
+    }
+
+    fn with_secrets(&self, secrets: Value) -> Option<DatastoreBody> {
         let mut body = self.0.clone();
         body.remove("systemData");
         let credentials = body
@@ -138,10 +148,7 @@ impl Datastore {
             .as_object_mut()?
             .get_mut("credentials")?
             .as_object_mut()?;
-        credentials.insert(
-            "secrets".to_string(),
-            json!({ "secretsType": "AccountKey", "key": key.expose_secret() }),
-        );
+        credentials.insert("secrets".to_string(), secrets);
         Some(DatastoreBody(Value::Object(body)))
     }
 
@@ -236,6 +243,19 @@ mod tests {
             json!({"secretsType": "AccountKey", "key": "new-key"});
         assert_eq!(body.expose(), &expected);
         assert_eq!(format!("{body:?}"), "DatastoreBody { .. }");
+    }
+
+    #[test]
+    fn a_sas_update_changes_only_the_secret_too() {
+        let ds = blob_datastore();
+        let body = ds
+            .with_sas_token(&SecretString::from("sv=x&sig=y"))
+            .unwrap();
+        let mut expected = Value::Object(ds.as_json().clone());
+        expected.as_object_mut().unwrap().remove("systemData");
+        expected["properties"]["credentials"]["secrets"] =
+            json!({"secretsType": "Sas", "sasToken": "sv=x&sig=y"});
+        assert_eq!(body.expose(), &expected);
     }
 
     #[test]

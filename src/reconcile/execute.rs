@@ -51,6 +51,7 @@ fn datastore_entry(workspace: &WorkspaceId, ds: &DatastorePlan) -> Entry {
         key: None,
         outcome: Outcome::InSync,
         reason: None,
+        verification: None,
     }
 }
 
@@ -130,6 +131,7 @@ pub fn workspace_entry(workspace: &WorkspaceId, decision: &ResyncDecision, dry_r
         key: None,
         outcome,
         reason,
+        verification: None,
     }
 }
 

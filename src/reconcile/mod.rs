@@ -7,6 +7,7 @@ pub mod inventory;
 pub mod observe;
 pub mod plan;
 mod run;
+mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -65,6 +66,8 @@ pub struct Reconciler {
     resynced_for: Mutex<HashMap<String, OffsetDateTime>>,
     /// One run per account at a time in this process (lower-case account id).
     account_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Checks credentials against storage after a run; see `with_verification`.
+    verifier: Option<verify::Verifier>,
 }
 
 impl Reconciler {
@@ -74,6 +77,7 @@ impl Reconciler {
             subscriptions,
             resynced_for: Mutex::default(),
             account_locks: Mutex::default(),
+            verifier: None,
         }
     }
 
@@ -131,6 +135,16 @@ impl Reconciler {
         let (entries, notes) = run.all_workspaces().await;
         report.entries = entries;
         report.notes.extend(notes);
+        if let Some(keys) = &keys {
+            let run = verify::VerifyRun {
+                account: &account,
+                facts: &facts,
+                keys,
+                target: facts.target_slot(request.target),
+            };
+            self.verify_credentials(run, request.dry_run, &mut report)
+                .await;
+        }
         Ok(report)
     }
 

@@ -164,5 +164,6 @@ fn listing_error_entry(plan: &WorkspacePlan) -> Vec<Entry> {
         key: None,
         outcome: Outcome::Failed,
         reason: Some(format!("could not list its datastores: {reason}")),
+        verification: None,
     }]
 }

@@ -16,6 +16,10 @@ pub use verification::{CredentialUsed, Verification, VerifyOutcome};
 /// The reason given for a datastore on another storage account than the one reconciled.
 pub const ON_ANOTHER_ACCOUNT: &str = "on another storage account";
 
+/// The reason given for a SAS datastore before its token is checked against storage.
+pub const SAS_TOKEN: &str =
+    "SAS token: no account key stored; the token is checked against storage when verification runs";
+
 /// Everything one run did or would do on one storage account.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -75,6 +79,8 @@ impl From<KeySlot> for Held {
 pub enum Action {
     None,
     UpdateKey,
+    /// Replace a dead SAS token with a re-minted one.
+    UpdateSas,
     Resync,
     Skip,
 }
@@ -133,6 +139,9 @@ pub struct Entry {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What storage said when the datastore's credential was tried after the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
 }
 
 impl Entry {
@@ -179,11 +188,38 @@ impl Report {
             n => Some(format!("{n} {o}")),
         })
         .collect();
-        if parts.is_empty() {
+        let summary = if parts.is_empty() {
             "nothing on this account".to_string()
         } else {
             parts.join(", ")
+        };
+        match self.verification_summary() {
+            Some(checks) => format!("{summary}; storage: {checks}"),
+            None => summary,
         }
+    }
+
+    /// `3 verified, 1 rejected`: the storage checks by outcome, if any ran.
+    pub fn verification_summary(&self) -> Option<String> {
+        let outcomes: Vec<VerifyOutcome> = self
+            .entries
+            .iter()
+            .filter_map(|e| e.verification.as_ref().map(|v| v.outcome))
+            .collect();
+        let parts: Vec<String> = [
+            VerifyOutcome::Verified,
+            VerifyOutcome::Rejected,
+            VerifyOutcome::Unreachable,
+            VerifyOutcome::Inconclusive,
+            VerifyOutcome::NotChecked,
+        ]
+        .into_iter()
+        .filter_map(|o| match outcomes.iter().filter(|v| **v == o).count() {
+            0 => None,
+            n => Some(format!("{n} {o}")),
+        })
+        .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
     }
 
     /// Writes one `tracing` event per note and entry: `info` for changes, `debug` for what was
@@ -213,6 +249,10 @@ fn log_entry(account: &str, e: &Entry) {
         .unwrap_or_else(|| "-".into());
     let key = e.key.map(KeySlot::as_str).unwrap_or("-");
     let reason = e.reason.as_deref().unwrap_or("-");
+    let check = e.verification.as_ref();
+    let verification = check.map_or("-", |v| v.outcome.as_str());
+    let code = check.and_then(|v| v.code.as_deref()).unwrap_or("-");
+    let detail = check.map_or("-", |v| v.detail.as_str());
     macro_rules! emit {
         ($level:ident) => {
             tracing::$level!(
@@ -223,12 +263,22 @@ fn log_entry(account: &str, e: &Entry) {
                 key,
                 outcome = %e.outcome,
                 reason,
+                verification,
+                code,
+                detail,
                 "{}", if e.kind == ObjectKind::Workspace { "workspace" } else { "datastore" }
             )
         };
     }
+    let storage_trouble = check.is_some_and(|v| {
+        matches!(
+            v.outcome,
+            VerifyOutcome::Rejected | VerifyOutcome::Unreachable | VerifyOutcome::Inconclusive
+        )
+    });
     match e.outcome {
         Outcome::Failed => emit!(error),
+        _ if storage_trouble => emit!(warn),
         Outcome::Updated | Outcome::Resynced | Outcome::Accepted => emit!(info),
         Outcome::Skipped | Outcome::Planned => emit!(info),
         Outcome::InSync => emit!(debug),
@@ -249,6 +299,7 @@ mod tests {
             key: Some(KeySlot::Key1),
             outcome,
             reason: None,
+            verification: None,
         }
     }
 

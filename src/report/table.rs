@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{Entry, ObjectKind, Outcome, Report};
+use super::{Action, Entry, ObjectKind, Outcome, Report};
 
 impl Report {
     /// Renders the report as aligned text, grouped by workspace in the order first seen.
@@ -82,6 +82,9 @@ fn line(entry: &Entry, width: usize) -> String {
         .map(|h| format!("{h:?}").to_lowercase())
         .unwrap_or_default();
     let outcome = match (entry.outcome, entry.key) {
+        (Outcome::Updated, Some(key)) if entry.action == Action::UpdateSas => {
+            format!("re-minted with {key}")
+        }
         (Outcome::Updated, Some(key)) => format!("updated to {key}"),
         (Outcome::Planned, Some(key)) => format!("would update to {key}"),
         (Outcome::Planned, None) => "would resync".to_string(),
@@ -92,12 +95,17 @@ fn line(entry: &Entry, width: usize) -> String {
         .as_deref()
         .map(|r| format!("  ({r})"))
         .unwrap_or_default();
-    format!("{name:<width$}  {held:<7}  {outcome}{reason}")
+    let storage = entry
+        .verification
+        .as_ref()
+        .map(|v| format!(", storage {}", v.label()))
+        .unwrap_or_default();
+    format!("{name:<width$}  {held:<7}  {outcome}{storage}{reason}")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Action, Held};
+    use super::super::Held;
     use super::*;
     use crate::model::storage::KeySlot;
 
@@ -120,6 +128,7 @@ mod tests {
                 key: Some(KeySlot::Key1),
                 outcome: Outcome::Updated,
                 reason: None,
+                verification: None,
             },
             Entry {
                 kind: ObjectKind::Workspace,
@@ -130,6 +139,7 @@ mod tests {
                 key: None,
                 outcome: Outcome::Resynced,
                 reason: None,
+                verification: None,
             },
         ];
         let table = report.to_table();
