@@ -7,8 +7,10 @@
 //! One axum server on loopback serves everything: `/msi/token`, `/_emulator/*`, and a fallback
 //! that parses ARM paths itself so that names match case-insensitively, as in Azure.
 
+pub mod azurite;
 mod clock;
 mod control;
+mod data_plane;
 mod demo;
 mod events;
 mod faults;
@@ -147,8 +149,23 @@ impl RunningEmulator {
         self.server.shared.lock().webhook = url;
     }
 
-    /// Stops serving and waits for open connections to close.
+    /// Starts Azurite (`binary`, see [`azurite::find`]) as the storage data plane of every
+    /// account flagged `azurite`: their blob endpoints become Azurite's, the containers their
+    /// datastores name are created, and each key regeneration restarts Azurite with the new keys.
+    /// Returns Azurite's base URL.
+    pub async fn attach_azurite(&self, binary: &std::path::Path) -> anyhow::Result<Url> {
+        data_plane::attach(&self.server.shared, binary).await
+    }
+
+    /// Azurite's base URL, when attached.
+    pub async fn azurite_url(&self) -> Option<Url> {
+        let plane = self.server.shared.data_plane.lock().await;
+        plane.as_ref().map(data_plane::DataPlane::url)
+    }
+
+    /// Stops serving (and Azurite) and waits for open connections to close.
     pub async fn shutdown(self) {
+        data_plane::stop(&self.server.shared).await;
         self.server.stop().await;
     }
 }
@@ -156,7 +173,20 @@ impl RunningEmulator {
 /// `keysync emulator`: starts the emulator, prints its settings (one `NAME=value` per line) to
 /// stdout once it is ready, and serves until SIGINT or SIGTERM.
 pub async fn run_cli(scenario: Scenario, options: EmulatorOptions) -> anyhow::Result<()> {
+    let wants_azurite = scenario.storage_accounts.iter().any(|a| a.azurite);
     let emulator = RunningEmulator::start(scenario, options).await?;
+    if wants_azurite {
+        match azurite::find_default() {
+            Some(binary) => {
+                let url = emulator.attach_azurite(&binary).await?;
+                tracing::info!(%url, "Azurite attached");
+            }
+            None => eprintln!(
+                "warning: Azurite not found (run `npm ci` in the repository root, or set {}): accounts flagged azurite keep their default endpoints",
+                azurite::AZURITE_ENV
+            ),
+        }
+    }
     let lines: String = emulator
         .env()
         .iter()

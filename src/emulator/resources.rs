@@ -26,6 +26,8 @@ pub(crate) struct Account {
     pub key_times: KeyTimes,
     pub creation_time: OffsetDateTime,
     pub regenerations: u32,
+    /// The blob endpoint when Azurite serves this account; then it is the only endpoint.
+    pub data_plane: Option<String>,
 }
 
 impl Account {
@@ -43,6 +45,7 @@ impl Account {
                 .creation_time
                 .unwrap_or(oldest_key - time::Duration::days(30)),
             regenerations: 0,
+            data_plane: None,
             spec: spec.clone(),
         }
     }
@@ -143,6 +146,12 @@ impl Account {
     }
 
     fn endpoints(&self) -> Map<String, Value> {
+        if let Some(blob) = &self.data_plane {
+            // Azurite serves Blob only (no Azure Files): list what actually answers.
+            let mut only = Map::new();
+            only.insert("blob".into(), Value::String(blob.clone()));
+            return only;
+        }
         ENDPOINT_SERVICES
             .iter()
             .map(|service| {
@@ -196,6 +205,7 @@ impl Account {
             "allowSharedKeyAccess": self.spec.allow_shared_key_access,
             "tags": self.spec.tags,
             "regenerations": self.regenerations,
+            "blobEndpoint": self.endpoints().get("blob"),
         })
     }
 }

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use super::faults::FaultRule;
 use crate::resource_id::{ResourceId, StorageAccountId, WorkspaceId};
+use crate::storage::sas::SasToken;
 
 /// The starting state and behaviour of an emulator, loaded from a JSON scenario file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,6 +169,9 @@ pub(crate) struct AccountSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub creation_time: Option<OffsetDateTime>,
+    /// Served by Azurite when the emulator runs one: the blob endpoint is then Azurite's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub azurite: bool,
 }
 
 /// Literal key values; a missing one is generated at start.
@@ -234,10 +238,24 @@ pub(crate) struct SecretSpec {
     pub key_ref: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sas_token: Option<String>,
+    /// A SAS token signed at load with a key of the account named by `accountName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sas_ref: Option<SasRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+}
+
+/// A SAS token to sign when the scenario loads, so that it is valid (or deliberately not) for
+/// keys that are random on every start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SasRef {
+    /// `key1`, `key2` or `stale` (a key that is neither).
+    pub key: String,
+    /// The token's fields, without `sig`, such as `sv=2024-11-04&ss=b&srt=co&sp=rl&se=...`.
+    pub token: String,
 }
 
 impl SecretSpec {
@@ -246,6 +264,7 @@ impl SecretSpec {
         let kinds = [
             (self.key.is_some() || self.key_ref.is_some(), "AccountKey"),
             (self.sas_token.is_some(), "Sas"),
+            (self.sas_ref.is_some(), "Sas"),
             (self.client_secret.is_some(), "ServicePrincipal"),
             (self.certificate.is_some(), "Certificate"),
         ];
@@ -447,7 +466,7 @@ impl Scenario {
             return Ok(());
         };
         let secrets_type = secret.secrets_type().context(
-            "secrets must set exactly one of key, keyRef, sasToken, clientSecret, certificate",
+            "secrets must set exactly one of key, keyRef, sasToken, sasRef, clientSecret, certificate",
         )?;
         ensure!(
             secrets_type.eq_ignore_ascii_case(credentials_type),
@@ -455,6 +474,11 @@ impl Scenario {
         );
         if let Some(key_ref) = &secret.key_ref {
             self.check_key_ref(datastore, key_ref)?;
+        }
+        if let Some(sas_ref) = &secret.sas_ref {
+            self.check_key_ref(datastore, &sas_ref.key)?;
+            let token = SasToken::unsigned(&sas_ref.token).context("sasRef.token")?;
+            token.kind().context("sasRef.token")?;
         }
         Ok(())
     }
@@ -497,6 +521,10 @@ fn check_subscription(subscription: &str) -> anyhow::Result<()> {
 }
 
 fn check_account_spec(account: &AccountSpec) -> anyhow::Result<()> {
+    ensure!(
+        !account.azurite || account.primary_endpoints.is_empty(),
+        "azurite and primaryEndpoints exclude each other: Azurite's endpoint replaces them"
+    );
     for service in account.primary_endpoints.keys() {
         ensure!(
             ENDPOINT_SERVICES.contains(&service.as_str()),
@@ -620,6 +648,33 @@ mod tests {
         let scenario = Scenario::from_file(&path).unwrap();
         assert_eq!(scenario.lro_style, LroStyle::AzureAsyncOperation);
         assert_eq!(scenario.faults.len(), 2);
+    }
+
+    #[test]
+    fn an_azurite_account_takes_its_endpoint_from_azurite() {
+        let err = error_of(json!({"storageAccounts": [
+            {"id": account_id("sta"), "azurite": true, "primaryEndpoints": {"blob": "http://x/"}}
+        ]}));
+        assert!(err.contains("exclude each other"), "{err}");
+        let ok = scenario(json!({"storageAccounts": [{"id": account_id("sta"), "azurite": true}]}));
+        assert!(ok.unwrap().storage_accounts[0].azurite);
+    }
+
+    #[test]
+    fn a_sas_ref_needs_a_known_key_and_a_token_kind() {
+        let ds = |key: &str, token: &str| {
+            json!([{
+                "name": "sas1",
+                "properties": {"datastoreType": "AzureBlob", "accountName": "sta", "containerName": "c", "credentials": {"credentialsType": "Sas"}},
+                "secrets": {"sasRef": {"key": key, "token": token}}
+            }])
+        };
+        let with = |datastores| json!({"storageAccounts": [{"id": account_id("sta")}], "workspaces": [workspace(datastores)]});
+        assert!(scenario(with(ds("key1", "sv=2024-11-04&sr=c&sp=r&se=2099-01-01"))).is_ok());
+        let err = error_of(with(ds("key3", "sv=2024-11-04&sr=c&sp=r")));
+        assert!(err.contains("key3"), "{err}");
+        let err = error_of(with(ds("key1", "sv=2024-11-04&sp=r")));
+        assert!(err.contains("sasRef.token"), "{err}");
     }
 
     #[test]

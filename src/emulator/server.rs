@@ -19,6 +19,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 use url::Url;
 
+use super::data_plane::DataPlane;
 use super::reply::DropConnection;
 use super::state::State;
 use super::{control, random, routes};
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     pub http: reqwest::Client,
     /// Turns true when the emulator stops.
     pub shutdown: watch::Receiver<bool>,
+    /// Azurite, once attached: the storage data plane of the accounts flagged `azurite`.
+    pub data_plane: tokio::sync::Mutex<Option<DataPlane>>,
 }
 
 impl Shared {
@@ -74,6 +77,7 @@ impl Server {
                 .build()
                 .context("building the event client")?,
             shutdown: shutdown.clone(),
+            data_plane: tokio::sync::Mutex::new(None),
         });
         let app = router(Arc::clone(&shared));
         let task = tokio::spawn(accept_loop(listener, app, shutdown));

@@ -18,9 +18,14 @@ use super::random;
 use super::resources::{
     Account, Actor, Datastore, ResyncOperation, SystemData, Workspace, split_secret,
 };
-use super::scenario::{DatastoreSpec, EventDelivery, LroStyle, Scenario, SecretSpec, UserSpec};
+use super::scenario::{
+    DatastoreSpec, EventDelivery, LroStyle, SasRef, Scenario, SecretSpec, UserSpec,
+};
 use crate::model::storage::KeySlot;
 use crate::resource_id::{StorageAccountId, WorkspaceId};
+use crate::storage::sas::{self, SasToken, SignedResource};
+use crate::storage::shared_key::AccountKey;
+use secrecy::{ExposeSecret, SecretString};
 
 /// Behaviour that the scenario fixes for the whole run.
 #[derive(Debug, Clone)]
@@ -166,6 +171,10 @@ impl State {
                 let key = self.resolve_key_ref(datastore, key_ref)?;
                 json!({"secretsType": "AccountKey", "key": key})
             }
+            (None, Some("Sas")) if spec.sas_ref.is_some() => {
+                let token = self.resolve_sas_ref(datastore, spec.sas_ref.as_ref())?;
+                json!({"secretsType": "Sas", "sasToken": token.expose_secret()})
+            }
             (None, Some("AccountKey")) => json!({"secretsType": "AccountKey", "key": spec.key}),
             (None, Some("Sas")) => json!({"secretsType": "Sas", "sasToken": spec.sas_token}),
             (None, Some("ServicePrincipal")) => {
@@ -192,6 +201,41 @@ impl State {
             Some(slot) => Ok(account.key(slot).to_string()),
             None => Ok(random::account_key()),
         }
+    }
+
+    /// Signs a scenario's `sasRef` token with the key it names, for the datastore's container
+    /// or share.
+    fn resolve_sas_ref(
+        &self,
+        datastore: &DatastoreSpec,
+        sas_ref: Option<&SasRef>,
+    ) -> anyhow::Result<SecretString> {
+        let sas_ref = sas_ref.context("sasRef is missing")?;
+        let name = datastore
+            .properties
+            .get("accountName")
+            .and_then(Value::as_str)
+            .context("sasRef needs properties.accountName")?;
+        let account = self
+            .account_by_name(name)
+            .with_context(|| format!("account '{name}' is not in the scenario"))?;
+        let key = self.resolve_key_ref(datastore, &sas_ref.key)?;
+        let key = AccountKey::new(account.name(), &SecretString::from(key))
+            .context("sasRef needs an account with base64 keys")?;
+        let text = |field: &str| {
+            datastore
+                .properties
+                .get(field)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
+        let resource = match text("datastoreType") {
+            "AzureFile" => SignedResource::Share(text("fileShareName")),
+            "AzureDataLakeGen2" => SignedResource::Container(text("filesystem")),
+            _ => SignedResource::Container(text("containerName")),
+        };
+        let token = SasToken::unsigned(&sas_ref.token).context("sasRef.token")?;
+        sas::sign(&token, &key, resource).context("signing sasRef.token")
     }
 
     /// The account with this id (compared ignoring case).
@@ -350,6 +394,36 @@ mod tests {
         assert_eq!(key_of("workspaceblobstore"), shared.key(KeySlot::Key1));
         assert_eq!(key_of("curated"), shared.key(KeySlot::Key2));
         assert!(datastore(&state, 0, "images_identity").secret.is_none());
+    }
+
+    #[test]
+    fn a_sas_ref_is_signed_at_load_with_the_key_it_names() {
+        let account = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sta";
+        let token = "sv=2024-11-04&sr=c&sp=rl&se=2099-01-01T00:00:00Z";
+        let ds = |name: &str, key: &str| {
+            json!({
+                "name": name,
+                "properties": {"datastoreType": "AzureBlob", "accountName": "sta", "containerName": "c", "credentials": {"credentialsType": "Sas"}},
+                "secrets": {"sasRef": {"key": key, "token": token}}
+            })
+        };
+        let scenario: Scenario = serde_json::from_value(json!({
+            "storageAccounts": [{"id": account}],
+            "workspaces": [{
+                "id": "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w",
+                "storageAccount": account,
+                "datastores": [ds("one", "key1"), ds("again", "key1"), ds("stale", "stale")]
+            }]
+        }))
+        .unwrap();
+        let state = State::from_scenario(&scenario).unwrap();
+        let stored = |name: &str| {
+            let secret = datastore(&state, 0, name).secret.clone().unwrap();
+            SasToken::parse(secret["sasToken"].as_str().unwrap()).unwrap()
+        };
+        assert_eq!(stored("one").get("sp"), Some("rl"));
+        assert_eq!(stored("one").get("sig"), stored("again").get("sig"));
+        assert_ne!(stored("one").get("sig"), stored("stale").get("sig"));
     }
 
     #[test]

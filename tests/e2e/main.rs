@@ -5,3 +5,4 @@ mod helpers;
 mod key_regenerated;
 mod resilience;
 mod rotation;
+mod verify;

@@ -139,6 +139,10 @@ pub(crate) async fn arm(AxumState(shared): AxumState<Arc<Shared>>, request: Requ
         peer,
     };
     let (operation, outcome) = serve(&shared, &incoming, &ids).await;
+    if operation == op::REGENERATE_KEY && outcome.reply.status().is_success() {
+        // The data plane takes the new keys before anyone hears of them.
+        super::data_plane::keys_changed(&shared).await;
+    }
     record(&shared, &incoming, operation, &outcome.reply);
     if let Some(event) = outcome.event {
         spawn_delivery(Arc::clone(&shared), event);

@@ -1,0 +1,503 @@
+//! Verification against the storage data plane: the real handler checks datastore credentials
+//! against Azurite (the Azure Storage emulator from npm), which the emulator restarts with the
+//! new keys whenever one is regenerated.
+//!
+//! Tests that need Azurite skip with a message when it is not installed (`npm ci` at the
+//! repository root installs it), unless `KEYSYNC_REQUIRE_AZURITE=1` (set by `.ci/run`) makes
+//! that a failure.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use keysync::emulator::Scenario;
+use keysync::emulator::azurite;
+use keysync::storage::sas::SasToken;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const ACCOUNT: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-verify/providers/Microsoft.Storage/storageAccounts/stverify01";
+const LOCKED: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-verify/providers/Microsoft.Storage/storageAccounts/stlocked02";
+const WORKSPACE: &str = "mlw-verify";
+
+/// An account SAS and a container SAS with a far expiry, unsigned: the emulator signs them at
+/// load with the key the scenario names.
+const ACCOUNT_SAS: &str = "sv=2024-11-04&ss=b&srt=co&sp=rl&se=2099-01-01T00:00:00Z&spr=https,http";
+const CONTAINER_SAS: &str = "sv=2024-11-04&sr=c&sp=rl&se=2099-01-01T00:00:00Z&spr=https,http";
+
+/// Azurite's executable, or `None` (after saying so) when the test should skip.
+fn azurite_or_skip(test: &str) -> Option<PathBuf> {
+    let found = azurite::find(&[PathBuf::from(env!("CARGO_MANIFEST_DIR"))]);
+    if found.is_none() {
+        let hint = "run `npm ci` in the repository root, or set KEYSYNC_AZURITE";
+        if std::env::var("KEYSYNC_REQUIRE_AZURITE").is_ok_and(|v| v == "1") {
+            panic!("{test}: Azurite is required (KEYSYNC_REQUIRE_AZURITE=1) but missing: {hint}");
+        }
+        eprintln!("SKIPPED {test}: Azurite is not installed; {hint}");
+    }
+    found
+}
+
+fn blob(name: &str, container: &str, secrets: Value) -> Value {
+    let credentials = match secrets.get("keyRef").or(secrets.get("key")) {
+        Some(_) => "AccountKey",
+        None => "Sas",
+    };
+    json!({
+        "name": name,
+        "properties": {
+            "description": format!("{name} data"), "tags": {"n": name}, "properties": {},
+            "isDefault": false,
+            "datastoreType": "AzureBlob", "accountName": "stverify01", "containerName": container,
+            "endpoint": "core.windows.net", "protocol": "https",
+            "serviceDataAccessAuthIdentity": "None",
+            "credentials": {"credentialsType": credentials}
+        },
+        "secrets": secrets
+    })
+}
+
+/// `stverify01` on Azurite with blob, ADLS Gen2, file and SAS datastores, and `stlocked02` with
+/// shared-key access disabled.
+fn scenario() -> Scenario {
+    let lake = json!({
+        "name": "lake",
+        "properties": {
+            "datastoreType": "AzureDataLakeGen2", "accountName": "stverify01", "filesystem": "lake",
+            "endpoint": "core.windows.net", "protocol": "https",
+            "credentials": {"credentialsType": "AccountKey"}
+        },
+        "secrets": {"keyRef": "key2"}
+    });
+    let share = json!({
+        "name": "share",
+        "properties": {
+            "datastoreType": "AzureFile", "accountName": "stverify01", "fileShareName": "share",
+            "endpoint": "core.windows.net", "protocol": "https",
+            "credentials": {"credentialsType": "AccountKey"}
+        },
+        "secrets": {"keyRef": "key2"}
+    });
+    let locked = |name: &str, secrets: Value| {
+        let mut ds = blob(name, "locked", secrets);
+        ds["properties"]["accountName"] = json!("stlocked02");
+        ds
+    };
+    serde_json::from_value(json!({
+        "storageAccounts": [
+            {"id": ACCOUNT, "azurite": true, "allowSharedKeyAccess": true,
+             "keyCreationTime": {"key1": "2026-01-01T00:00:00Z", "key2": "2025-12-01T00:00:00Z"}},
+            {"id": LOCKED, "azurite": true, "allowSharedKeyAccess": false}
+        ],
+        "workspaces": [{
+            "id": format!("/subscriptions/{SUB}/resourceGroups/rg-verify/providers/Microsoft.MachineLearningServices/workspaces/{WORKSPACE}"),
+            "storageAccount": ACCOUNT,
+            "datastores": [
+                blob("moved", "moved", json!({"keyRef": "key1"})),
+                blob("steady", "steady", json!({"keyRef": "key2"})),
+                lake,
+                share,
+                blob("exports", "exports", json!({"sasRef": {"key": "key1", "token": ACCOUNT_SAS}})),
+                blob("shared", "shared", json!({"sasRef": {"key": "key1", "token": CONTAINER_SAS}})),
+                locked("locked_key", json!({"keyRef": "key1"})),
+                locked("locked_sas", json!({"sasRef": {"key": "key1", "token": ACCOUNT_SAS}}))
+            ]
+        }]
+    }))
+    .expect("scenario")
+}
+
+/// The emulator with Azurite attached and the handler running with `env`.
+async fn start(binary: &std::path::Path, env: &[(&str, &str)]) -> TestApp {
+    let options = Options {
+        extra_env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Options::default()
+    };
+    let app = TestApp::start_with(scenario(), options).await;
+    app.emulator
+        .attach_azurite(binary)
+        .await
+        .expect("Azurite starts");
+    app
+}
+
+fn verification<'a>(report: &'a Value, datastore: &str) -> &'a Value {
+    &entry(report, WORKSPACE, datastore)["verification"]
+}
+
+fn stored_token(app: &TestApp, datastore: &str) -> String {
+    app.state().datastore(WORKSPACE, datastore)["secrets"]["sasToken"]
+        .as_str()
+        .expect("a stored token")
+        .to_string()
+}
+
+/// Sends a SAS request to Azurite straight from the test, without keysync's code.
+async fn azurite_accepts(app: &TestApp, container: &str, query: &str, token: &str) -> u16 {
+    let blob = app.state().account("stverify01")["blobEndpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("{blob}{container}?{query}&{token}");
+    reqwest::Client::new()
+        .get(url)
+        .header("x-ms-version", "2024-11-04")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn credentials_in_sync_verify_and_a_datastore_left_on_the_old_key_is_rejected() {
+    let Some(binary) = azurite_or_skip("credentials_in_sync_verify...") else {
+        return;
+    };
+    let app = start(&binary, &[]).await;
+    app.regenerate(ACCOUNT, "key1").await;
+    let fault = json!({"operation": "Datastores_CreateOrUpdate", "kind": "conflict", "count": 100});
+    app.emulator
+        .set_faults(vec![serde_json::from_value(fault).unwrap()]);
+
+    let failed = app.deliver(&regeneration_event(ACCOUNT)).await;
+
+    // The update failed (so the invocation fails and Event Grid retries); verification says
+    // what the datastore's old key is worth, and the datastores on key2 work.
+    assert_eq!(failed.status, 500, "{:#}", failed.body);
+    let first = report(&failed);
+    assert_eq!(entry(first, WORKSPACE, "moved")["outcome"], "failed");
+    let moved = verification(first, "moved");
+    assert_eq!(moved["outcome"], "rejected", "{moved:#}");
+    assert_eq!(moved["credential"], "accountKey");
+    assert!(moved["code"].is_string(), "{moved:#}");
+    assert_eq!(verification(first, "steady")["outcome"], "verified");
+    assert_eq!(verification(first, "lake")["outcome"], "verified");
+    let share = verification(first, "share");
+    assert_eq!(share["outcome"], "notChecked", "{share:#}");
+    assert!(
+        share["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no file endpoint"),
+        "{share:#}"
+    );
+
+    app.emulator.set_faults(vec![]);
+    let repaired = app.deliver(&regeneration_event(ACCOUNT)).await;
+
+    assert_eq!(repaired.status, 200, "{:#}", repaired.body);
+    let report = report(&repaired);
+    assert_eq!(entry(report, WORKSPACE, "moved")["outcome"], "updated");
+    assert_eq!(verification(report, "moved")["outcome"], "verified");
+    assert_eq!(app.state().held(WORKSPACE, "moved", "stverify01"), "key1");
+    for ds in ["steady", "lake"] {
+        assert_eq!(verification(report, ds)["outcome"], "verified", "{ds}");
+    }
+}
+
+#[tokio::test]
+async fn a_sas_signed_with_a_regenerated_key_is_reported_dead_and_left_alone_by_default() {
+    let Some(binary) = azurite_or_skip("a_sas_signed_with_a_regenerated_key...") else {
+        return;
+    };
+    let app = start(&binary, &[]).await;
+
+    let before = app.deliver(&regeneration_event(ACCOUNT)).await;
+    for sas in ["exports", "shared"] {
+        let v = verification(report(&before), sas);
+        assert_eq!(
+            (v["outcome"].as_str(), v["credential"].as_str()),
+            (Some("verified"), Some("sas")),
+            "{sas}: {v:#}"
+        );
+        assert_eq!(entry(report(&before), WORKSPACE, sas)["outcome"], "inSync");
+    }
+    let old_token = stored_token(&app, "exports");
+
+    app.regenerate(ACCOUNT, "key1").await;
+    let after = app.deliver(&regeneration_event(ACCOUNT)).await;
+
+    assert_eq!(after.status, 200, "a dead SAS is reported, not retried");
+    for sas in ["exports", "shared"] {
+        let e = entry(report(&after), WORKSPACE, sas);
+        assert_eq!(e["verification"]["outcome"], "rejected", "{e:#}");
+        assert_eq!(e["outcome"], "skipped");
+        assert!(
+            e["reason"].as_str().unwrap().contains("KEYSYNC_REMINT_SAS"),
+            "{e:#}"
+        );
+    }
+    assert_eq!(stored_token(&app, "exports"), old_token);
+    let sas_writes = app
+        .writes()
+        .into_iter()
+        .filter(|w| w.operation == "Datastores_CreateOrUpdate")
+        .filter(|w| w.path.ends_with("/exports") || w.path.ends_with("/shared"))
+        .count();
+    assert_eq!(sas_writes, 0);
+}
+
+#[tokio::test]
+async fn with_reminting_on_a_dead_sas_is_replaced_by_one_that_verifies_with_the_same_scope() {
+    let Some(binary) = azurite_or_skip("with_reminting_on...") else {
+        return;
+    };
+    let env = [
+        ("KEYSYNC_REMINT_SAS", "true"),
+        ("KEYSYNC_SAS_LIFETIME_DAYS", "7"),
+    ];
+    let app = start(&binary, &env).await;
+    let before = app.state();
+    let old = SasToken::parse(&stored_token(&app, "exports")).unwrap();
+    let old_service = SasToken::parse(&stored_token(&app, "shared")).unwrap();
+
+    app.regenerate(ACCOUNT, "key1").await;
+    let record = app.deliver(&regeneration_event(ACCOUNT)).await;
+
+    assert_eq!(record.status, 200, "{:#}", record.body);
+    for sas in ["exports", "shared"] {
+        let e = entry(report(&record), WORKSPACE, sas);
+        assert_eq!(
+            (
+                e["outcome"].as_str(),
+                e["action"].as_str(),
+                e["key"].as_str()
+            ),
+            (Some("updated"), Some("updateSas"), Some("key1")),
+            "{e:#}"
+        );
+        assert_eq!(e["verification"]["outcome"], "verified", "{e:#}");
+    }
+    let new_token = stored_token(&app, "exports");
+    let new = SasToken::parse(&new_token).unwrap();
+    for field in ["ss", "srt", "sp", "spr"] {
+        assert_eq!(new.get(field), old.get(field), "{field}");
+    }
+    assert_ne!(new.get("sig"), old.get("sig"));
+    let lifetime = new.expiry().unwrap() - time::OffsetDateTime::now_utc();
+    assert!(
+        lifetime > time::Duration::days(6) && lifetime <= time::Duration::days(7),
+        "{lifetime}"
+    );
+    let new_service = SasToken::parse(&stored_token(&app, "shared")).unwrap();
+    for field in ["sr", "sp", "spr"] {
+        assert_eq!(new_service.get(field), old_service.get(field), "{field}");
+    }
+    // Azurite itself takes the new tokens, asked without keysync's code.
+    assert_eq!(
+        azurite_accepts(&app, "exports", "restype=container", &new_token).await,
+        200
+    );
+    let service_token = stored_token(&app, "shared");
+    assert_eq!(
+        azurite_accepts(
+            &app,
+            "shared",
+            "restype=container&comp=list",
+            &service_token
+        )
+        .await,
+        200
+    );
+    // Only the secret changed.
+    assert_eq!(
+        before.non_credential_fields(),
+        app.state().non_credential_fields()
+    );
+}
+
+#[tokio::test]
+async fn a_shared_key_disabled_account_is_reported_untouched_and_never_checked() {
+    let Some(binary) = azurite_or_skip("a_shared_key_disabled_account...") else {
+        return;
+    };
+    let app = start(&binary, &[("KEYSYNC_REMINT_SAS", "true")]).await;
+    app.regenerate(LOCKED, "key1").await;
+
+    let record = app.deliver(&regeneration_event(LOCKED)).await;
+
+    assert_eq!(record.status, 200, "{:#}", record.body);
+    let report = report(&record);
+    let note = report["notes"][0]["message"].as_str().unwrap();
+    assert!(note.contains("account keys and SAS cannot work"), "{note}");
+    for ds in ["locked_key", "locked_sas"] {
+        let e = entry(report, WORKSPACE, ds);
+        assert_eq!(e["outcome"], "skipped", "{e:#}");
+        assert!(
+            e["reason"]
+                .as_str()
+                .unwrap()
+                .contains("shared-key access is disabled"),
+            "{e:#}"
+        );
+        assert!(e.get("verification").is_none(), "{e:#}");
+        assert_eq!(app.state().datastore(WORKSPACE, ds)["writes"], 0);
+    }
+    assert!(
+        app.writes()
+            .iter()
+            .all(|w| w.operation == "StorageAccounts_RegenerateKey")
+    );
+    let reads: Vec<String> = app
+        .emulator
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            matches!(
+                r.operation.as_str(),
+                "Datastores_Get" | "Datastores_ListSecrets"
+            )
+        })
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        reads.is_empty(),
+        "nothing to check, nothing read: {reads:?}"
+    );
+}
+
+/// One account whose blob endpoint accepts connections and never answers, and one whose
+/// endpoint refuses them.
+fn unreachable_scenario(silent: u16, refused: u16) -> Scenario {
+    let account = |name: &str, port: u16| {
+        json!({
+            "id": ACCOUNT.replace("stverify01", name),
+            "primaryEndpoints": {"blob": format!("http://127.0.0.1:{port}/{name}/")}
+        })
+    };
+    let datastore = |name: &str, account: &str| {
+        let mut ds = blob(name, name, json!({"keyRef": "key1"}));
+        ds["properties"]["accountName"] = json!(account);
+        ds
+    };
+    serde_json::from_value(json!({
+        "storageAccounts": [account("stsilent03", silent), account("strefused04", refused)],
+        "workspaces": [{
+            "id": format!("/subscriptions/{SUB}/resourceGroups/rg-verify/providers/Microsoft.MachineLearningServices/workspaces/{WORKSPACE}"),
+            "storageAccount": ACCOUNT.replace("stverify01", "stsilent03"),
+            "datastores": [
+                datastore("silent_a", "stsilent03"), datastore("silent_b", "stsilent03"),
+                datastore("silent_c", "stsilent03"), datastore("refused", "strefused04")
+            ]
+        }]
+    }))
+    .expect("scenario")
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_reported_unreachable_within_the_timeout() {
+    // A listener that never accepts: connections complete in the kernel and then hang.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused_port = refused.local_addr().unwrap().port();
+    drop(refused);
+    let options = Options {
+        extra_env: vec![
+            ("KEYSYNC_VERIFY_TIMEOUT_SECS".into(), "1".into()),
+            ("KEYSYNC_VERIFY_CONCURRENCY".into(), "1".into()),
+        ],
+        ..Options::default()
+    };
+    let scenario = unreachable_scenario(silent.local_addr().unwrap().port(), refused_port);
+    let app = TestApp::start_with(scenario, options).await;
+    let silent_account = ACCOUNT.replace("stverify01", "stsilent03");
+
+    let started = Instant::now();
+    let record = app.deliver(&regeneration_event(&silent_account)).await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(record.status, 200, "{:#}", record.body);
+    let silent_report = report(&record);
+    for ds in ["silent_a", "silent_b", "silent_c"] {
+        let v = verification(silent_report, ds);
+        assert_eq!(v["outcome"], "unreachable", "{ds}: {v:#}");
+    }
+    let details: Vec<&str> = ["silent_a", "silent_b", "silent_c"]
+        .iter()
+        .map(|ds| verification(silent_report, ds)["detail"].as_str().unwrap())
+        .collect();
+    assert!(
+        details.iter().any(|d| d.contains("no answer within 1 s")),
+        "{details:?}"
+    );
+    assert!(
+        details.iter().any(|d| d.contains("not tried again")),
+        "{details:?}"
+    );
+    // Three checks one at a time, but the endpoint costs one timeout, not three.
+    assert!(elapsed < Duration::from_millis(2800), "took {elapsed:?}");
+    drop(silent);
+
+    let refused_account = ACCOUNT.replace("stverify01", "strefused04");
+    let record = app.deliver(&regeneration_event(&refused_account)).await;
+    let v = verification(report(&record), "refused");
+    assert_eq!(v["outcome"], "unreachable", "{v:#}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("could not connect"),
+        "{v:#}"
+    );
+}
+
+#[tokio::test]
+async fn verification_can_be_turned_off() {
+    let options = Options {
+        extra_env: vec![("KEYSYNC_VERIFY".into(), "false".into())],
+        ..Options::default()
+    };
+    let app = TestApp::start_with(Scenario::demo(), options).await;
+    app.regenerate(SHARED, "key1").await;
+
+    let record = app.deliver(&regeneration_event(SHARED)).await;
+
+    assert_eq!(record.status, 200);
+    let entries = report(&record)["entries"].as_array().unwrap();
+    assert!(entries.iter().all(|e| e.get("verification").is_none()));
+}
+
+#[tokio::test]
+async fn no_key_token_or_signature_reaches_any_output_at_trace_level() {
+    let Some(binary) = azurite_or_skip("no_key_token_or_signature...") else {
+        return;
+    };
+    let env = [("RUST_LOG", "trace"), ("KEYSYNC_REMINT_SAS", "true")];
+    let app = start(&binary, &env).await;
+    let mut secrets = app.state().secrets();
+    app.regenerate(ACCOUNT, "key1").await;
+
+    let record = app.deliver(&regeneration_event(ACCOUNT)).await;
+
+    assert_eq!(record.status, 200, "{:#}", record.body);
+    assert_eq!(
+        entry(report(&record), WORKSPACE, "exports")["action"],
+        "updateSas"
+    );
+    secrets.extend(app.state().secrets());
+    let mut signatures = Vec::new();
+    for token in secrets.iter().filter(|s| s.contains("sig=")) {
+        let sig = SasToken::parse(token)
+            .unwrap()
+            .get("sig")
+            .unwrap()
+            .to_string();
+        signatures.push(url::form_urlencoded::byte_serialize(sig.as_bytes()).collect::<String>());
+        signatures.push(sig);
+    }
+    secrets.extend(signatures);
+    let output = app.host.handler_output().join("\n");
+    assert!(output.lines().count() > 20, "trace logging produced output");
+    let reply = record.body.to_string();
+    for secret in &secrets {
+        assert!(
+            !output.contains(secret.as_str()),
+            "a secret reached the logs"
+        );
+        assert!(
+            !reply.contains(secret.as_str()),
+            "a secret reached the reply"
+        );
+    }
+}
