@@ -8,9 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::emulator::{EmulatorOptions, RunningEmulator, Scenario};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::emulator::{EmulatorOptions, RunningEmulator, Scenario, azurite};
 use crate::host::{BindingEncoding, HostOptions, InvocationRecord, LocalHost};
 use crate::rotation::tick::TickReport;
+use crate::storage::sas;
+use crate::storage::shared_key::AccountKey;
 
 const ACCOUNT: &str = "stmlshared01";
 const FUNCTION: &str = "KeyRegenerated";
@@ -34,6 +38,7 @@ pub async fn run(app_root: Option<PathBuf>, verbose: bool) -> anyhow::Result<Exi
         "1. Local Azure emulator (ARM, managed identity, Event Grid) at {}",
         emulator.base_url()
     );
+    let azurite = attach_azurite(&app_root, &emulator).await?;
     let host = start_host(&app_root, &emulator, verbose).await?;
     let startup = host.handler_startup().unwrap_or_default();
     println!(
@@ -61,11 +66,12 @@ pub async fn run(app_root: Option<PathBuf>, verbose: bool) -> anyhow::Result<Exi
     println!("\nAfter: datastores on storage account {ACCOUNT}");
     print_datastores(&state);
     let mut problems = problems(&state);
+    problems.extend(storage_problems(&record, azurite));
 
     problems.extend(rotation_act(&emulator, &host, &mut finished).await?);
     let exit_code = host.shutdown().await?;
     emulator.shutdown().await;
-    verdict(&problems, exit_code)
+    verdict(&problems, exit_code, azurite)
 }
 
 /// The timer fires: the due, tagged account is rotated, the fresh one left alone, everything else
@@ -188,16 +194,39 @@ fn find_app_root(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         .context("no host.json found: run the demo from the repository root or pass --app-root")
 }
 
+/// Starts Azurite as the accounts' storage data plane when it is installed; true if it runs.
+async fn attach_azurite(app_root: &Path, emulator: &RunningEmulator) -> anyhow::Result<bool> {
+    let found = azurite::find(&[app_root.to_path_buf()]).or_else(azurite::find_default);
+    let Some(binary) = found else {
+        println!(
+            "   Azurite (the Azure Storage emulator) is not installed, so keysync's storage checks will find\n   the accounts' endpoints unreachable. Install it with `npm ci` in the repository root (Node.js 20+),\n   or point {} at an azurite-blob executable.",
+            azurite::AZURITE_ENV
+        );
+        return Ok(false);
+    };
+    let url = emulator
+        .attach_azurite(&binary)
+        .await
+        .context("starting Azurite")?;
+    println!(
+        "   Azurite at {url} is the accounts' storage data plane; it is restarted with the new keys\n   whenever a key is regenerated."
+    );
+    Ok(true)
+}
+
 async fn start_host(
     app_root: &Path,
     emulator: &RunningEmulator,
     verbose: bool,
 ) -> anyhow::Result<LocalHost> {
     let executable = std::env::current_exe().context("locating the keysync binary")?;
+    let mut env = emulator.env();
+    // The demo shows a dead SAS token being replaced; by default keysync only reports it.
+    env.push(("KEYSYNC_REMINT_SAS".into(), "true".into()));
     LocalHost::start(HostOptions {
         app_root: app_root.to_path_buf(),
         executable: Some(executable),
-        env: emulator.env(),
+        env,
         echo_output: verbose,
         encoding: BindingEncoding::Object,
         listen: ([127, 0, 0, 1], 0).into(),
@@ -331,6 +360,94 @@ fn print_datastores(state: &Value) {
     for (name, held) in key_datastores(state) {
         println!("   {name:<36} AccountKey  holds {held}");
     }
+    for (name, signer) in sas_datastores(state) {
+        println!("   {name:<36} SAS token   signed with {signer}");
+    }
+}
+
+/// Each SAS datastore on the demo account: `(workspace/datastore, signer)` where signer is
+/// `key1`, `key2` or `a regenerated key`, found by signing the token's fields again.
+fn sas_datastores(state: &Value) -> Vec<(String, &'static str)> {
+    let Some(account) = accounts(state)
+        .into_iter()
+        .find(|a| a["id"].as_str().is_some_and(|id| id.ends_with(ACCOUNT)))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ws in state["workspaces"].as_array().into_iter().flatten() {
+        let ws_name = short(ws["id"].as_str().unwrap_or("?"));
+        for ds in ws["datastores"].as_array().into_iter().flatten() {
+            let props = &ds["resource"]["properties"];
+            let on_account = props["accountName"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(ACCOUNT));
+            let (Some(token), Some(container)) = (
+                ds["secrets"]["sasToken"].as_str(),
+                props["containerName"].as_str(),
+            ) else {
+                continue;
+            };
+            if !on_account {
+                continue;
+            }
+            let signer = ["key1", "key2"]
+                .into_iter()
+                .find(|slot| signed_with(token, &account["keys"][*slot], container))
+                .unwrap_or("a regenerated key");
+            let name = ds["resource"]["name"].as_str().unwrap_or("?");
+            out.push((format!("{ws_name}/{name}"), signer));
+        }
+    }
+    out
+}
+
+/// True when `token`'s signature is what `key` gives for its fields.
+fn signed_with(token: &str, key: &Value, container: &str) -> bool {
+    let (Ok(parsed), Some(key)) = (sas::SasToken::parse(token), key.as_str()) else {
+        return false;
+    };
+    let Ok(key) = AccountKey::new(ACCOUNT, &SecretString::from(key)) else {
+        return false;
+    };
+    let resigned = sas::sign(&parsed, &key, sas::SignedResource::Container(container));
+    resigned.is_ok_and(|again| {
+        let again = sas::SasToken::parse(again.expose_secret());
+        again.is_ok_and(|t| t.get("sig") == parsed.get("sig"))
+    })
+}
+
+/// With Azurite: every AccountKey datastore on the account verifies, and the SAS datastore was
+/// re-minted and verifies.
+fn storage_problems(record: &InvocationRecord, azurite: bool) -> Vec<String> {
+    if !azurite {
+        return Vec::new();
+    }
+    let report = &record.body["ReturnValue"][0]["report"];
+    let mut problems = Vec::new();
+    for entry in report["entries"].as_array().into_iter().flatten() {
+        let Some(verification) = entry.get("verification") else {
+            continue;
+        };
+        let name = entry["datastore"].as_str().unwrap_or("?");
+        let workspace = short(entry["workspace"].as_str().unwrap_or("?"));
+        let file_share = verification["outcome"] == "notChecked"
+            && verification["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("no file endpoint"));
+        if verification["outcome"] != "verified" && !file_share {
+            problems.push(format!(
+                "{workspace}/{name}: storage said {}",
+                verification["outcome"]
+            ));
+        }
+        if verification["credential"] == "sas" && entry["action"] != "updateSas" {
+            problems.push(format!(
+                "{workspace}/{name}: the dead SAS token was not re-minted"
+            ));
+        }
+    }
+    problems
 }
 
 fn problems(state: &Value) -> Vec<String> {
@@ -353,15 +470,24 @@ fn problems(state: &Value) -> Vec<String> {
     problems
 }
 
-fn verdict(problems: &[String], handler_exit: Option<i32>) -> anyhow::Result<ExitCode> {
+fn verdict(
+    problems: &[String],
+    handler_exit: Option<i32>,
+    azurite: bool,
+) -> anyhow::Result<ExitCode> {
     println!();
     if handler_exit != Some(0) {
         println!("The handler exited with {handler_exit:?} on SIGTERM (expected 0).");
     }
     if problems.is_empty() && handler_exit == Some(0) {
-        println!(
-            "Result: every AccountKey datastore on {ACCOUNT} holds a valid key and its workspace is resynced;"
-        );
+        match azurite {
+            true => println!(
+                "Result: every AccountKey datastore on {ACCOUNT} holds a valid key that storage (Azurite) accepts,\n        the dead SAS token was re-minted and works, and the workspace is resynced;"
+            ),
+            false => println!(
+                "Result: every AccountKey datastore on {ACCOUNT} holds a valid key and its workspace is resynced\n        (storage checks need Azurite: `npm ci`);"
+            ),
+        }
         println!(
             "        the due account was rotated with no datastore ever on an invalid key, and the echo wrote nothing."
         );

@@ -7,6 +7,10 @@
 //! Key ages are relative to the real clock, so that rotation (which compares them with the
 //! real time) sees the same thing whenever the demo runs: `stmlother02` and its key in use are
 //! due for rotation and tagged for it, `stmlfresh03` is tagged but its key is young.
+//!
+//! Every account is flagged `azurite`: when the emulator runs Azurite, it is their data plane,
+//! and `exports_sas`, an account SAS signed with key1 of the shared account when the scenario
+//! loads, works until key1 is regenerated.
 
 use serde_json::{Value, json};
 
@@ -44,6 +48,7 @@ fn workspace_id(name: &str) -> String {
 fn shared_account() -> Value {
     json!({
         "id": account_id("stmlshared01"),
+        "azurite": true,
         "location": "westeurope",
         "kind": "StorageV2",
         "sku": "Standard_ZRS",
@@ -64,6 +69,7 @@ fn days_ago(days: i64) -> String {
 fn other_account() -> Value {
     json!({
         "id": account_id("stmlother02"),
+        "azurite": true,
         "location": "westeurope",
         "kind": "StorageV2",
         "sku": "Standard_LRS",
@@ -77,6 +83,7 @@ fn other_account() -> Value {
 fn fresh_account() -> Value {
     json!({
         "id": account_id("stmlfresh03"),
+        "azurite": true,
         "location": "westeurope",
         "kind": "StorageV2",
         "sku": "Standard_LRS",
@@ -115,6 +122,7 @@ fn forecast_workspace() -> Value {
         "datastores": [
             blob_store("workspaceblobstore", "stmlother02", "azureml-blobstore-7a9b0c1d-0000-4000-8000-000000000002", "key1", true),
             shared_features(),
+            exports_sas(),
             blob_store("scratch_fresh", "stmlfresh03", "scratch", "key1", false)
         ]
     })
@@ -177,6 +185,31 @@ fn curated() -> Value {
             "serviceDataAccessAuthIdentity": "WorkspaceSystemAssignedIdentity"
         },
         "secrets": {"keyRef": "key2"}
+    })
+}
+
+/// An account SAS on the shared account for reading and listing blobs, as another team would
+/// be handed; the emulator signs it with key1 of the shared account when the scenario loads.
+fn exports_sas() -> Value {
+    json!({
+        "name": "exports_sas",
+        "properties": {
+            "description": "Exports of the vision team, read through an account SAS",
+            "tags": {"team": "forecasting"},
+            "properties": {},
+            "isDefault": false,
+            "credentials": {"credentialsType": "Sas"},
+            "datastoreType": "AzureBlob",
+            "accountName": "stmlshared01",
+            "containerName": "exports",
+            "endpoint": "core.windows.net",
+            "protocol": "https",
+            "serviceDataAccessAuthIdentity": "None"
+        },
+        "secrets": {"sasRef": {
+            "key": "key1",
+            "token": "sv=2024-11-04&ss=b&srt=co&sp=rl&se=2099-12-31T00:00:00Z&spr=https,http"
+        }}
     })
 }
 

@@ -85,11 +85,12 @@ impl Verification {
 
     /// `verified`, or `rejected (AuthenticationFailed)`: the outcome with its code, for tables.
     pub fn label(&self) -> String {
-        match &self.code {
-            Some(code) if self.outcome != VerifyOutcome::Verified => {
-                format!("{} ({code})", self.outcome)
+        match (&self.code, self.outcome) {
+            (_, VerifyOutcome::NotChecked) => "not checked".to_string(),
+            (Some(code), outcome) if outcome != VerifyOutcome::Verified => {
+                format!("{outcome} ({code})")
             }
-            _ => self.outcome.to_string(),
+            (_, outcome) => outcome.to_string(),
         }
     }
 }
