@@ -158,6 +158,11 @@ impl Reconciler {
 
     /// The current key held by each AccountKey datastore on the account, read without writing;
     /// or why keysync could not see them all (it then must not regenerate anything).
+    ///
+    /// Known shortcoming (issue 5): SAS tokens are not counted, so one signed with the standby
+    /// key dies when it is regenerated (the follow-up run reports it, or re-mints it with
+    /// `KEYSYNC_REMINT_SAS`). Counting them means signing each token's fields again with both
+    /// keys to see which one matches, as `keysync demo` does to show who signed a token.
     async fn keys_in_use(
         &self,
         account: &StorageAccountId,
