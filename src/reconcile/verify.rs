@@ -8,7 +8,7 @@
 //! any key update, fails the run, so that it is retried with it.
 
 use futures::StreamExt;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use super::Reconciler;
@@ -23,7 +23,7 @@ use crate::report::{
     VerifyOutcome,
 };
 use crate::resource_id::{DatastoreId, WorkspaceId};
-use crate::storage::sas::{SasToken, SignedResource, format_time};
+use crate::storage::sas::{SasError, SasToken, SignedResource, format_time};
 use crate::storage::shared_key::AccountKey;
 use crate::storage::verify::{Checker, Credential, DeadEndpoints, Service, Target};
 
@@ -243,6 +243,15 @@ impl Checks<'_> {
         }
     }
 
+    async fn stored_token(&self, id: &DatastoreId) -> Result<SecretString, String> {
+        let missing = || "no SAS token is stored".to_string();
+        match self.arm.list_datastore_secrets(id).await {
+            Ok(secrets) => secrets.sas_token.ok_or_else(missing),
+            Err(e) if e.is_not_found() => Err(missing()),
+            Err(e) => Err(format!("could not read the token: {}", explain(&e))),
+        }
+    }
+
     fn account_key_of(&self, secret: &SecretString) -> Result<AccountKey, String> {
         AccountKey::new(&self.run.account.name, secret)
             .map_err(|_| "the stored key is not base64, so no storage account accepts it".into())
@@ -258,19 +267,15 @@ impl Checks<'_> {
             Ok(target) => target,
             Err(reason) => return unchecked(reason),
         };
-        let token = match self.arm.list_datastore_secrets(&job.id).await {
-            Ok(secrets) => secrets.sas_token,
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return unchecked(format!("could not read the token: {}", explain(&e))),
-        };
-        let Some(token) = token else {
-            return unchecked("no SAS token is stored".into());
+        let token = match self.stored_token(&job.id).await {
+            Ok(token) => token,
+            Err(reason) => return unchecked(reason),
         };
         let verification = self
             .checker()
             .check(&target, Credential::Sas(&token), &self.dead)
             .await;
-        let parsed = SasToken::parse(secrecy::ExposeSecret::expose_secret(&token));
+        let parsed = SasToken::parse(token.expose_secret());
         match verification.outcome {
             VerifyOutcome::Verified => Finding {
                 outcome: Some(Outcome::InSync),
@@ -294,61 +299,49 @@ impl Checks<'_> {
         &self,
         job: &Job,
         target: &Target,
-        parsed: Result<SasToken, crate::storage::sas::SasError>,
+        parsed: Result<SasToken, SasError>,
         rejected: Verification,
     ) -> Finding {
         let code = rejected.code.clone().unwrap_or_else(|| "rejected".into());
-        let leave = |reason: String| Finding {
-            outcome: Some(Outcome::Skipped),
-            action: Some(Action::Skip),
-            reason: Some(reason),
-            ..Finding::checked(rejected.clone())
-        };
+        let minted = parsed
+            .map_err(|e| format!("SAS token rejected by storage ({code}); not re-minted: {e}"))
+            .and_then(|old| Ok((self.remint(&old, target, &code)?, old)));
+        match minted {
+            Ok((token, old)) => self.replace_token(job, target, &old, &token, &code).await,
+            Err(reason) => Finding {
+                outcome: Some(Outcome::Skipped),
+                action: Some(Action::Skip),
+                reason: Some(reason),
+                ..Finding::checked(rejected)
+            },
+        }
+    }
+
+    /// A token with `old`'s scope, signed with the target key; or, in words, why there is none.
+    fn remint(&self, old: &SasToken, target: &Target, code: &str) -> Result<SecretString, String> {
         let Some(lifetime) = self.verifier.policy.remint_sas else {
-            return leave(format!(
+            return Err(format!(
                 "SAS token rejected by storage ({code}): signed with a regenerated key, or expired; set KEYSYNC_REMINT_SAS=true to have keysync re-mint it, or replace it by hand"
             ));
         };
-        let old = match parsed {
-            Ok(old) => old,
-            Err(e) => {
-                return leave(format!(
-                    "SAS token rejected by storage ({code}); not re-minted: {e}"
-                ));
-            }
-        };
         let now = OffsetDateTime::now_utc();
         if let Some(expiry) = old.expiry().filter(|se| *se <= now) {
-            return leave(format!(
+            return Err(format!(
                 "SAS token expired at {}: not re-minted, since its owner chose that expiry; replace it by hand",
                 format_time(expiry)
             ));
         }
         if let Some(start) = old.start().filter(|st| *st > now) {
-            return leave(format!(
-                "SAS token not valid before {}: left alone",
-                format_time(start)
-            ));
+            let start = format_time(start);
+            return Err(format!("SAS token not valid before {start}: left alone"));
         }
         let resource = match target.service {
             Service::Blob => SignedResource::Container(&target.name),
             Service::File => SignedResource::Share(&target.name),
         };
-        let signing_key = self.account_key_of(self.run.keys.get(self.run.target));
-        let expiry = now + lifetime;
-        let minted = signing_key.and_then(|key| {
-            old.remint(&key, resource, expiry)
-                .map_err(|e| e.to_string())
-        });
-        let token = match minted {
-            Ok(token) => token,
-            Err(e) => {
-                return leave(format!(
-                    "SAS token rejected by storage ({code}); not re-minted: {e}"
-                ));
-            }
-        };
-        self.replace_token(job, target, &old, &token, &code).await
+        let key = self.account_key_of(self.run.keys.get(self.run.target))?;
+        old.remint(&key, resource, now + lifetime)
+            .map_err(|e| format!("SAS token rejected by storage ({code}); not re-minted: {e}"))
     }
 
     /// Stores the re-minted token in place and checks it.
@@ -382,7 +375,7 @@ impl Checks<'_> {
             .checker()
             .check(target, Credential::Sas(token), &self.dead)
             .await;
-        let summary = SasToken::parse(secrecy::ExposeSecret::expose_secret(token))
+        let summary = SasToken::parse(token.expose_secret())
             .map(|t| t.summary())
             .unwrap_or_else(|_| old.summary());
         Finding {

@@ -245,15 +245,7 @@ impl Request {
                 .is_ok_and(|t| t.kind() == Ok(SasKind::Service)),
             Credential::Key(_) => false,
         };
-        let (operation, query) = match (target.service, service_sas) {
-            (Service::Blob, false) => ("Get Container Properties", "restype=container"),
-            (Service::Blob, true) => ("List Blobs", "restype=container&comp=list&maxresults=1"),
-            (Service::File, false) => ("Get Share Properties", "restype=share"),
-            (Service::File, true) => (
-                "List Directories and Files",
-                "restype=directory&comp=list&maxresults=1",
-            ),
-        };
+        let (operation, query) = operation(target.service, service_sas);
         let mut base = endpoint.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -275,6 +267,19 @@ impl Request {
             name: target.name.clone(),
             is_sas: matches!(credential, Credential::Sas(_)),
         })
+    }
+}
+
+/// The cheapest request a credential may make on the container or share, and its query.
+fn operation(service: Service, service_sas: bool) -> (&'static str, &'static str) {
+    match (service, service_sas) {
+        (Service::Blob, false) => ("Get Container Properties", "restype=container"),
+        (Service::Blob, true) => ("List Blobs", "restype=container&comp=list&maxresults=1"),
+        (Service::File, false) => ("Get Share Properties", "restype=share"),
+        (Service::File, true) => (
+            "List Directories and Files",
+            "restype=directory&comp=list&maxresults=1",
+        ),
     }
 }
 
