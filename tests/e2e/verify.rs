@@ -6,6 +6,7 @@
 //! repository root installs it), unless `KEYSYNC_REQUIRE_AZURITE=1` (set by `.ci/run`) makes
 //! that a failure.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,12 @@ fn azurite_or_skip(test: &str) -> Option<PathBuf> {
         if std::env::var("KEYSYNC_REQUIRE_AZURITE").is_ok_and(|v| v == "1") {
             panic!("{test}: Azurite is required (KEYSYNC_REQUIRE_AZURITE=1) but missing: {hint}");
         }
-        eprintln!("SKIPPED {test}: Azurite is not installed; {hint}");
+        // Written to the stderr handle itself, which the test harness does not capture, so the
+        // skip shows in a plain `cargo test`.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: Azurite is not installed; {hint}"
+        );
     }
     found
 }
@@ -154,7 +160,9 @@ async fn azurite_accepts(app: &TestApp, container: &str, query: &str, token: &st
 
 #[tokio::test]
 async fn credentials_in_sync_verify_and_a_datastore_left_on_the_old_key_is_rejected() {
-    let Some(binary) = azurite_or_skip("credentials_in_sync_verify...") else {
+    let Some(binary) = azurite_or_skip(
+        "credentials_in_sync_verify_and_a_datastore_left_on_the_old_key_is_rejected",
+    ) else {
         return;
     };
     let app = start(&binary, &[]).await;
@@ -201,7 +209,9 @@ async fn credentials_in_sync_verify_and_a_datastore_left_on_the_old_key_is_rejec
 
 #[tokio::test]
 async fn a_sas_signed_with_a_regenerated_key_is_reported_dead_and_left_alone_by_default() {
-    let Some(binary) = azurite_or_skip("a_sas_signed_with_a_regenerated_key...") else {
+    let Some(binary) = azurite_or_skip(
+        "a_sas_signed_with_a_regenerated_key_is_reported_dead_and_left_alone_by_default",
+    ) else {
         return;
     };
     let app = start(&binary, &[]).await;
@@ -243,7 +253,9 @@ async fn a_sas_signed_with_a_regenerated_key_is_reported_dead_and_left_alone_by_
 
 #[tokio::test]
 async fn with_reminting_on_a_dead_sas_is_replaced_by_one_that_verifies_with_the_same_scope() {
-    let Some(binary) = azurite_or_skip("with_reminting_on...") else {
+    let Some(binary) = azurite_or_skip(
+        "with_reminting_on_a_dead_sas_is_replaced_by_one_that_verifies_with_the_same_scope",
+    ) else {
         return;
     };
     let env = [
@@ -312,7 +324,9 @@ async fn with_reminting_on_a_dead_sas_is_replaced_by_one_that_verifies_with_the_
 
 #[tokio::test]
 async fn a_shared_key_disabled_account_is_reported_untouched_and_never_checked() {
-    let Some(binary) = azurite_or_skip("a_shared_key_disabled_account...") else {
+    let Some(binary) =
+        azurite_or_skip("a_shared_key_disabled_account_is_reported_untouched_and_never_checked")
+    else {
         return;
     };
     let app = start(&binary, &[("KEYSYNC_REMINT_SAS", "true")]).await;
@@ -460,7 +474,9 @@ async fn verification_can_be_turned_off() {
 
 #[tokio::test]
 async fn no_key_token_or_signature_reaches_any_output_at_trace_level() {
-    let Some(binary) = azurite_or_skip("no_key_token_or_signature...") else {
+    let Some(binary) =
+        azurite_or_skip("no_key_token_or_signature_reaches_any_output_at_trace_level")
+    else {
         return;
     };
     let env = [("RUST_LOG", "trace"), ("KEYSYNC_REMINT_SAS", "true")];
