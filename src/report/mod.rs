@@ -90,6 +90,8 @@ pub enum Outcome {
     Planned,
     Skipped,
     Failed,
+    /// Not started: the invocation's deadline came first. Redelivery or the next sweep does it.
+    Deferred,
 }
 
 impl Outcome {
@@ -102,6 +104,7 @@ impl Outcome {
             Outcome::Planned => "planned",
             Outcome::Skipped => "skipped",
             Outcome::Failed => "failed",
+            Outcome::Deferred => "deferred",
         }
     }
 }
@@ -130,6 +133,9 @@ pub struct Entry {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A human should look at it (a dead SAS, an unknown credentials type, ...).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attention: bool,
 }
 
 impl Entry {
@@ -154,6 +160,11 @@ impl Report {
             || self.notes.iter().any(|n| n.outcome == Outcome::Failed)
     }
 
+    /// True when some work is left (failed or deferred): the trigger should be retried.
+    pub fn needs_retry(&self) -> bool {
+        self.has_failures() || self.count(Outcome::Deferred) > 0
+    }
+
     /// How many entries ended with `outcome`.
     pub fn count(&self, outcome: Outcome) -> usize {
         self.entries.iter().filter(|e| e.outcome == outcome).count()
@@ -168,6 +179,7 @@ impl Report {
             Outcome::Planned,
             Outcome::InSync,
             Outcome::Skipped,
+            Outcome::Deferred,
             Outcome::Failed,
         ]
         .into_iter()
@@ -226,9 +238,10 @@ fn log_entry(account: &str, e: &Entry) {
     }
     match e.outcome {
         Outcome::Failed => emit!(error),
-        Outcome::Updated | Outcome::Resynced | Outcome::Accepted => emit!(info),
-        Outcome::Skipped | Outcome::Planned => emit!(info),
-        Outcome::InSync => emit!(debug),
+        Outcome::Deferred => emit!(warn),
+        _ if e.attention => emit!(warn),
+        Outcome::Updated | Outcome::Resynced | Outcome::Accepted | Outcome::Planned => emit!(info),
+        Outcome::Skipped | Outcome::InSync => emit!(debug),
     }
 }
 
@@ -246,6 +259,7 @@ mod tests {
             key: Some(KeySlot::Key1),
             outcome,
             reason: None,
+            attention: false,
         }
     }
 

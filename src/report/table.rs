@@ -120,6 +120,7 @@ mod tests {
                 key: Some(KeySlot::Key1),
                 outcome: Outcome::Updated,
                 reason: None,
+                attention: false,
             },
             Entry {
                 kind: ObjectKind::Workspace,
@@ -130,6 +131,7 @@ mod tests {
                 key: None,
                 outcome: Outcome::Resynced,
                 reason: None,
+                attention: false,
             },
         ];
         let table = report.to_table();
