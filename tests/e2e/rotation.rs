@@ -180,7 +180,13 @@ async fn concurrent_late_and_repeated_ticks_never_rotate_twice() {
     assert_eq!(regenerations(&app, "stdue01"), 1);
     // The first tick's sweep aligns stsplit03 on its newest key, so a later tick may rotate it;
     // but no account is rotated twice, and no regeneration replaces a key a datastore holds.
-    for name in ["stdue01", "stfresh02", "stsplit03", "stnokey04", "stmissed05"] {
+    for name in [
+        "stdue01",
+        "stfresh02",
+        "stsplit03",
+        "stnokey04",
+        "stmissed05",
+    ] {
         assert!(regenerations(&app, name) <= 1, "{name}");
     }
     for invalidation in app.state().0["keyInvalidations"].as_array().unwrap() {
