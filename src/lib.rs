@@ -8,10 +8,12 @@ pub mod demo;
 pub mod emulator;
 pub mod events;
 pub mod handler;
+pub mod host;
 pub mod model;
 pub mod reconcile;
 pub mod report;
 pub mod resource_id;
+pub mod rotation;
 pub mod telemetry;
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what the Functions host sends on shutdown).
@@ -35,5 +37,3 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
 }
-pub mod host;
-pub mod rotation;
