@@ -41,7 +41,7 @@ build_binary() {
 
 stage() {
     local root=$1
-    install -m 0755 "target/$target/release/keysync" "$root/keysync"
+    install -m 0755 "${CARGO_TARGET_DIR:-target}/$target/release/keysync" "$root/keysync"
     install -m 0644 host.json "$root/host.json"
     local dir name
     for dir in functions/*/; do
