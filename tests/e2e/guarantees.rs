@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use keysync::emulator::{FaultRule, Scenario};
+use keysync::emulator::Scenario;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -18,10 +18,6 @@ fn demo_with(changes: Value) -> Scenario {
         scenario[key] = value.clone();
     }
     serde_json::from_value(scenario).unwrap()
-}
-
-fn fault(value: Value) -> FaultRule {
-    serde_json::from_value(value).expect("fault rule")
 }
 
 fn writes_by_operation(app: &TestApp) -> Vec<(String, usize)> {

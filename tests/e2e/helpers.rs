@@ -139,6 +139,11 @@ pub fn is_write(r: &RequestRecord) -> bool {
         )
 }
 
+/// A fault rule from its JSON form (see the emulator's SCENARIO.md).
+pub fn fault(value: Value) -> keysync::emulator::FaultRule {
+    serde_json::from_value(value).expect("fault rule")
+}
+
 /// Values from the event fixtures that stand for a caller's personal data.
 pub const CLAIMS: [&str; 3] = ["operator@example.com", "Operator Example", "192.0.2.10"];
 
