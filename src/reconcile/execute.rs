@@ -148,14 +148,8 @@ pub async fn resync(arm: &ArmClient, workspace: &WorkspaceId) -> Entry {
     entry
 }
 
-/// The error, plus what to do about it when keysync knows.
+/// The error, plus what to do about it when keysync knows (the wording lives in
+/// [`crate::report::explain`]).
 pub fn explain(e: &ArmError) -> String {
-    match e.status {
-        Some(403) => format!(
-            "{e}; grant keysync's identity {} on this resource",
-            e.operation.rbac_action()
-        ),
-        Some(401) => format!("{e}; check keysync's credential and the token scope"),
-        _ => e.to_string(),
-    }
+    crate::report::explain::explain(e)
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::storage::KeySlot;
 
+pub mod explain;
 mod table;
 
 /// The reason given for a datastore on another storage account than the one reconciled.
