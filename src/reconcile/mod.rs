@@ -6,6 +6,7 @@ pub mod execute;
 pub mod inventory;
 pub mod observe;
 pub mod plan;
+pub mod resolve;
 mod run;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use crate::resource_id::{StorageAccountId, WorkspaceId};
 
 pub use inventory::Inventory;
 use plan::{AccountFacts, Target};
+pub use resolve::ResolveError;
 
 /// One run on one account.
 #[derive(Debug, Clone)]

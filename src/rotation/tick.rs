@@ -13,6 +13,10 @@ use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request};
 use crate::report::{Note, Outcome, Report};
 use crate::resource_id::StorageAccountId;
 
+/// Why an account the Function App runs on is not rotated unless listed by id.
+pub const HOST_STORAGE_REASON: &str =
+    "the Function App runs on this account: list it in KEYSYNC_ROTATE_ACCOUNTS to rotate it anyway";
+
 /// Accounts rotated or reconciled at once in a tick.
 pub const ACCOUNT_CONCURRENCY: usize = 4;
 
@@ -108,6 +112,18 @@ impl Reconciler {
         inventory: Arc<Inventory>,
         skip: &[StorageAccountId],
     ) -> (Vec<Report>, Vec<Note>) {
+        self.sweep_with(inventory, skip, false, &|_| {}).await
+    }
+
+    /// [`sweep`](Self::sweep) that only plans when `dry_run`, and calls `done` with each
+    /// account's report as it arrives (for progress).
+    pub async fn sweep_with(
+        &self,
+        inventory: Arc<Inventory>,
+        skip: &[StorageAccountId],
+        dry_run: bool,
+        done: &(dyn Fn(&Report) + Sync),
+    ) -> (Vec<Report>, Vec<Note>) {
         let (used, out_of_scope) = inventory.accounts_in_use();
         let mut notes = Vec::new();
         if !out_of_scope.is_empty() {
@@ -122,22 +138,29 @@ impl Reconciler {
         }
         let accounts = used.into_iter().filter(|a| !skip.contains(a));
         let reports = futures::stream::iter(accounts)
-            .map(|account| self.sweep_account(account, inventory.clone()))
+            .map(|account| self.sweep_account(account, inventory.clone(), dry_run))
             .buffered(ACCOUNT_CONCURRENCY)
+            .inspect(|report| done(report))
             .collect()
             .await;
         (reports, notes)
     }
 
-    async fn sweep_account(&self, account: StorageAccountId, inventory: Arc<Inventory>) -> Report {
+    async fn sweep_account(
+        &self,
+        account: StorageAccountId,
+        inventory: Arc<Inventory>,
+        dry_run: bool,
+    ) -> Report {
         let request = Request {
             inventory: Some(inventory),
+            dry_run,
             ..Request::apply(account.clone())
         };
         match self.reconcile(request).await {
             Ok(report) => report,
             Err(e) => {
-                let mut report = Report::new(account.as_str(), false);
+                let mut report = Report::new(account.as_str(), dry_run);
                 let message = match e {
                     ReconcileError::Arm(e) => explain(&e),
                     other => other.to_string(),
@@ -184,7 +207,7 @@ fn candidates(
         }
         let blocked = policy
             .is_host_storage(&account.name)
-            .then(|| "the Function App runs on this account: list it in KEYSYNC_ROTATE_ACCOUNTS to rotate it anyway".to_string());
+            .then(|| HOST_STORAGE_REASON.to_string());
         out.push((id, blocked));
     }
     out
