@@ -9,6 +9,7 @@ pub mod emulator;
 pub mod events;
 pub mod handler;
 pub mod model;
+pub mod ondemand;
 pub mod reconcile;
 pub mod report;
 pub mod resource_id;
