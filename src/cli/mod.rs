@@ -1,11 +1,21 @@
-//! The command line: `keysync serve` for the Functions host, `keysync emulator` and
-//! `keysync demo` for running without Azure.
+//! The command line: `keysync serve` for the Functions host; `plan`, `sync` and `rotate` for a
+//! person at a terminal or a pipeline; `emulator` and `demo` for running without Azure.
+//!
+//! Exit codes: 0 success, 1 something failed, 2 usage error (bad flags, missing configuration,
+//! an account that names nothing in scope).
+
+mod common;
+mod operate;
+mod output;
+mod progress;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+pub use common::CommonArgs;
 
 /// Keeps Azure Machine Learning workspaces and datastores in step with storage account keys.
 #[derive(Debug, Parser)]
@@ -28,6 +38,41 @@ pub enum Command {
         #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
         port: u16,
     },
+    /// Show what a reconcile would do, writing nothing.
+    ///
+    /// Reads the storage account (or, without --account, every account that a workspace or
+    /// datastore in scope uses), its keys, and the key each AccountKey datastore holds, and shows
+    /// per workspace which datastores would move to which key and which workspaces would be
+    /// resynced. Only reads: no datastore is written, no workspace resynced, no key regenerated.
+    ///
+    /// Exits 0 when everything could be planned, 1 when something could not be read, 2 on a
+    /// usage error.
+    #[command(after_help = PLAN_EXAMPLES)]
+    Plan(ReconcileArgs),
+    /// Reconcile now: move every stale datastore to a current key and resync workspaces.
+    ///
+    /// The same work as the KeyRegenerated function, for one account or (without --account) for
+    /// every account that a workspace or datastore in scope uses. Datastores are updated in
+    /// place; nothing is deleted. Running it twice writes nothing the second time.
+    ///
+    /// Exits 0 when everything is in sync or was fixed, 1 when something failed, 2 on a usage
+    /// error.
+    #[command(after_help = SYNC_EXAMPLES)]
+    Sync(ReconcileArgs),
+    /// Rotate one storage account's key now, with the timer's guards.
+    ///
+    /// Finds the key the account's datastores hold; when it is older than
+    /// KEYSYNC_ROTATE_AFTER_DAYS (90 by default), regenerates the other key, moves every
+    /// datastore to it and resyncs the workspace, so that nothing ever holds an invalid key.
+    /// Refuses when a key was created within KEYSYNC_ROTATE_MIN_INTERVAL_HOURS (24), when the
+    /// datastores hold both keys, when shared-key access is disabled, and when the Function App
+    /// runs on the account (unless it is listed in KEYSYNC_ROTATE_ACCOUNTS). --force lifts the
+    /// age check only.
+    ///
+    /// Exits 0 when the account was rotated or left alone for a reason that needs nobody, 1 when
+    /// the rotation failed or needs a human, 2 on a usage error.
+    #[command(after_help = ROTATE_EXAMPLES)]
+    Rotate(RotateArgs),
     /// Run the local Azure emulator (ARM storage and ML APIs, managed identity, Event Grid).
     ///
     /// Prints NAME=value lines for a handler once ready, then serves until Ctrl-C.
@@ -60,15 +105,62 @@ pub enum Command {
     },
 }
 
+/// What `plan` and `sync` work on.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// The storage account: its ARM id, or its name (looked up in the subscriptions in scope,
+    /// ignoring case). Without it, every account that a workspace or datastore in scope uses.
+    #[arg(long, value_name = "NAME_OR_ID")]
+    pub account: Option<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// What `rotate` works on.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The storage account: its ARM id, or its name (looked up in the subscriptions in scope,
+    /// ignoring case).
+    #[arg(long, value_name = "NAME_OR_ID")]
+    pub account: String,
+    /// Rotate even if the key in use is younger than KEYSYNC_ROTATE_AFTER_DAYS. Every other guard
+    /// still applies.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+const PLAN_EXAMPLES: &str = "\
+Examples:
+  keysync plan --account stmlshared01
+  keysync plan --subscriptions 11111111-2222-3333-4444-555555555555 --json
+
+Against the local emulator: run `keysync emulator`, export the NAME=value lines it prints
+(KEYSYNC_ARM_ENDPOINT, IDENTITY_ENDPOINT, IDENTITY_HEADER, KEYSYNC_SUBSCRIPTIONS), then
+  keysync plan";
+
+const SYNC_EXAMPLES: &str = "\
+Examples:
+  keysync sync --account stmlshared01
+  keysync sync --account /subscriptions/<id>/resourceGroups/rg-ml/providers/Microsoft.Storage/storageAccounts/stmlshared01 --json";
+
+const ROTATE_EXAMPLES: &str = "\
+Examples:
+  keysync rotate --account stmlother02
+  keysync rotate --account stmlfresh03 --force --json";
+
 /// Parses the command line, runs the command, and maps the outcome to an exit code: 0 success,
-/// 1 failure, 2 usage error (from clap).
+/// 1 failure, 2 usage error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_filter = match cli.command {
-        Command::Serve { .. } => "info",
-        _ => "warn",
-    };
-    crate::telemetry::init(default_filter);
+    match cli.command {
+        Command::Serve { .. } => crate::telemetry::init("info"),
+        Command::Plan(_) | Command::Sync(_) | Command::Rotate(_) => {
+            crate::telemetry::init_stderr("warn")
+        }
+        _ => crate::telemetry::init("warn"),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -92,6 +184,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             crate::handler::serve(port, config).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plan(args) => Ok(operate::reconcile(&args, true).await),
+        Command::Sync(args) => Ok(operate::reconcile(&args, false).await),
+        Command::Rotate(args) => Ok(operate::rotate(&args).await),
         Command::Emulator {
             listen,
             scenario,
