@@ -3,5 +3,6 @@
 
 mod helpers;
 mod key_regenerated;
+mod reconcile_http;
 mod resilience;
 mod rotation;
