@@ -131,24 +131,45 @@ pub struct RotateArgs {
     pub common: CommonArgs,
 }
 
-const PLAN_EXAMPLES: &str = "\
-Examples:
+/// How `plan`, `sync` and `rotate` authenticate, for their help.
+macro_rules! credentials_help {
+    () => {
+        "Credentials: developer tools (`az login`, `azd auth login`) on a workstation; the managed
+identity where IDENTITY_ENDPOINT and IDENTITY_HEADER are set (in Azure, and with the local
+emulator, whose `keysync emulator` prints them)."
+    };
+}
+
+const PLAN_EXAMPLES: &str = concat!(
+    "Examples:
   keysync plan --account stmlshared01
   keysync plan --subscriptions 11111111-2222-3333-4444-555555555555 --json
 
 Against the local emulator: run `keysync emulator`, export the NAME=value lines it prints
 (KEYSYNC_ARM_ENDPOINT, IDENTITY_ENDPOINT, IDENTITY_HEADER, KEYSYNC_SUBSCRIPTIONS), then
-  keysync plan";
+  keysync plan
 
-const SYNC_EXAMPLES: &str = "\
-Examples:
+",
+    credentials_help!()
+);
+
+const SYNC_EXAMPLES: &str = concat!(
+    "Examples:
   keysync sync --account stmlshared01
-  keysync sync --account /subscriptions/<id>/resourceGroups/rg-ml/providers/Microsoft.Storage/storageAccounts/stmlshared01 --json";
+  keysync sync --account /subscriptions/<id>/resourceGroups/rg-ml/providers/Microsoft.Storage/storageAccounts/stmlshared01 --json
 
-const ROTATE_EXAMPLES: &str = "\
-Examples:
+",
+    credentials_help!()
+);
+
+const ROTATE_EXAMPLES: &str = concat!(
+    "Examples:
   keysync rotate --account stmlother02
-  keysync rotate --account stmlfresh03 --force --json";
+  keysync rotate --account stmlfresh03 --force --json
+
+",
+    credentials_help!()
+);
 
 /// Parses the command line, runs the command, and maps the outcome to an exit code: 0 success,
 /// 1 failure, 2 usage error.
