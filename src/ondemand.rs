@@ -114,7 +114,7 @@ async fn whole_scope(reconciler: &Reconciler, dry_run: bool, progress: &dyn Prog
 
 /// Rotates `account` now if its key in use is due, with the timer's guards; `force` lifts the
 /// age check only. An account the Function App runs on is left alone unless the policy lists
-/// it, as on the timer.
+/// it, as on the timer; since a person asked for this one, that needs their attention.
 pub async fn rotate(
     reconciler: &Reconciler,
     policy: &RotationPolicy,
@@ -122,7 +122,7 @@ pub async fn rotate(
     force: bool,
 ) -> Result<Rotation, RunError> {
     if policy.is_host_storage(account.name()) && !policy.lists(account) {
-        return Ok(Rotation::left(account, HOST_STORAGE_REASON.into(), false));
+        return Ok(Rotation::left(account, HOST_STORAGE_REASON.into(), true));
     }
     let limits = Limits::from_policy(policy, force);
     Ok(reconciler.rotate(account, limits, None).await?)

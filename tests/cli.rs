@@ -450,3 +450,31 @@ async fn every_command_explains_itself_with_an_example() {
         assert!(out.stdout.contains("KEYSYNC_SUBSCRIPTIONS"), "{command}");
     }
 }
+
+#[tokio::test]
+async fn rotate_refuses_the_function_apps_own_storage_unless_it_is_listed() {
+    let emulator = emulator().await;
+    let mut env = emulator.env();
+    env.push((
+        "AzureWebJobsStorage".into(),
+        "DefaultEndpointsProtocol=https;AccountName=stmlother02;EndpointSuffix=core.windows.net"
+            .into(),
+    ));
+
+    let refused = keysync(&env, &["rotate", "--account", "stmlother02"]).await;
+    assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+    assert!(
+        refused
+            .stdout
+            .contains("left (the Function App runs on this account"),
+        "{}",
+        refused.stdout
+    );
+    assert_eq!(writes(&emulator), Vec::<String>::new());
+
+    let other = SHARED.replace("stmlshared01", "stmlother02");
+    env.push(("KEYSYNC_ROTATE_ACCOUNTS".into(), other));
+    let listed = keysync(&env, &["rotate", "--account", "stmlother02", "--json"]).await;
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(listed.json()["outcome"], "rotated");
+}

@@ -69,8 +69,10 @@ pub enum Command {
     /// runs on the account (unless it is listed in KEYSYNC_ROTATE_ACCOUNTS). --force lifts the
     /// age check only.
     ///
-    /// Exits 0 when the account was rotated or left alone for a reason that needs nobody, 1 when
-    /// the rotation failed or needs a human, 2 on a usage error.
+    /// Exits 0 when the account was rotated or left alone for a reason that needs nobody (its key
+    /// is young, a key is too recent, shared keys are disabled), 1 when the rotation failed or
+    /// a person must decide (both keys in use, datastores unreadable, the Function App's own
+    /// storage), 2 on a usage error.
     #[command(after_help = ROTATE_EXAMPLES)]
     Rotate(RotateArgs),
     /// Run the local Azure emulator (ARM storage and ML APIs, managed identity, Event Grid).
