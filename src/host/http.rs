@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -32,20 +33,10 @@ pub fn random_key() -> String {
 pub(super) async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let route = parts.uri.path().trim_start_matches("/api/");
-    let Some(function) = http_function(&shared, route, &parts.method) else {
-        // The host's route table only holds a function's own methods, so another method on its
-        // route is as unknown as an unknown route.
-        return StatusCode::NOT_FOUND.into_response();
+    let function = match admit(&shared, &parts) {
+        Ok(function) => function,
+        Err(status) => return status.into_response(),
     };
-    if needs_key(&function) && !carries_key(&parts.headers, parts.uri.query(), &shared.function_key)
-    {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    if !shared.app.host.forward_http {
-        let message = "this stand-in serves HTTP functions only with enableForwardingHttpRequest";
-        return (StatusCode::INTERNAL_SERVER_ERROR, message).into_response();
-    }
     let Ok(body) = axum::body::to_bytes(body, MAX_REQUEST_BYTES).await else {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     };
@@ -65,7 +56,7 @@ pub(super) async fn forward(State(shared): State<Arc<Shared>>, request: Request)
             ),
         };
     shared.record(InvocationRecord {
-        function: function.name.clone(),
+        function: function.name,
         status: status.as_u16(),
         body: serde_json::from_slice(&reply).unwrap_or(Value::Null),
         elapsed: started.elapsed(),
@@ -74,6 +65,28 @@ pub(super) async fn forward(State(shared): State<Arc<Shared>>, request: Request)
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
+}
+
+/// The function the request is for, or the status the host answers when it goes no further.
+fn admit(shared: &Shared, parts: &Parts) -> Result<Function, StatusCode> {
+    let route = parts.uri.path().trim_start_matches("/api/");
+    let Some(function) = http_function(shared, route, &parts.method) else {
+        // The host's route table only holds a function's own methods, so another method on its
+        // route is as unknown as an unknown route.
+        return Err(StatusCode::NOT_FOUND);
+    };
+    if needs_key(&function) && !carries_key(&parts.headers, parts.uri.query(), &shared.function_key)
+    {
+        return Err(StatusCode::UNAUTHORIZED);
+    }
+    if !shared.app.host.forward_http {
+        tracing::warn!(
+            function = %function.name,
+            "this stand-in serves HTTP functions only with enableForwardingHttpRequest"
+        );
+        return Err(StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    Ok(function)
 }
 
 /// The HTTP function whose route (its folder name when it has none) is `route`, compared

@@ -43,25 +43,30 @@ impl Report {
             .unwrap_or(0)
             .max(11);
         for workspace in workspaces_in_order(&self.entries) {
-            let _ = writeln!(out, "  workspace {}", short_name(workspace));
-            let (elsewhere, here): (Vec<&Entry>, Vec<&Entry>) = self
-                .entries
-                .iter()
-                .filter(|e| e.workspace == workspace)
-                .partition(|e| is_elsewhere(e));
-            for entry in here {
-                let _ = writeln!(out, "    {}", line(entry, width, paint));
-            }
-            if !elsewhere.is_empty() {
-                let names: Vec<&str> = elsewhere
-                    .iter()
-                    .filter_map(|e| e.datastore.as_deref())
-                    .collect();
-                let _ = writeln!(out, "    (on other storage accounts: {})", names.join(", "));
-            }
+            self.write_workspace(&mut out, workspace, width, paint);
         }
         let _ = write!(out, "  summary: {}", self.summary());
         out
+    }
+
+    /// One workspace's lines; datastores on other accounts by name only, on one line.
+    fn write_workspace(&self, out: &mut String, workspace: &str, width: usize, paint: Painter) {
+        let _ = writeln!(out, "  workspace {}", short_name(workspace));
+        let (elsewhere, here): (Vec<&Entry>, Vec<&Entry>) = self
+            .entries
+            .iter()
+            .filter(|e| e.workspace == workspace)
+            .partition(|e| is_elsewhere(e));
+        for entry in here {
+            let _ = writeln!(out, "    {}", line(entry, width, paint));
+        }
+        if !elsewhere.is_empty() {
+            let names: Vec<&str> = elsewhere
+                .iter()
+                .filter_map(|e| e.datastore.as_deref())
+                .collect();
+            let _ = writeln!(out, "    (on other storage accounts: {})", names.join(", "));
+        }
     }
 }
 
