@@ -5,13 +5,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use tokio::time::Instant;
+
 use crate::arm::ArmError;
 use crate::config::RotationPolicy;
 use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request};
 use crate::report::explain::{ACCOUNT_NOT_FOUND, explain};
 use crate::report::{Note, Outcome, RunReport};
 use crate::resource_id::StorageAccountId;
-use crate::rotation::tick::HOST_STORAGE_REASON;
+use crate::rotation::tick::{HOST_STORAGE_REASON, Sweep};
 use crate::rotation::{Limits, Rotation};
 
 /// What a run covers.
@@ -42,6 +44,8 @@ impl Progress for Quiet {}
 pub enum RunError {
     #[error("storage account {0} was not found: {ACCOUNT_NOT_FOUND}")]
     AccountNotFound(String),
+    #[error("another run on this account did not finish in time: try again later")]
+    Busy,
     #[error("{}", explain(.0))]
     Arm(ArmError),
 }
@@ -50,7 +54,7 @@ impl RunError {
     /// The error without Azure's message and ids.
     pub fn public_message(&self) -> String {
         match self {
-            RunError::AccountNotFound(_) => self.to_string(),
+            RunError::AccountNotFound(_) | RunError::Busy => self.to_string(),
             RunError::Arm(e) => crate::report::explain::public_summary(e),
         }
     }
@@ -60,36 +64,52 @@ impl From<ReconcileError> for RunError {
     fn from(e: ReconcileError) -> Self {
         match e {
             ReconcileError::AccountNotFound(id) => RunError::AccountNotFound(id),
+            ReconcileError::Busy => RunError::Busy,
             ReconcileError::Arm(e) => RunError::Arm(e),
         }
     }
 }
 
-/// Plans (`dry_run`) or carries out a reconcile of `scope`.
+/// How a run goes: only plan or also write, and when to stop starting new work.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub dry_run: bool,
+    /// Work not started by then is reported as deferred; `None` runs to the end.
+    pub deadline: Option<Instant>,
+}
+
+/// Plans or carries out a reconcile of `scope`.
 pub async fn reconcile(
     reconciler: &Reconciler,
     scope: &Scope,
-    dry_run: bool,
+    options: RunOptions,
     progress: &dyn Progress,
 ) -> Result<RunReport, RunError> {
+    let RunOptions { dry_run, deadline } = options;
     match scope {
         Scope::Account(account) => {
             progress.step(&format!("reading storage account {}", account.name()));
             let request = Request {
                 dry_run,
+                deadline,
                 ..Request::apply(account.clone())
             };
             let report = reconciler.reconcile(request).await?;
             Ok(RunReport::new(dry_run, vec![report], Vec::new()))
         }
-        Scope::All => Ok(whole_scope(reconciler, dry_run, progress).await),
+        Scope::All => Ok(whole_scope(reconciler, options, progress).await),
     }
 }
 
 /// Lists everything in scope once, then reconciles each account in use, a few at a time.
-async fn whole_scope(reconciler: &Reconciler, dry_run: bool, progress: &dyn Progress) -> RunReport {
+async fn whole_scope(
+    reconciler: &Reconciler,
+    options: RunOptions,
+    progress: &dyn Progress,
+) -> RunReport {
     progress.step("listing storage accounts, workspaces and datastores");
-    let inventory = Inventory::scan(reconciler.arm(), reconciler.subscriptions()).await;
+    let arm = reconciler.arm_until(options.deadline);
+    let inventory = Inventory::scan(&arm, reconciler.subscriptions()).await;
     let mut notes: Vec<Note> = inventory
         .failures
         .iter()
@@ -105,11 +125,17 @@ async fn whole_scope(reconciler: &Reconciler, dry_run: bool, progress: &dyn Prog
         let name = report.account.rsplit('/').next().unwrap_or_default();
         progress.account_done(n, total, name);
     };
+    let sweep = Sweep {
+        inventory: Arc::new(inventory),
+        skip: &[],
+        align: &[],
+        deadline: options.deadline,
+    };
     let (reports, sweep_notes) = reconciler
-        .sweep_with(Arc::new(inventory), &[], dry_run, &on_done)
+        .sweep_with(sweep, options.dry_run, &on_done)
         .await;
     notes.extend(sweep_notes);
-    RunReport::new(dry_run, reports, notes)
+    RunReport::new(options.dry_run, reports, notes)
 }
 
 /// Rotates `account` now if its key in use is due, with the timer's guards; `force` lifts the
@@ -125,5 +151,5 @@ pub async fn rotate(
         return Ok(Rotation::left(account, HOST_STORAGE_REASON.into(), true));
     }
     let limits = Limits::from_policy(policy, force);
-    Ok(reconciler.rotate(account, limits, None).await?)
+    Ok(reconciler.rotate(account, limits, None, None).await?)
 }

@@ -7,7 +7,7 @@ use super::output::Output;
 use super::progress::StderrProgress;
 use super::{CommonArgs, ReconcileArgs, RotateArgs};
 use crate::handler::Handler;
-use crate::ondemand::{self, Progress, RunError, Scope};
+use crate::ondemand::{self, Progress, RunError, RunOptions, Scope};
 use crate::reconcile::{Reconciler, ResolveError};
 use crate::resource_id::StorageAccountId;
 
@@ -38,7 +38,7 @@ impl From<RunError> for Stop {
     fn from(e: RunError) -> Self {
         match e {
             RunError::AccountNotFound(_) => Stop::Usage(e.to_string()),
-            RunError::Arm(_) => Stop::Failed(e.to_string()),
+            RunError::Arm(_) | RunError::Busy => Stop::Failed(e.to_string()),
         }
     }
 }
@@ -63,12 +63,17 @@ async fn run_reconcile(
         Some(account) => Scope::Account(resolve(&handler.reconciler, account, &progress).await?),
         None => Scope::All,
     };
-    let run = ondemand::reconcile(&handler.reconciler, &scope, dry_run, &progress).await;
+    // A person at a terminal can wait, and stop it with Ctrl-C: no deadline.
+    let options = RunOptions {
+        dry_run,
+        deadline: None,
+    };
+    let run = ondemand::reconcile(&handler.reconciler, &scope, options, &progress).await;
     progress.finish();
 
     let run = run?;
     out.run(&run);
-    Ok(exit_code(!run.has_failures()))
+    Ok(exit_code(!run.needs_retry()))
 }
 
 /// `rotate`.

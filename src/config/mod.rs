@@ -56,6 +56,12 @@ pub struct Config {
     pub request_timeout: Duration,
     pub credential: CredentialChoice,
     pub rotation: RotationPolicy,
+    /// `KEYSYNC_EVENT_DEADLINE_SECS`: an event invocation starts no new work after this long,
+    /// so that it answers before Event Grid gives up waiting (about 30 s) and redelivers.
+    pub event_deadline: Duration,
+    /// `KEYSYNC_TIMER_DEADLINE_SECS`: the same for a timer tick, inside the host's
+    /// `functionTimeout` (5 minutes in host.json).
+    pub timer_deadline: Duration,
 }
 
 impl Config {
@@ -102,6 +108,18 @@ impl Config {
             request_timeout: Duration::from_secs(timeout as u64),
             credential,
             rotation: RotationPolicy::read(&get)?,
+            event_deadline: seconds(
+                "KEYSYNC_EVENT_DEADLINE_SECS",
+                get("KEYSYNC_EVENT_DEADLINE_SECS"),
+                25,
+                1..=600,
+            )?,
+            timer_deadline: seconds(
+                "KEYSYNC_TIMER_DEADLINE_SECS",
+                get("KEYSYNC_TIMER_DEADLINE_SECS"),
+                270,
+                1..=3600,
+            )?,
         })
     }
 
@@ -164,7 +182,16 @@ fn parse_subscriptions(value: Option<String>) -> Result<Vec<String>, ConfigError
     Ok(subscriptions)
 }
 
-fn parse_number(
+fn seconds(
+    name: &'static str,
+    value: Option<String>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    parse_number(name, value, default, range).map(|n| Duration::from_secs(n as u64))
+}
+
+pub(crate) fn parse_number(
     name: &'static str,
     value: Option<String>,
     default: u64,

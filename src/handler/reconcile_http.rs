@@ -4,6 +4,7 @@
 //! is the run's report as JSON. Callers get short errors; the detail goes to the log.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -15,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Handler;
-use crate::ondemand::{self, Quiet, RunError, Scope};
+use crate::ondemand::{self, Quiet, RunError, RunOptions, Scope};
 use crate::reconcile::ResolveError;
 
 /// The handler's route: the function's public path, as the host forwards it.
@@ -23,6 +24,10 @@ pub const ROUTE: &str = "/api/reconcile";
 
 /// The largest body accepted; a real one is a few dozen bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// No new work starts after this long. Azure's front end gives up on an HTTP trigger after
+/// 230 s, so this leaves time for calls already under way and the answer.
+pub const DEADLINE: Duration = Duration::from_secs(200);
 
 /// `{"account": "<name or id>", "dryRun": true}`; both optional.
 #[derive(Debug, Deserialize)]
@@ -70,7 +75,8 @@ impl IntoResponse for Rejection {
 }
 
 /// Handles one request: 200 with the report when nothing failed, 502 with the report when part
-/// of the work failed in Azure, 400/404/413 with a short error when nothing was run.
+/// of the work failed in Azure, 503 with the report when the deadline left work undone,
+/// 400/404/413 with a short error when nothing was run.
 pub async fn invoke(
     State(handler): State<Arc<Handler>>,
     body: Result<Bytes, BytesRejection>,
@@ -97,26 +103,34 @@ async fn run(
         "on-demand run"
     );
 
-    let run = ondemand::reconcile(&handler.reconciler, &scope, body.dry_run, &Quiet)
+    let options = RunOptions {
+        dry_run: body.dry_run,
+        deadline: Some(tokio::time::Instant::now() + DEADLINE),
+    };
+    let run = ondemand::reconcile(&handler.reconciler, &scope, options, &Quiet)
         .await
-        .map_err(|e| {
-            tracing::error!(function = "Reconcile", error = %e, "run failed");
-            match e {
-                RunError::AccountNotFound(_) => {
-                    Rejection::new(StatusCode::NOT_FOUND, e.to_string())
-                }
-                RunError::Arm(_) => Rejection::new(StatusCode::BAD_GATEWAY, e.public_message()),
-            }
-        })?;
+        .map_err(refused_run)?;
     for report in &run.accounts {
         report.log();
     }
-    let status = match run.has_failures() {
-        true => StatusCode::BAD_GATEWAY,
-        false => StatusCode::OK,
+    let status = match run.outcome() {
+        "ok" => StatusCode::OK,
+        "incomplete" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
     };
     tracing::info!(function = "Reconcile", status = status.as_u16(), summary = %run.summary(), "on-demand run done");
     Ok((status, Json(run)).into_response())
+}
+
+/// A run that could not start, told without Azure's words (the log has them).
+fn refused_run(e: RunError) -> Rejection {
+    tracing::error!(function = "Reconcile", error = %e, "run failed");
+    let status = match e {
+        RunError::AccountNotFound(_) => StatusCode::NOT_FOUND,
+        RunError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        RunError::Arm(_) => StatusCode::BAD_GATEWAY,
+    };
+    Rejection::new(status, e.public_message())
 }
 
 fn scope_name(scope: &Scope) -> &str {

@@ -102,8 +102,11 @@ impl LocalHost {
             app,
             handler_url,
             encoding: options.encoding,
+            // A fresh connection per invocation: after the handler refuses an oversized body it
+            // closes that connection, and a pooled one could be picked up just as it closes.
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(600))
+                .pool_max_idle_per_host(0)
                 .build()?,
             function_key: options.function_key.unwrap_or_else(http::random_key),
             records: Mutex::new(Vec::new()),
@@ -243,7 +246,7 @@ impl Shared {
                     response.json::<Value>().await.unwrap_or(Value::Null),
                 )
             }
-            Err(_) => (0, Value::Null),
+            Err(e) => (0, Value::String(format!("the handler did not answer: {e}"))),
         };
         let record = InvocationRecord {
             function: function.to_string(),

@@ -8,7 +8,7 @@ pub const NO_TOKEN: &str = "keysync could not get a token: on a workstation run 
 
 /// The advice when the workspace's Key Vault still holds a soft-deleted secret of the name a
 /// datastore update needs.
-pub const SOFT_DELETED_SECRET: &str = "the workspace's Key Vault holds a soft-deleted secret of that name: recover it or purge it (az keyvault secret recover / purge in the workspace's Key Vault), then run keysync again";
+pub const SOFT_DELETED_SECRET: &str = "the workspace Key Vault holds a soft-deleted secret for this datastore: recover it (az keyvault secret recover) or purge it, then run keysync again. keysync never deletes datastores or purges secrets";
 
 /// The advice for a named account that does not exist where keysync looks.
 pub const ACCOUNT_NOT_FOUND: &str =

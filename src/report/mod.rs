@@ -94,6 +94,8 @@ pub enum Outcome {
     Planned,
     Skipped,
     Failed,
+    /// Not started: the invocation's deadline came first. Redelivery or the next sweep does it.
+    Deferred,
 }
 
 impl Outcome {
@@ -106,6 +108,7 @@ impl Outcome {
             Outcome::Planned => "planned",
             Outcome::Skipped => "skipped",
             Outcome::Failed => "failed",
+            Outcome::Deferred => "deferred",
         }
     }
 }
@@ -134,6 +137,9 @@ pub struct Entry {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A human should look at it (a dead SAS, an unknown credentials type, ...).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attention: bool,
 }
 
 impl Entry {
@@ -156,6 +162,11 @@ impl Report {
     pub fn has_failures(&self) -> bool {
         self.entries.iter().any(|e| e.outcome == Outcome::Failed)
             || self.notes.iter().any(|n| n.outcome == Outcome::Failed)
+    }
+
+    /// True when some work is left (failed or deferred): the trigger should be retried.
+    pub fn needs_retry(&self) -> bool {
+        self.has_failures() || self.count(Outcome::Deferred) > 0
     }
 
     /// How many entries ended with `outcome`.
@@ -189,13 +200,14 @@ impl Report {
 
 /// `3 updated, 1 resynced, 2 inSync`, in a fixed order; `None` when there are no entries.
 fn count_outcomes<'a>(entries: impl Iterator<Item = &'a Entry>) -> Option<String> {
-    const ORDER: [Outcome; 7] = [
+    const ORDER: [Outcome; 8] = [
         Outcome::Updated,
         Outcome::Resynced,
         Outcome::Accepted,
         Outcome::Planned,
         Outcome::InSync,
         Outcome::Skipped,
+        Outcome::Deferred,
         Outcome::Failed,
     ];
     let mut counts = [0usize; ORDER.len()];
@@ -237,9 +249,10 @@ fn log_entry(account: &str, e: &Entry) {
     }
     match e.outcome {
         Outcome::Failed => emit!(error),
-        Outcome::Updated | Outcome::Resynced | Outcome::Accepted => emit!(info),
-        Outcome::Skipped | Outcome::Planned => emit!(info),
-        Outcome::InSync => emit!(debug),
+        Outcome::Deferred => emit!(warn),
+        _ if e.attention => emit!(warn),
+        Outcome::Updated | Outcome::Resynced | Outcome::Accepted | Outcome::Planned => emit!(info),
+        Outcome::Skipped | Outcome::InSync => emit!(debug),
     }
 }
 
@@ -257,6 +270,7 @@ mod tests {
             key: Some(KeySlot::Key1),
             outcome,
             reason: None,
+            attention: false,
         }
     }
 

@@ -30,6 +30,20 @@ impl RunReport {
             || self.notes.iter().any(|n| n.outcome == Outcome::Failed)
     }
 
+    /// True when work is left: something failed, or was deferred by the deadline.
+    pub fn needs_retry(&self) -> bool {
+        self.has_failures() || self.accounts.iter().any(Report::needs_retry)
+    }
+
+    /// `ok`; `incomplete` when only deferred work is left (run again); `failed`.
+    pub fn outcome(&self) -> &'static str {
+        match (self.has_failures(), self.needs_retry()) {
+            (true, _) => "failed",
+            (false, true) => "incomplete",
+            (false, false) => "ok",
+        }
+    }
+
     /// One line such as `2 accounts: 3 updated, 1 resynced, 4 skipped`.
     pub fn summary(&self) -> String {
         let accounts = match self.accounts.len() {
@@ -71,7 +85,7 @@ impl Serialize for RunReport {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         Wire {
             dry_run: self.dry_run,
-            outcome: if self.has_failures() { "failed" } else { "ok" },
+            outcome: self.outcome(),
             summary: self.summary(),
             accounts: &self.accounts,
             notes: &self.notes,
@@ -83,6 +97,25 @@ impl Serialize for RunReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deferred_work_makes_a_run_incomplete_not_failed() {
+        let mut report = Report::new("/subscriptions/s/x/st1", false);
+        report.entries.push(Entry {
+            kind: crate::report::ObjectKind::Datastore,
+            workspace: "/subscriptions/s/x/w".into(),
+            datastore: Some("d".into()),
+            held: None,
+            action: crate::report::Action::UpdateKey,
+            key: None,
+            outcome: Outcome::Deferred,
+            reason: None,
+            attention: false,
+        });
+        let run = RunReport::new(false, vec![report], vec![]);
+        assert_eq!(run.outcome(), "incomplete");
+        assert!(run.needs_retry() && !run.has_failures());
+    }
 
     #[test]
     fn the_json_shape_is_stable_and_camel_case() {

@@ -87,9 +87,10 @@ impl RunReport {
         for note in &self.notes {
             let _ = writeln!(out, "{}", note_line(note, paint));
         }
-        let verdict = match self.has_failures() {
-            true => paint.apply(failed_style(), "failed"),
-            false => "ok".to_string(),
+        let verdict = match self.outcome() {
+            "ok" => "ok".to_string(),
+            "incomplete" => paint.apply(warn_style(), "incomplete"),
+            other => paint.apply(failed_style(), other),
         };
         let _ = write!(out, "{verdict}: {}", self.summary());
         out
@@ -147,7 +148,7 @@ fn failed_style() -> Style {
 fn outcome_style(outcome: Outcome) -> Style {
     match outcome {
         Outcome::Updated | Outcome::Resynced | Outcome::Accepted => ok_style(),
-        Outcome::Planned => warn_style(),
+        Outcome::Planned | Outcome::Deferred => warn_style(),
         Outcome::Failed => failed_style(),
         Outcome::Skipped => Style::new().dimmed(),
         Outcome::InSync => Style::new(),
@@ -204,7 +205,11 @@ fn line(entry: &Entry, width: usize, paint: Painter) -> String {
         (Outcome::Planned, None) => "would resync".to_string(),
         (outcome, _) => outcome.to_string(),
     };
-    let outcome = paint.apply(outcome_style(entry.outcome), &outcome);
+    let style = match (entry.attention, entry.outcome) {
+        (true, Outcome::Skipped | Outcome::InSync) => warn_style(),
+        (_, outcome) => outcome_style(outcome),
+    };
+    let outcome = paint.apply(style, &outcome);
     let reason = entry
         .reason
         .as_deref()
@@ -237,6 +242,7 @@ mod tests {
                 key: Some(KeySlot::Key1),
                 outcome: Outcome::Updated,
                 reason: None,
+                attention: false,
             },
             Entry {
                 kind: ObjectKind::Workspace,
@@ -247,6 +253,7 @@ mod tests {
                 key: None,
                 outcome: Outcome::Resynced,
                 reason: None,
+                attention: false,
             },
         ];
         report
