@@ -10,6 +10,7 @@ pub mod events;
 pub mod handler;
 pub mod host;
 pub mod model;
+pub mod ondemand;
 pub mod reconcile;
 pub mod report;
 pub mod resource_id;

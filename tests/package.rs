@@ -185,6 +185,7 @@ async fn every_function_json_names_a_function_the_packaged_binary_serves() {
         echo_output: std::env::var_os("KEYSYNC_TEST_ECHO").is_some(),
         encoding: BindingEncoding::Object,
         listen: ([127, 0, 0, 1], 0).into(),
+        function_key: None,
     })
     .await
     .expect("the packaged binary starts and answers GET /");

@@ -177,30 +177,8 @@ pub async fn resync(arm: &ArmClient, workspace: &WorkspaceId) -> Entry {
     entry
 }
 
-/// The error, plus what to do about it when keysync knows.
+/// The error, plus what to do about it when keysync knows (the wording lives in
+/// [`crate::report::explain`]).
 pub fn explain(e: &ArmError) -> String {
-    if is_soft_deleted_secret(e) {
-        return format!(
-            "{e}; the workspace Key Vault holds a soft-deleted secret for this datastore: recover it \
-             (az keyvault secret recover) or purge it, then run keysync again. keysync never \
-             deletes datastores or purges secrets"
-        );
-    }
-    match e.status {
-        Some(403) => format!(
-            "{e}; grant keysync's identity {} on this resource",
-            e.operation.rbac_action()
-        ),
-        Some(401) => format!("{e}; check keysync's credential and the token scope"),
-        _ => e.to_string(),
-    }
-}
-
-/// Key Vault refuses to reuse the name of a soft-deleted secret; Azure ML passes that on.
-fn is_soft_deleted_secret(e: &ArmError) -> bool {
-    let code = e.code.as_deref().unwrap_or_default();
-    let message = e.message.to_ascii_lowercase();
-    code.eq_ignore_ascii_case("ObjectIsDeletedButRecoverable")
-        || message.contains("deleted but recoverable")
-        || message.contains("objectisdeletedbutrecoverable")
+    crate::report::explain::explain(e)
 }

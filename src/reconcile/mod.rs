@@ -7,6 +7,7 @@ pub mod execute;
 pub mod inventory;
 pub mod observe;
 pub mod plan;
+pub mod resolve;
 mod run;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use crate::resource_id::{StorageAccountId, WorkspaceId};
 
 pub use inventory::Inventory;
 use plan::{AccountFacts, Target};
+pub use resolve::ResolveError;
 
 /// One run on one account.
 #[derive(Debug, Clone)]

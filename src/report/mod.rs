@@ -8,7 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::storage::KeySlot;
 
+pub mod explain;
+mod run;
 mod table;
+
+pub use run::RunReport;
 
 /// The reason given for a datastore on another storage account than the one reconciled.
 pub const ON_ANOTHER_ACCOUNT: &str = "on another storage account";
@@ -172,27 +176,7 @@ impl Report {
 
     /// One short line such as `3 updated, 1 resynced, 2 inSync`.
     pub fn summary(&self) -> String {
-        let parts: Vec<String> = [
-            Outcome::Updated,
-            Outcome::Resynced,
-            Outcome::Accepted,
-            Outcome::Planned,
-            Outcome::InSync,
-            Outcome::Skipped,
-            Outcome::Deferred,
-            Outcome::Failed,
-        ]
-        .into_iter()
-        .filter_map(|o| match self.count(o) {
-            0 => None,
-            n => Some(format!("{n} {o}")),
-        })
-        .collect();
-        if parts.is_empty() {
-            "nothing on this account".to_string()
-        } else {
-            parts.join(", ")
-        }
+        count_outcomes(self.entries.iter()).unwrap_or_else(|| "nothing on this account".to_string())
     }
 
     /// Writes one `tracing` event per note and entry: `info` for changes, `debug` for what was
@@ -212,6 +196,33 @@ impl Report {
             log_entry(&self.account, entry);
         }
     }
+}
+
+/// `3 updated, 1 resynced, 2 inSync`, in a fixed order; `None` when there are no entries.
+fn count_outcomes<'a>(entries: impl Iterator<Item = &'a Entry>) -> Option<String> {
+    const ORDER: [Outcome; 8] = [
+        Outcome::Updated,
+        Outcome::Resynced,
+        Outcome::Accepted,
+        Outcome::Planned,
+        Outcome::InSync,
+        Outcome::Skipped,
+        Outcome::Deferred,
+        Outcome::Failed,
+    ];
+    let mut counts = [0usize; ORDER.len()];
+    for entry in entries {
+        if let Some(i) = ORDER.iter().position(|o| *o == entry.outcome) {
+            counts[i] += 1;
+        }
+    }
+    let parts: Vec<String> = ORDER
+        .iter()
+        .zip(counts)
+        .filter(|(_, n)| *n > 0)
+        .map(|(o, n)| format!("{n} {o}"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 fn log_entry(account: &str, e: &Entry) {

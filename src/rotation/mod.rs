@@ -40,7 +40,8 @@ pub struct Rotation {
 }
 
 impl Rotation {
-    fn left(account: &StorageAccountId, reason: String, attention: bool) -> Self {
+    /// An account left alone, and why.
+    pub fn left(account: &StorageAccountId, reason: String, attention: bool) -> Self {
         Rotation {
             account: account.to_string(),
             outcome: "left".into(),

@@ -15,6 +15,10 @@ use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request};
 use crate::report::{Note, Outcome, Report};
 use crate::resource_id::StorageAccountId;
 
+/// Why an account the Function App runs on is not rotated unless listed by id.
+pub const HOST_STORAGE_REASON: &str =
+    "the Function App runs on this account: list it in KEYSYNC_ROTATE_ACCOUNTS to rotate it anyway";
+
 /// Accounts rotated or reconciled at once in a tick.
 pub const ACCOUNT_CONCURRENCY: usize = 4;
 
@@ -122,6 +126,17 @@ impl Reconciler {
     /// Reconciles every in-scope account that a workspace or datastore uses, except those the
     /// sweep skips, each once, a few at a time, from one inventory.
     pub async fn sweep(&self, sweep: Sweep<'_>) -> (Vec<Report>, Vec<Note>) {
+        self.sweep_with(sweep, false, &|_| {}).await
+    }
+
+    /// [`sweep`](Self::sweep) that only plans when `dry_run`, and calls `done` with each
+    /// account's report as it arrives (for progress).
+    pub async fn sweep_with(
+        &self,
+        sweep: Sweep<'_>,
+        dry_run: bool,
+        done: &(dyn Fn(&Report) + Sync),
+    ) -> (Vec<Report>, Vec<Note>) {
         let (used, out_of_scope) = sweep.inventory.accounts_in_use();
         let mut notes = Vec::new();
         if !out_of_scope.is_empty() {
@@ -136,8 +151,14 @@ impl Reconciler {
         }
         let accounts = used.into_iter().filter(|a| !sweep.skip.contains(a));
         let reports = futures::stream::iter(accounts)
-            .map(|account| self.sweep_account(sweep.request(account)))
+            .map(|account| {
+                self.sweep_account(Request {
+                    dry_run,
+                    ..sweep.request(account)
+                })
+            })
             .buffered(ACCOUNT_CONCURRENCY)
+            .inspect(|report| done(report))
             .collect()
             .await;
         (reports, notes)
@@ -145,10 +166,11 @@ impl Reconciler {
 
     async fn sweep_account(&self, request: Request) -> Report {
         let account = request.account.clone();
+        let dry_run = request.dry_run;
         match self.reconcile(request).await {
             Ok(report) => report,
             Err(e) => {
-                let mut report = Report::new(account.as_str(), false);
+                let mut report = Report::new(account.as_str(), dry_run);
                 report.notes.push(Note {
                     outcome: Outcome::Failed,
                     message: describe(e),
@@ -225,7 +247,7 @@ fn candidates(
         }
         let blocked = policy
             .is_host_storage(&account.name)
-            .then(|| "the Function App runs on this account: list it in KEYSYNC_ROTATE_ACCOUNTS to rotate it anyway".to_string());
+            .then(|| HOST_STORAGE_REASON.to_string());
         out.push((id, blocked));
     }
     out

@@ -62,6 +62,7 @@ impl TestApp {
             echo_output: std::env::var_os("KEYSYNC_TEST_ECHO").is_some(),
             encoding: options.encoding,
             listen: ([127, 0, 0, 1], 0).into(),
+            function_key: None,
         })
         .await
         .expect("host starts the handler");

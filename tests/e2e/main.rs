@@ -5,5 +5,6 @@ mod chaos;
 mod guarantees;
 mod helpers;
 mod key_regenerated;
+mod reconcile_http;
 mod resilience;
 mod rotation;
