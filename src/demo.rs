@@ -230,6 +230,7 @@ async fn start_host(
         echo_output: verbose,
         encoding: BindingEncoding::Object,
         listen: ([127, 0, 0, 1], 0).into(),
+        function_key: None,
     })
     .await
 }

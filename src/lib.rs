@@ -8,10 +8,13 @@ pub mod demo;
 pub mod emulator;
 pub mod events;
 pub mod handler;
+pub mod host;
 pub mod model;
+pub mod ondemand;
 pub mod reconcile;
 pub mod report;
 pub mod resource_id;
+pub mod rotation;
 pub mod storage;
 pub mod telemetry;
 
@@ -36,5 +39,3 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
 }
-pub mod host;
-pub mod rotation;

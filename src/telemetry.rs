@@ -19,3 +19,16 @@ pub fn init(default_filter: &str) {
         .with_writer(writer)
         .try_init();
 }
+
+/// Logging for the operator commands (`plan`, `sync`, `rotate`): every line on stderr, because
+/// stdout carries the table or the JSON. `RUST_LOG` overrides `default_filter`.
+pub fn init_stderr(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -650,7 +650,7 @@ async fn a_failed_async_operation_reports_its_error_code() {
 }
 
 #[tokio::test]
-async fn polling_stops_at_the_deadline() {
+async fn polling_stops_at_the_deadline_with_the_operation_still_running() {
     let server = MockServer::start().await;
     let status = format!("{}/operations/slow", server.uri());
     Mock::given(method("POST"))
@@ -672,7 +672,7 @@ async fn polling_stops_at_the_deadline() {
         .await
         .unwrap_err();
 
-    assert_eq!(err.kind, ArmErrorKind::Deadline);
+    assert_eq!(err.kind, ArmErrorKind::StillRunning);
 }
 
 #[tokio::test]
@@ -780,4 +780,42 @@ async fn other_subscriptions_are_not_held_up() {
     let arrivals = arrivals.lock().unwrap().clone();
     // Both arrived before either answer was sent: they were in flight together.
     assert!(arrivals[1] - arrivals[0] < delay);
+}
+
+#[tokio::test]
+async fn a_resync_conflict_is_retried_until_the_running_one_ends() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(json_response(
+            409,
+            arm_error("Conflict", "Another operation is in progress"),
+        ))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+
+    client(&server).resync_keys(&workspace()).await.unwrap();
+
+    assert_eq!(received(&server).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_handle_with_a_deadline_stops_every_call_there() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            json_response(503, arm_error("ServerBusy", "busy")).insert_header("Retry-After", "1"),
+        )
+        .mount(&server)
+        .await;
+
+    let late = client(&server).with_deadline(Instant::now() + Duration::from_millis(300));
+    let err = late.list_keys(&account()).await.unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::Deadline);
+    assert_eq!(received(&server).await.len(), 1);
 }

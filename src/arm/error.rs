@@ -20,6 +20,9 @@ pub enum ArmErrorKind {
     OperationFailed,
     /// The caller's deadline passed before the call could finish.
     Deadline,
+    /// ARM accepted a long-running operation, which was still running at the caller's deadline.
+    /// Azure finishes it on its own.
+    StillRunning,
 }
 
 /// A failed ARM call.

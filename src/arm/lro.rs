@@ -46,14 +46,23 @@ impl ArmClient {
 
         let monitor = self.monitor(&request, &first)?;
         let mut wait = poll_interval(&first);
-        loop {
-            sleep_unless_past(&request, wait, deadline).await?;
-            let poll = self.send(&request.follow(monitor.url().clone())).await?;
-            match monitor.progress(&request, &poll)? {
-                Progress::Done => return Ok(()),
-                Progress::Running => wait = poll_interval(&poll),
+        let polled = async {
+            loop {
+                sleep_unless_past(&request, wait, deadline).await?;
+                let poll = self.send(&request.follow(monitor.url().clone())).await?;
+                match monitor.progress(&request, &poll)? {
+                    Progress::Done => return Ok(()),
+                    Progress::Running => wait = poll_interval(&poll),
+                }
             }
-        }
+        };
+        // Once ARM has accepted the operation, running out of time only stops the watching.
+        polled.await.map_err(|mut e: ArmError| {
+            if e.kind == ArmErrorKind::Deadline {
+                e.kind = ArmErrorKind::StillRunning;
+            }
+            e
+        })
     }
 
     /// The status URL of a 202: `Azure-AsyncOperation` if present, else `Location`.

@@ -36,11 +36,14 @@ impl ArmClient {
 
     /// `resyncKeys`, followed to the end of its long-running operation.
     pub async fn resync_keys(&self, id: &WorkspaceId) -> Result<(), ArmError> {
-        self.resync_keys_until(id, Instant::now() + DEFAULT_LRO_TIMEOUT)
-            .await
+        let deadline = self
+            .deadline()
+            .unwrap_or_else(|| Instant::now() + DEFAULT_LRO_TIMEOUT);
+        self.resync_keys_until(id, deadline).await
     }
 
-    /// [`resync_keys`](Self::resync_keys), giving up with kind `Deadline` once `deadline` passes.
+    /// [`resync_keys`](Self::resync_keys), giving up once `deadline` passes: with kind
+    /// `StillRunning` if ARM had accepted the resync (it finishes on its own), else `Deadline`.
     pub async fn resync_keys_until(
         &self,
         id: &WorkspaceId,

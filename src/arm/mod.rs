@@ -69,6 +69,8 @@ pub struct ArmOptions {
 #[derive(Clone)]
 pub struct ArmClient {
     inner: Arc<Inner>,
+    /// No request of this handle starts, and no retry sleeps, past this instant.
+    deadline: Option<tokio::time::Instant>,
 }
 
 struct Inner {
@@ -114,7 +116,30 @@ impl ArmClient {
                 http,
                 limits,
             }),
+            deadline: None,
         })
+    }
+
+    /// A handle on the same client whose requests all end by `deadline`: no attempt starts and
+    /// no retry or poll sleeps past it, and long-running operations stop being followed there.
+    pub fn with_deadline(&self, deadline: tokio::time::Instant) -> ArmClient {
+        ArmClient {
+            inner: self.inner.clone(),
+            deadline: Some(self.deadline.map_or(deadline, |d| d.min(deadline))),
+        }
+    }
+
+    /// The deadline of this handle, if any.
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
+    }
+
+    /// The earlier of the request's own deadline and this handle's.
+    fn deadline_for(&self, request: &request::ArmRequest<'_>) -> Option<tokio::time::Instant> {
+        match (request.deadline, self.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The options the client was created with.

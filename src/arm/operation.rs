@@ -118,6 +118,16 @@ impl Operation {
                 | Operation::DatastoresCreateOrUpdate
         )
     }
+
+    /// Every RBAC action keysync needs, sorted and each once: the custom role in `infra/` grants
+    /// exactly these (a test compares the two).
+    pub fn rbac_actions() -> Vec<&'static str> {
+        let mut actions: Vec<&'static str> =
+            Operation::ALL.iter().map(|o| o.rbac_action()).collect();
+        actions.sort_unstable();
+        actions.dedup();
+        actions
+    }
 }
 
 impl fmt::Display for Operation {

@@ -27,7 +27,7 @@ impl ArmClient {
         .retry(backoff(settings))
         .when(|failure| failure.retryable)
         .adjust(|failure, backoff| {
-            let next = next_delay(settings, failure, backoff, request.deadline);
+            let next = next_delay(settings, failure, backoff, self.deadline_for(request));
             out_of_time = next == Err(Stop::Deadline);
             next.ok()
         })

@@ -16,6 +16,12 @@ use super::{ArmClient, ArmError, ArmErrorKind};
 /// Statuses worth another attempt: timeouts, throttling and transient server failures.
 const RETRYABLE_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 
+/// A 409 on `resyncKeys` means another resync of the workspace is running (started by someone
+/// else, or by another instance): it ends on its own, so waiting and asking again succeeds.
+fn conflict_worth_retrying(request: &ArmRequest<'_>, response: &RawResponse) -> bool {
+    response.status.as_u16() == 409 && request.operation == super::Operation::WorkspacesResyncKeys
+}
+
 /// A failed attempt and what the retry policy needs to know about it.
 pub(super) struct Failure {
     pub error: ArmError,
@@ -73,7 +79,7 @@ impl ArmClient {
     /// The client's request timeout, shortened so the attempt ends by the deadline.
     fn attempt_timeout(&self, request: &ArmRequest<'_>) -> Result<Duration, ArmError> {
         let timeout = self.options().request_timeout;
-        let Some(deadline) = request.deadline else {
+        let Some(deadline) = self.deadline_for(request) else {
             return Ok(timeout);
         };
         let left = deadline.saturating_duration_since(Instant::now());
@@ -154,7 +160,8 @@ impl ArmClient {
         attempt: u32,
     ) -> Failure {
         let mut error = response.status_error(request.operation, request.resource);
-        let mut retryable = RETRYABLE_STATUSES.contains(&response.status.as_u16());
+        let mut retryable = RETRYABLE_STATUSES.contains(&response.status.as_u16())
+            || conflict_worth_retrying(request, response);
         let retry_after = response.retry_after();
         let cap = self.options().retry.max_retry_after;
         if let Some(wait) = retry_after.filter(|wait| retryable && *wait > cap) {

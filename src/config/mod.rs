@@ -60,6 +60,12 @@ pub struct Config {
     pub rotation: RotationPolicy,
     /// Checking credentials against storage after a run, and re-minting dead SAS tokens.
     pub verification: VerificationPolicy,
+    /// `KEYSYNC_EVENT_DEADLINE_SECS`: an event invocation starts no new work after this long,
+    /// so that it answers before Event Grid gives up waiting (about 30 s) and redelivers.
+    pub event_deadline: Duration,
+    /// `KEYSYNC_TIMER_DEADLINE_SECS`: the same for a timer tick, inside the host's
+    /// `functionTimeout` (5 minutes in host.json).
+    pub timer_deadline: Duration,
 }
 
 impl Config {
@@ -107,6 +113,18 @@ impl Config {
             credential,
             rotation: RotationPolicy::read(&get)?,
             verification: VerificationPolicy::read(&get)?,
+            event_deadline: seconds(
+                "KEYSYNC_EVENT_DEADLINE_SECS",
+                get("KEYSYNC_EVENT_DEADLINE_SECS"),
+                25,
+                1..=600,
+            )?,
+            timer_deadline: seconds(
+                "KEYSYNC_TIMER_DEADLINE_SECS",
+                get("KEYSYNC_TIMER_DEADLINE_SECS"),
+                270,
+                1..=3600,
+            )?,
         })
     }
 
@@ -169,7 +187,16 @@ fn parse_subscriptions(value: Option<String>) -> Result<Vec<String>, ConfigError
     Ok(subscriptions)
 }
 
-fn parse_number(
+fn seconds(
+    name: &'static str,
+    value: Option<String>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    parse_number(name, value, default, range).map(|n| Duration::from_secs(n as u64))
+}
+
+pub(crate) fn parse_number(
     name: &'static str,
     value: Option<String>,
     default: u64,

@@ -263,6 +263,8 @@ pub(crate) struct Datastore {
     pub secret: Option<Map<String, Value>>,
     pub system_data: SystemData,
     pub writes: u32,
+    /// Writes are refused as Key Vault refuses to reuse a soft-deleted secret's name.
+    pub soft_deleted_secret: bool,
 }
 
 impl Datastore {

@@ -224,6 +224,10 @@ pub(crate) struct DatastoreSpec {
     /// `None` (or null): no secret is stored, so `listSecrets` answers 404.
     #[serde(default)]
     pub secrets: Option<SecretSpec>,
+    /// The workspace Key Vault holds a soft-deleted secret under this datastore's secret name:
+    /// every write is refused until it is recovered or purged (which the emulator never does).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub soft_deleted_secret: bool,
 }
 
 /// The stored secret of a datastore; exactly one field is set.

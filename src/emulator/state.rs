@@ -141,6 +141,8 @@ impl State {
         // A scenario never carries secrets inside properties; whatever is there is reduced
         // to its type like any stored datastore.
         split_secret(&mut properties);
+        // Azure always answers `isDefault`; a scenario may leave it out.
+        properties.entry("isDefault").or_insert(Value::Bool(false));
         let secret = spec
             .secrets
             .as_ref()
@@ -157,6 +159,7 @@ impl State {
             secret,
             system_data: SystemData::created(at, actor),
             writes: 0,
+            soft_deleted_secret: spec.soft_deleted_secret,
         })
     }
 

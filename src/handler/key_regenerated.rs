@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::Handler;
 use super::envelope::{Invocation, InvocationResponse};
@@ -59,8 +60,11 @@ impl EventResult {
 
     fn reconciled(event: &Event, account: &str, report: Report) -> Self {
         report.log();
+        // Failed or deferred work fails the invocation, so Event Grid delivers it again.
         let outcome = if report.has_failures() {
             "failed"
+        } else if report.needs_retry() {
+            "deferred"
         } else {
             "reconciled"
         };
@@ -76,7 +80,7 @@ impl EventResult {
     }
 
     fn succeeded(&self) -> bool {
-        self.outcome != "failed"
+        !matches!(self.outcome, "failed" | "deferred")
     }
 }
 
@@ -90,9 +94,11 @@ pub async fn invoke(
         Ok(events) => events,
         Err(message) => return rejected(&message),
     };
+    // One deadline for the whole invocation: Event Grid waits for the answer, not per event.
+    let deadline = Instant::now() + handler.config.event_deadline;
     let mut results = Vec::with_capacity(events.len());
     for event in &events {
-        results.push(handle(&handler, event).await);
+        results.push(handle(&handler, event, deadline).await);
     }
     let status = match results.iter().all(EventResult::succeeded) {
         true => StatusCode::OK,
@@ -119,17 +125,17 @@ fn rejected(message: &str) -> (StatusCode, Json<InvocationResponse>) {
     (StatusCode::BAD_REQUEST, Json(body))
 }
 
-async fn handle(handler: &Handler, event: &Event) -> EventResult {
+async fn handle(handler: &Handler, event: &Event, deadline: Instant) -> EventResult {
     let account = match event.decide(|sub| handler.config.in_scope(sub)) {
         Decision::Ignore(reason) => return EventResult::ignored(event, reason),
         Decision::Reconcile(account) => account,
     };
     tracing::info!(event = %event.id, account = %account, "key regeneration event: reconciling");
-    match handler
-        .reconciler
-        .reconcile(Request::apply(account.clone()))
-        .await
-    {
+    let request = Request {
+        deadline: Some(deadline),
+        ..Request::apply(account.clone())
+    };
+    match handler.reconciler.reconcile(request).await {
         Ok(report) => EventResult::reconciled(event, account.name(), report),
         Err(ReconcileError::AccountNotFound(_)) => {
             EventResult::ignored(event, "the storage account no longer exists".to_string())
@@ -139,5 +145,8 @@ async fn handle(handler: &Handler, event: &Event) -> EventResult {
             account.name(),
             crate::reconcile::execute::explain(&e),
         ),
+        Err(busy @ ReconcileError::Busy) => {
+            EventResult::failed(event, account.name(), busy.to_string())
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod envelope;
 mod key_regenerated;
+pub mod reconcile_http;
 mod rotate_keys;
 pub mod timer;
 
@@ -57,6 +58,11 @@ pub fn router(handler: Arc<Handler>) -> Router {
         .route("/", get(ready))
         .route("/KeyRegenerated", post(key_regenerated::invoke))
         .route("/RotateKeys", post(rotate_keys::invoke))
+        .route(
+            reconcile_http::ROUTE,
+            post(reconcile_http::invoke)
+                .layer(DefaultBodyLimit::max(reconcile_http::MAX_BODY_BYTES)),
+        )
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(handler)

@@ -45,7 +45,11 @@ pub async fn invoke(
         "timer tick"
     );
 
-    let report = handler.reconciler.tick(&handler.config.rotation).await;
+    let deadline = tokio::time::Instant::now() + handler.config.timer_deadline;
+    let report = handler
+        .reconciler
+        .tick(&handler.config.rotation, Some(deadline))
+        .await;
     for rotation in &report.rotations {
         rotation.log();
     }

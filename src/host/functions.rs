@@ -189,6 +189,28 @@ mod tests {
     }
 
     #[test]
+    fn the_reconcile_function_is_an_http_trigger_with_an_http_output() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let app = FunctionApp::load(root).unwrap();
+        let f = app.function("Reconcile").unwrap();
+        assert_eq!(f.binding, "req");
+        assert_eq!(
+            f.trigger,
+            Trigger::Http {
+                route: Some("reconcile".into()),
+                methods: vec!["post".into()],
+                auth_level: "function".into(),
+            }
+        );
+        let json = read_json(&root.join("functions/Reconcile/function.json")).unwrap();
+        let output = &json["bindings"][1];
+        assert_eq!(
+            (&output["type"], &output["direction"], &output["name"]),
+            (&"http".into(), &"out".into(), &"res".into())
+        );
+    }
+
+    #[test]
     fn a_function_without_a_trigger_is_an_error() {
         let err = parse_function(
             "X".into(),

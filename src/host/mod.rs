@@ -1,9 +1,12 @@
 //! A local stand-in for the Azure Functions host, for tests and the demo. It starts the handler
 //! exactly as the host would (from `host.json`, port in the environment, readiness on `GET /`),
 //! takes binding names from `function.json`, and serves the host's Event Grid webhook
-//! (`/runtime/webhooks/eventgrid?functionName=...`), turning each event into an invocation.
+//! (`/runtime/webhooks/eventgrid?functionName=...`), turning each event into an invocation, and
+//! HTTP functions at `/api/<route>`, forwarded to the handler as `enableForwardingHttpRequest`
+//! does, behind a function key.
 
 pub mod functions;
+mod http;
 pub mod invoke;
 pub mod process;
 mod webhooks;
@@ -37,6 +40,9 @@ pub struct HostOptions {
     pub encoding: BindingEncoding,
     /// Where the host listens (port 0 for any).
     pub listen: SocketAddr,
+    /// The key HTTP functions of auth level `function` require; a random one when `None` (see
+    /// [`LocalHost::function_key`]).
+    pub function_key: Option<String>,
 }
 
 /// One finished invocation.
@@ -69,6 +75,7 @@ struct Shared {
     handler_url: Url,
     encoding: BindingEncoding,
     client: reqwest::Client,
+    function_key: String,
     records: Mutex<Vec<InvocationRecord>>,
     finished: broadcast::Sender<InvocationRecord>,
 }
@@ -95,9 +102,13 @@ impl LocalHost {
             app,
             handler_url,
             encoding: options.encoding,
+            // A fresh connection per invocation: after the handler refuses an oversized body it
+            // closes that connection, and a pooled one could be picked up just as it closes.
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(600))
+                .pool_max_idle_per_host(0)
                 .build()?,
+            function_key: options.function_key.unwrap_or_else(http::random_key),
             records: Mutex::new(Vec::new()),
             finished,
         });
@@ -127,6 +138,17 @@ impl LocalHost {
             .expect("valid URL");
         url.query_pairs_mut().append_pair("functionName", function);
         url
+    }
+
+    /// The URL of the HTTP function with this route: `http://<addr>/api/<route>`.
+    pub fn http_url(&self, route: &str) -> Url {
+        Url::parse(&format!("http://{}/api/{route}", self.addr)).expect("valid URL")
+    }
+
+    /// The key that HTTP functions of auth level `function` require, in the `x-functions-key`
+    /// header or the `code` query parameter.
+    pub fn function_key(&self) -> &str {
+        &self.shared.function_key
     }
 
     /// The time from starting the handler to its first answer on `GET /`.
@@ -224,7 +246,7 @@ impl Shared {
                     response.json::<Value>().await.unwrap_or(Value::Null),
                 )
             }
-            Err(_) => (0, Value::Null),
+            Err(e) => (0, Value::String(format!("the handler did not answer: {e}"))),
         };
         let record = InvocationRecord {
             function: function.to_string(),
@@ -232,11 +254,16 @@ impl Shared {
             body,
             elapsed: started.elapsed(),
         };
+        self.record(record.clone());
+        Ok(record)
+    }
+
+    /// Keeps a finished invocation and tells subscribers.
+    fn record(&self, record: InvocationRecord) {
         self.records
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(record.clone());
-        let _ = self.finished.send(record.clone());
-        Ok(record)
+        let _ = self.finished.send(record);
     }
 }

@@ -1,13 +1,15 @@
-//! The host's own HTTP endpoints: the Event Grid webhook.
+//! The host's own HTTP endpoints: the Event Grid webhook, the admin API, and the routes of HTTP
+//! functions.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{any, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -22,6 +24,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
             post(event_grid).options(cloud_events_handshake),
         )
         .route("/admin/functions/{name}", post(run_function))
+        // The forwarder reads the body itself, up to the host's own limit.
+        .route(
+            "/api/{*route}",
+            any(super::http::forward).layer(DefaultBodyLimit::disable()),
+        )
         .with_state(shared)
 }
 

@@ -23,8 +23,11 @@ pub fn planned_entry(workspace: &WorkspaceId, ds: &DatastorePlan, dry_run: bool)
             };
         }
         Step::Leave {
-            outcome, reason, ..
+            outcome,
+            reason,
+            attention,
         } => {
+            entry.attention = *attention;
             entry.action = if *outcome == Outcome::Skipped {
                 Action::Skip
             } else {
@@ -51,6 +54,7 @@ fn datastore_entry(workspace: &WorkspaceId, ds: &DatastorePlan) -> Entry {
         key: None,
         outcome: Outcome::InSync,
         reason: None,
+        attention: false,
         verification: None,
     }
 }
@@ -67,6 +71,10 @@ pub async fn datastore(
         return planned_entry(workspace, ds, false);
     };
     let mut entry = planned_entry(workspace, ds, false);
+    if past_deadline(arm) {
+        defer(&mut entry);
+        return entry;
+    }
     match update_in_place(arm, &ds.id, facts, keys, slot).await {
         Ok(()) => entry.outcome = Outcome::Updated,
         Err(UpdateError::Changed(reason)) => {
@@ -74,9 +82,23 @@ pub async fn datastore(
             entry.outcome = Outcome::Skipped;
             entry.reason = Some(reason.to_string());
         }
+        Err(UpdateError::Arm(e)) if e.kind == ArmErrorKind::Deadline => defer(&mut entry),
         Err(UpdateError::Arm(e)) => entry.reason = Some(explain(&e)),
     }
     entry
+}
+
+/// True when the handle's deadline has passed: no new work may start.
+fn past_deadline(arm: &ArmClient) -> bool {
+    arm.deadline()
+        .is_some_and(|d| tokio::time::Instant::now() >= d)
+}
+
+/// Marks work the deadline kept from being done; a redelivery or the next sweep does it.
+fn defer(entry: &mut Entry) {
+    entry.outcome = Outcome::Deferred;
+    entry.reason =
+        Some("the invocation's deadline came first; a redelivery or the next sweep does it".into());
 }
 
 enum UpdateError {
@@ -131,6 +153,7 @@ pub fn workspace_entry(workspace: &WorkspaceId, decision: &ResyncDecision, dry_r
         key: None,
         outcome,
         reason,
+        attention: false,
         verification: None,
     }
 }
@@ -138,26 +161,26 @@ pub fn workspace_entry(workspace: &WorkspaceId, decision: &ResyncDecision, dry_r
 /// Resyncs a workspace's keys and reports how it went.
 pub async fn resync(arm: &ArmClient, workspace: &WorkspaceId) -> Entry {
     let mut entry = workspace_entry(workspace, &ResyncDecision::Resync, false);
+    if past_deadline(arm) {
+        defer(&mut entry);
+        return entry;
+    }
     match arm.resync_keys(workspace).await {
         Ok(()) => entry.outcome = Outcome::Resynced,
         // Azure finishes an accepted resync on its own.
-        Err(e) if e.kind == ArmErrorKind::Deadline => {
+        Err(e) if e.kind == ArmErrorKind::StillRunning => {
             entry.outcome = Outcome::Accepted;
-            entry.reason = Some("resync accepted by Azure and still running".to_string());
+            entry.reason =
+                Some("resync accepted by Azure and still running at the deadline".to_string());
         }
+        Err(e) if e.kind == ArmErrorKind::Deadline => defer(&mut entry),
         Err(e) => entry.reason = Some(explain(&e)),
     }
     entry
 }
 
-/// The error, plus what to do about it when keysync knows.
+/// The error, plus what to do about it when keysync knows (the wording lives in
+/// [`crate::report::explain`]).
 pub fn explain(e: &ArmError) -> String {
-    match e.status {
-        Some(403) => format!(
-            "{e}; grant keysync's identity {} on this resource",
-            e.operation.rbac_action()
-        ),
-        Some(401) => format!("{e}; check keysync's credential and the token scope"),
-        _ => e.to_string(),
-    }
+    crate::report::explain::explain(e)
 }

@@ -2,10 +2,12 @@
 //! what is stale; carry it out; report. An event is only a hint: every trigger ends here, and
 //! running it twice changes nothing the second time.
 
+pub mod coalesce;
 pub mod execute;
 pub mod inventory;
 pub mod observe;
 pub mod plan;
+pub mod resolve;
 mod run;
 mod verify;
 
@@ -21,6 +23,7 @@ use crate::resource_id::{StorageAccountId, WorkspaceId};
 
 pub use inventory::Inventory;
 use plan::{AccountFacts, Target};
+pub use resolve::ResolveError;
 
 /// One run on one account.
 #[derive(Debug, Clone)]
@@ -33,6 +36,8 @@ pub struct Request {
     pub keys: Option<AccountKeys>,
     /// Workspaces and datastores already listed (a sweep lists them once for every account).
     pub inventory: Option<Arc<Inventory>>,
+    /// No new work starts after this instant; what is left is reported as deferred.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl Request {
@@ -44,15 +49,23 @@ impl Request {
             dry_run: false,
             keys: None,
             inventory: None,
+            deadline: None,
         }
+    }
+
+    /// A plain reconcile: the kind a duplicate can share the result of.
+    fn is_shareable(&self) -> bool {
+        !self.dry_run && self.target == Target::Newest && self.keys.is_none()
     }
 }
 
 /// Why a run could not even start on the account.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ReconcileError {
     #[error("storage account {0} was not found")]
     AccountNotFound(String),
+    #[error("another run on this account did not finish before the deadline; it is retried later")]
+    Busy,
     #[error(transparent)]
     Arm(#[from] ArmError),
 }
@@ -64,8 +77,8 @@ pub struct Reconciler {
     /// Per workspace (lower-case id): the creation time of the newest key at its last resync by
     /// this process. It only saves duplicate resyncs; losing it costs one extra resync.
     resynced_for: Mutex<HashMap<String, OffsetDateTime>>,
-    /// One run per account at a time in this process (lower-case account id).
-    account_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One run per account at a time in this process, duplicates folded together.
+    slots: coalesce::Slots,
     /// Checks credentials against storage after a run; see `with_verification`.
     verifier: Option<verify::Verifier>,
 }
@@ -76,7 +89,7 @@ impl Reconciler {
             arm,
             subscriptions,
             resynced_for: Mutex::default(),
-            account_locks: Mutex::default(),
+            slots: coalesce::Slots::default(),
             verifier: None,
         }
     }
@@ -85,25 +98,35 @@ impl Reconciler {
         &self.arm
     }
 
+    /// The ARM client, bound to `deadline` if there is one.
+    pub(crate) fn arm_until(&self, deadline: Option<tokio::time::Instant>) -> ArmClient {
+        match deadline {
+            Some(deadline) => self.arm.with_deadline(deadline),
+            None => self.arm.clone(),
+        }
+    }
+
     pub fn subscriptions(&self) -> &[String] {
         &self.subscriptions
     }
 
     /// Reconciles one account and reports every datastore and workspace that has to do with it.
-    /// Runs on one account are serialized, so a duplicate event waits and then finds nothing to do.
+    /// Runs on one account take turns; a plain reconcile that arrives during a run gets the
+    /// result of the next run instead of running again (see [`coalesce`]).
     pub async fn reconcile(&self, request: Request) -> Result<Report, ReconcileError> {
-        let lock = self.account_lock(&request.account);
-        let _guard = lock.lock().await;
-        self.reconcile_locked(request).await
+        let slot = self.slots.get(&request.account);
+        match slot.enter(request.is_shareable(), request.deadline).await? {
+            coalesce::Turn::Shared(result) => result,
+            coalesce::Turn::Run(ticket) => {
+                let result = self.reconcile_locked(request).await;
+                ticket.finish(result)
+            }
+        }
     }
 
-    /// The lock that serializes runs on `account` in this process.
-    pub(crate) fn account_lock(&self, account: &StorageAccountId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.account_locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks
-            .entry(account.as_str().to_ascii_lowercase())
-            .or_default()
-            .clone()
+    /// The account's slot, for a rotation that holds it across several steps.
+    pub(crate) fn slot(&self, account: &StorageAccountId) -> Arc<coalesce::AccountSlot> {
+        self.slots.get(account)
     }
 
     /// `reconcile` for a caller that already holds the account's lock.
@@ -111,13 +134,14 @@ impl Reconciler {
         &self,
         request: Request,
     ) -> Result<Report, ReconcileError> {
-        let account = self.read_account(&request.account).await?;
+        let arm = self.arm_until(request.deadline);
+        let account = read_account(&arm, &request.account).await?;
         let facts = facts(&account);
         let mut report = Report::new(request.account.as_str(), request.dry_run);
         let keys = match (facts.shared_key_allowed, request.keys.clone()) {
             (false, _) => None,
             (true, Some(keys)) => Some(keys),
-            (true, None) => Some(self.arm.list_keys(&request.account).await?),
+            (true, None) => Some(arm.list_keys(&request.account).await?),
         };
         match keys {
             Some(_) => report.target_key = Some(facts.target_slot(request.target)),
@@ -128,6 +152,7 @@ impl Reconciler {
         }
         let run = run::Run {
             reconciler: self,
+            arm,
             request: &request,
             facts: &facts,
             keys: keys.as_ref(),
@@ -141,22 +166,12 @@ impl Reconciler {
                 facts: &facts,
                 keys,
                 target: facts.target_slot(request.target),
+                deadline: request.deadline,
             };
             self.verify_credentials(run, request.dry_run, &mut report)
                 .await;
         }
         Ok(report)
-    }
-
-    pub(crate) async fn read_account(
-        &self,
-        id: &StorageAccountId,
-    ) -> Result<StorageAccount, ReconcileError> {
-        match self.arm.get_storage_account(id).await {
-            Ok(account) => Ok(account),
-            Err(e) if e.is_not_found() => Err(ReconcileError::AccountNotFound(id.to_string())),
-            Err(e) => Err(e.into()),
-        }
     }
 
     fn last_resync(&self, workspace: &WorkspaceId) -> Option<OffsetDateTime> {
@@ -169,6 +184,18 @@ impl Reconciler {
             let mut memo = self.resynced_for.lock().unwrap_or_else(|p| p.into_inner());
             memo.insert(workspace.as_str().to_ascii_lowercase(), time);
         }
+    }
+}
+
+/// `GET` the account; a 404 is its own error.
+pub(crate) async fn read_account(
+    arm: &ArmClient,
+    id: &StorageAccountId,
+) -> Result<StorageAccount, ReconcileError> {
+    match arm.get_storage_account(id).await {
+        Ok(account) => Ok(account),
+        Err(e) if e.is_not_found() => Err(ReconcileError::AccountNotFound(id.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -58,7 +58,7 @@ async fn stored_key(arm: &ArmClient, id: &DatastoreId, keys: &AccountKeys) -> Se
     match arm.list_datastore_secrets(id).await {
         Ok(secrets) => classify(secrets.key.as_ref(), keys),
         Err(e) if e.is_not_found() => SecretState::Missing,
-        Err(e) => SecretState::Unreadable(e.to_string()),
+        Err(e) => SecretState::Unreadable(crate::report::explain::explain(&e)),
     }
 }
 

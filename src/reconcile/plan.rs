@@ -19,6 +19,9 @@ pub enum Target {
     Newest,
     /// Every AccountKey datastore must end on this key (rotation).
     Exactly(KeySlot),
+    /// Every AccountKey datastore must end on the newest key: for accounts under rotation, so
+    /// that a rotation cut short (by a deadline or a failure) is completed by the next sweep.
+    AlignOnNewest,
 }
 
 /// What the planner needs to know about the account.
@@ -35,7 +38,7 @@ impl AccountFacts {
     /// The key stale datastores move to.
     pub fn target_slot(&self, target: Target) -> KeySlot {
         match target {
-            Target::Newest => self.key_creation_time.newest(),
+            Target::Newest | Target::AlignOnNewest => self.key_creation_time.newest(),
             Target::Exactly(slot) => slot,
         }
     }
@@ -299,7 +302,9 @@ fn plan_account_key(
         Some(SecretState::Current(slot)) => {
             let held = Some(Held::from(*slot));
             match target {
-                Target::Exactly(wanted) if wanted != *slot => (held, Step::Update(wanted)),
+                Target::Exactly(_) | Target::AlignOnNewest if target_slot != *slot => {
+                    (held, Step::Update(target_slot))
+                }
                 _ => (
                     held,
                     Step::Leave {

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::plan::{self, AccountFacts, ObservedWorkspace, ResyncDecision, WorkspacePlan};
 use super::{Reconciler, Request, execute, observe};
-use crate::arm::ArmError;
+use crate::arm::{ArmClient, ArmError};
 use crate::model::ml::{Datastore, Workspace};
 use crate::model::storage::AccountKeys;
 use crate::report::{Action, Entry, Note, ObjectKind, Outcome};
@@ -14,6 +14,8 @@ use crate::resource_id::WorkspaceId;
 
 pub(super) struct Run<'a> {
     pub reconciler: &'a Reconciler,
+    /// The ARM client, bound to the request's deadline.
+    pub arm: ArmClient,
     pub request: &'a Request,
     pub facts: &'a AccountFacts,
     pub keys: Option<&'a AccountKeys>,
@@ -54,7 +56,7 @@ impl Run<'_> {
     }
 
     async fn subscription(&self, subscription: &str) -> Result<Vec<Entry>, ArmError> {
-        let workspaces = self.reconciler.arm.list_workspaces(subscription).await?;
+        let workspaces = self.arm.list_workspaces(subscription).await?;
         let runs = workspaces.iter().filter_map(|ws| {
             let id = WorkspaceId::parse(&ws.id).ok()?;
             Some(async move {
@@ -77,7 +79,7 @@ impl Run<'_> {
         workspace: &Workspace,
         listed: Result<Vec<Datastore>, String>,
     ) -> Vec<Entry> {
-        let arm = &self.reconciler.arm;
+        let arm = &self.arm;
         let datastores = match listed {
             Ok(listed) => Ok(observe::datastores(arm, &id, listed, self.facts, self.keys).await),
             Err(reason) => Err(reason),
@@ -121,7 +123,7 @@ impl Run<'_> {
     }
 
     async fn apply(&self, plan: &WorkspacePlan, keys: &AccountKeys) -> Vec<Entry> {
-        let arm = &self.reconciler.arm;
+        let arm = &self.arm;
         let updates = plan
             .datastores
             .iter()
@@ -131,7 +133,7 @@ impl Run<'_> {
         match &plan.resync {
             Some(ResyncDecision::Resync) => {
                 let entry = execute::resync(arm, &plan.id).await;
-                if entry.outcome == Outcome::Resynced {
+                if matches!(entry.outcome, Outcome::Resynced | Outcome::Accepted) {
                     self.reconciler
                         .remember_resync(&plan.id, self.facts.newest_key_time());
                 }
@@ -164,6 +166,7 @@ fn listing_error_entry(plan: &WorkspacePlan) -> Vec<Entry> {
         key: None,
         outcome: Outcome::Failed,
         reason: Some(format!("could not list its datastores: {reason}")),
+        attention: false,
         verification: None,
     }]
 }

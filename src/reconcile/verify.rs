@@ -69,7 +69,8 @@ impl Reconciler {
             return;
         }
         let checks = Checks {
-            arm: &self.arm,
+            arm: self.arm_until(run.deadline),
+            checker: verifier.checker.until(run.deadline),
             verifier,
             run,
             dead: DeadEndpoints::default(),
@@ -98,6 +99,8 @@ pub(super) struct VerifyRun<'a> {
     pub keys: &'a AccountKeys,
     /// The key a re-minted SAS is signed with.
     pub target: KeySlot,
+    /// No check starts after this; those left are reported not checked.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// One datastore to check: its entry, its id, and the key it holds when the run knows it.
@@ -111,7 +114,8 @@ struct Job {
 impl Job {
     /// A job for an entry about an AccountKey or SAS datastore on the account.
     fn of(index: usize, entry: &Entry) -> Option<Job> {
-        if entry.kind != ObjectKind::Datastore {
+        // Deferred work is the next run's, and so is checking it.
+        if entry.kind != ObjectKind::Datastore || entry.outcome == Outcome::Deferred {
             return None;
         }
         let sas = entry.reason.as_deref() == Some(SAS_TOKEN);
@@ -148,6 +152,8 @@ struct Finding {
     action: Option<Action>,
     key: Option<KeySlot>,
     reason: Option<String>,
+    /// Whether a human should look at the datastore, when the check decides it.
+    attention: Option<bool>,
 }
 
 impl Finding {
@@ -159,6 +165,13 @@ impl Finding {
     }
 
     fn apply(self, entry: &mut Entry) {
+        let trouble = self.verification.as_ref().is_some_and(|v| {
+            matches!(
+                v.outcome,
+                VerifyOutcome::Rejected | VerifyOutcome::Unreachable | VerifyOutcome::Inconclusive
+            )
+        });
+        entry.attention = self.attention.unwrap_or(entry.attention) || trouble;
         entry.verification = self.verification.or(entry.verification.take());
         if let Some(outcome) = self.outcome {
             entry.outcome = outcome;
@@ -177,7 +190,9 @@ impl Finding {
 
 /// The checks of one run.
 struct Checks<'a> {
-    arm: &'a ArmClient,
+    /// Bound to the run's deadline, as the checker is.
+    arm: ArmClient,
+    checker: Checker,
     verifier: &'a Verifier,
     run: VerifyRun<'a>,
     dead: DeadEndpoints,
@@ -280,6 +295,7 @@ impl Checks<'_> {
             VerifyOutcome::Verified => Finding {
                 outcome: Some(Outcome::InSync),
                 action: Some(Action::None),
+                attention: Some(false),
                 reason: Some(match &parsed {
                     Ok(token) => format!("SAS token works: {}", token.summary()),
                     Err(_) => "SAS token works".into(),
@@ -381,6 +397,7 @@ impl Checks<'_> {
         Finding {
             outcome: Some(Outcome::Updated),
             action: Some(Action::UpdateSas),
+            attention: Some(false),
             key: Some(self.run.target),
             reason: Some(format!(
                 "SAS token rejected by storage ({code}); replaced by a re-minted {summary}"
@@ -438,7 +455,7 @@ impl Checks<'_> {
     }
 
     fn checker(&self) -> &Checker {
-        &self.verifier.checker
+        &self.checker
     }
 }
 

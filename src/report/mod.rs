@@ -8,17 +8,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::storage::KeySlot;
 
+pub mod explain;
+mod run;
 mod table;
 mod verification;
 
 pub use verification::{CredentialUsed, Verification, VerifyOutcome};
+
+pub use run::RunReport;
 
 /// The reason given for a datastore on another storage account than the one reconciled.
 pub const ON_ANOTHER_ACCOUNT: &str = "on another storage account";
 
 /// The reason given for a SAS datastore before its token is checked against storage.
 pub const SAS_TOKEN: &str =
-    "SAS token: no account key stored; the token is checked against storage when verification runs";
+    "SAS token: no account key stored; checked against storage when a run writes";
 
 /// Everything one run did or would do on one storage account.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -99,6 +103,8 @@ pub enum Outcome {
     Planned,
     Skipped,
     Failed,
+    /// Not started: the invocation's deadline came first. Redelivery or the next sweep does it.
+    Deferred,
 }
 
 impl Outcome {
@@ -111,6 +117,7 @@ impl Outcome {
             Outcome::Planned => "planned",
             Outcome::Skipped => "skipped",
             Outcome::Failed => "failed",
+            Outcome::Deferred => "deferred",
         }
     }
 }
@@ -139,6 +146,9 @@ pub struct Entry {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A human should look at it (a dead SAS, an unknown credentials type, ...).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attention: bool,
     /// What storage said when the datastore's credential was tried after the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
@@ -166,6 +176,11 @@ impl Report {
             || self.notes.iter().any(|n| n.outcome == Outcome::Failed)
     }
 
+    /// True when some work is left (failed or deferred): the trigger should be retried.
+    pub fn needs_retry(&self) -> bool {
+        self.has_failures() || self.count(Outcome::Deferred) > 0
+    }
+
     /// How many entries ended with `outcome`.
     pub fn count(&self, outcome: Outcome) -> usize {
         self.entries.iter().filter(|e| e.outcome == outcome).count()
@@ -173,26 +188,8 @@ impl Report {
 
     /// One short line such as `3 updated, 1 resynced, 2 inSync`.
     pub fn summary(&self) -> String {
-        let parts: Vec<String> = [
-            Outcome::Updated,
-            Outcome::Resynced,
-            Outcome::Accepted,
-            Outcome::Planned,
-            Outcome::InSync,
-            Outcome::Skipped,
-            Outcome::Failed,
-        ]
-        .into_iter()
-        .filter_map(|o| match self.count(o) {
-            0 => None,
-            n => Some(format!("{n} {o}")),
-        })
-        .collect();
-        let summary = if parts.is_empty() {
-            "nothing on this account".to_string()
-        } else {
-            parts.join(", ")
-        };
+        let summary = count_outcomes(self.entries.iter())
+            .unwrap_or_else(|| "nothing on this account".to_string());
         match self.verification_summary() {
             Some(checks) => format!("{summary}; storage: {checks}"),
             None => summary,
@@ -241,6 +238,33 @@ impl Report {
     }
 }
 
+/// `3 updated, 1 resynced, 2 inSync`, in a fixed order; `None` when there are no entries.
+fn count_outcomes<'a>(entries: impl Iterator<Item = &'a Entry>) -> Option<String> {
+    const ORDER: [Outcome; 8] = [
+        Outcome::Updated,
+        Outcome::Resynced,
+        Outcome::Accepted,
+        Outcome::Planned,
+        Outcome::InSync,
+        Outcome::Skipped,
+        Outcome::Deferred,
+        Outcome::Failed,
+    ];
+    let mut counts = [0usize; ORDER.len()];
+    for entry in entries {
+        if let Some(i) = ORDER.iter().position(|o| *o == entry.outcome) {
+            counts[i] += 1;
+        }
+    }
+    let parts: Vec<String> = ORDER
+        .iter()
+        .zip(counts)
+        .filter(|(_, n)| *n > 0)
+        .map(|(o, n)| format!("{n} {o}"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 fn log_entry(account: &str, e: &Entry) {
     let datastore = e.datastore.as_deref().unwrap_or("-");
     let held = e
@@ -270,18 +294,12 @@ fn log_entry(account: &str, e: &Entry) {
             )
         };
     }
-    let storage_trouble = check.is_some_and(|v| {
-        matches!(
-            v.outcome,
-            VerifyOutcome::Rejected | VerifyOutcome::Unreachable | VerifyOutcome::Inconclusive
-        )
-    });
     match e.outcome {
         Outcome::Failed => emit!(error),
-        _ if storage_trouble => emit!(warn),
-        Outcome::Updated | Outcome::Resynced | Outcome::Accepted => emit!(info),
-        Outcome::Skipped | Outcome::Planned => emit!(info),
-        Outcome::InSync => emit!(debug),
+        Outcome::Deferred => emit!(warn),
+        _ if e.attention => emit!(warn),
+        Outcome::Updated | Outcome::Resynced | Outcome::Accepted | Outcome::Planned => emit!(info),
+        Outcome::Skipped | Outcome::InSync => emit!(debug),
     }
 }
 
@@ -299,6 +317,7 @@ mod tests {
             key: Some(KeySlot::Key1),
             outcome,
             reason: None,
+            attention: false,
             verification: None,
         }
     }

@@ -1,14 +1,25 @@
-//! The report as a table for people: grouped by workspace, one line per object.
+//! The reports as tables for people: grouped by workspace, one line per object, with colour
+//! only when the caller asks for it (the command line does on a terminal).
 
 use std::fmt::Write;
 
-use super::{Action, Entry, ObjectKind, Outcome, Report};
+use anstyle::{AnsiColor, Style};
+
+use super::{Action, Entry, Note, ObjectKind, Outcome, Report, RunReport, VerifyOutcome};
+use crate::rotation::Rotation;
 
 impl Report {
-    /// Renders the report as aligned text, grouped by workspace in the order first seen.
+    /// Renders the report as aligned text without colour, grouped by workspace in the order
+    /// first seen.
     pub fn to_table(&self) -> String {
+        self.render_table(false)
+    }
+
+    /// [`to_table`](Self::to_table), with ANSI colours when `colour` is set.
+    pub fn render_table(&self, colour: bool) -> String {
+        let paint = Painter(colour);
         let mut out = String::new();
-        let account = self.account.rsplit('/').next().unwrap_or(&self.account);
+        let account = short_name(&self.account);
         let target = self
             .target_key
             .map(|k| format!(", target {k}"))
@@ -18,9 +29,10 @@ impl Report {
         } else {
             ""
         };
-        let _ = writeln!(out, "storage account {account}{target}{mode}");
+        let header = format!("storage account {account}{target}{mode}");
+        let _ = writeln!(out, "{}", paint.apply(Style::new().bold(), &header));
         for note in &self.notes {
-            let _ = writeln!(out, "  ! {}: {}", note.outcome, note.message);
+            let _ = writeln!(out, "  {}", note_line(note, paint));
         }
         let width = self
             .entries
@@ -31,26 +43,125 @@ impl Report {
             .unwrap_or(0)
             .max(11);
         for workspace in workspaces_in_order(&self.entries) {
-            let _ = writeln!(out, "  workspace {}", workspace_name(workspace));
-            let (elsewhere, here): (Vec<&Entry>, Vec<&Entry>) = self
-                .entries
-                .iter()
-                .filter(|e| e.workspace == workspace)
-                .partition(|e| is_elsewhere(e));
-            for entry in here {
-                let _ = writeln!(out, "    {}", line(entry, width));
-            }
-            if !elsewhere.is_empty() {
-                let names: Vec<&str> = elsewhere
-                    .iter()
-                    .filter_map(|e| e.datastore.as_deref())
-                    .collect();
-                let _ = writeln!(out, "    (on other storage accounts: {})", names.join(", "));
-            }
+            self.write_workspace(&mut out, workspace, width, paint);
         }
         let _ = write!(out, "  summary: {}", self.summary());
         out
     }
+
+    /// One workspace's lines; datastores on other accounts by name only, on one line.
+    fn write_workspace(&self, out: &mut String, workspace: &str, width: usize, paint: Painter) {
+        let _ = writeln!(out, "  workspace {}", short_name(workspace));
+        let (elsewhere, here): (Vec<&Entry>, Vec<&Entry>) = self
+            .entries
+            .iter()
+            .filter(|e| e.workspace == workspace)
+            .partition(|e| is_elsewhere(e));
+        for entry in here {
+            let _ = writeln!(out, "    {}", line(entry, width, paint));
+        }
+        if !elsewhere.is_empty() {
+            let names: Vec<&str> = elsewhere
+                .iter()
+                .filter_map(|e| e.datastore.as_deref())
+                .collect();
+            let _ = writeln!(out, "    (on other storage accounts: {})", names.join(", "));
+        }
+    }
+}
+
+impl RunReport {
+    /// Every account's table, then the notes about the whole scope and one summary line.
+    pub fn render_table(&self, colour: bool) -> String {
+        let paint = Painter(colour);
+        let mut out = String::new();
+        for report in &self.accounts {
+            let _ = writeln!(out, "{}\n", report.render_table(colour));
+        }
+        if self.accounts.is_empty() {
+            let _ = writeln!(
+                out,
+                "No storage account in scope is used by a workspace or datastore.\n"
+            );
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "{}", note_line(note, paint));
+        }
+        let verdict = match self.outcome() {
+            "ok" => "ok".to_string(),
+            "incomplete" => paint.apply(warn_style(), "incomplete"),
+            other => paint.apply(failed_style(), other),
+        };
+        let _ = write!(out, "{verdict}: {}", self.summary());
+        out
+    }
+}
+
+impl Rotation {
+    /// The decision on one line, then the table of the reconcile that followed, if any.
+    pub fn render_table(&self, colour: bool) -> String {
+        let paint = Painter(colour);
+        let style = match (self.outcome.as_str(), self.attention) {
+            ("failed", _) => failed_style(),
+            ("rotated", _) => ok_style(),
+            (_, true) => warn_style(),
+            _ => Style::new(),
+        };
+        let mut out = format!(
+            "rotation of storage account {}: {} ({})",
+            short_name(&self.account),
+            paint.apply(style, &self.outcome),
+            self.reason
+        );
+        if let Some(report) = &self.report {
+            let _ = write!(out, "\n\n{}", report.render_table(colour));
+        }
+        out
+    }
+}
+
+/// Wraps text in an ANSI style, or leaves it alone.
+#[derive(Debug, Clone, Copy)]
+struct Painter(bool);
+
+impl Painter {
+    fn apply(self, style: Style, text: &str) -> String {
+        match self.0 {
+            true => format!("{}{text}{}", style.render(), style.render_reset()),
+            false => text.to_string(),
+        }
+    }
+}
+
+fn ok_style() -> Style {
+    Style::new().fg_color(Some(AnsiColor::Green.into()))
+}
+
+fn warn_style() -> Style {
+    Style::new().fg_color(Some(AnsiColor::Yellow.into()))
+}
+
+fn failed_style() -> Style {
+    Style::new().fg_color(Some(AnsiColor::Red.into())).bold()
+}
+
+fn outcome_style(outcome: Outcome) -> Style {
+    match outcome {
+        Outcome::Updated | Outcome::Resynced | Outcome::Accepted => ok_style(),
+        Outcome::Planned | Outcome::Deferred => warn_style(),
+        Outcome::Failed => failed_style(),
+        Outcome::Skipped => Style::new().dimmed(),
+        Outcome::InSync => Style::new(),
+    }
+}
+
+fn note_line(note: &Note, paint: Painter) -> String {
+    let style = match note.outcome {
+        Outcome::Failed => failed_style(),
+        _ => warn_style(),
+    };
+    let mark = paint.apply(style, &format!("! {}", note.outcome));
+    format!("{mark}: {}", note.message)
 }
 
 /// A datastore skipped because it is on another account: listed by name only, on one line.
@@ -68,11 +179,12 @@ fn workspaces_in_order(entries: &[Entry]) -> Vec<&str> {
     seen
 }
 
-fn workspace_name(id: &str) -> &str {
+/// The last segment of an ARM id.
+fn short_name(id: &str) -> &str {
     id.rsplit('/').next().unwrap_or(id)
 }
 
-fn line(entry: &Entry, width: usize) -> String {
+fn line(entry: &Entry, width: usize, paint: Painter) -> String {
     let name = match entry.kind {
         ObjectKind::Workspace => "(workspace)",
         ObjectKind::Datastore => entry.datastore.as_deref().unwrap_or("?"),
@@ -81,6 +193,12 @@ fn line(entry: &Entry, width: usize) -> String {
         .held
         .map(|h| format!("{h:?}").to_lowercase())
         .unwrap_or_default();
+    let held = match entry.held {
+        Some(super::Held::Stale | super::Held::Missing) => {
+            paint.apply(failed_style(), &format!("{held:<7}"))
+        }
+        _ => format!("{held:<7}"),
+    };
     let outcome = match (entry.outcome, entry.key) {
         (Outcome::Updated, Some(key)) if entry.action == Action::UpdateSas => {
             format!("re-minted with {key}")
@@ -90,6 +208,11 @@ fn line(entry: &Entry, width: usize) -> String {
         (Outcome::Planned, None) => "would resync".to_string(),
         (outcome, _) => outcome.to_string(),
     };
+    let style = match (entry.attention, entry.outcome) {
+        (true, Outcome::Skipped | Outcome::InSync) => warn_style(),
+        (_, outcome) => outcome_style(outcome),
+    };
+    let outcome = paint.apply(style, &outcome);
     let reason = entry
         .reason
         .as_deref()
@@ -98,9 +221,19 @@ fn line(entry: &Entry, width: usize) -> String {
     let storage = entry
         .verification
         .as_ref()
-        .map(|v| format!(", storage {}", v.label()))
+        .map(|v| {
+            let label = format!("storage {}", v.label());
+            let label = match v.outcome {
+                VerifyOutcome::Verified | VerifyOutcome::NotChecked => label,
+                VerifyOutcome::Rejected => paint.apply(failed_style(), &label),
+                VerifyOutcome::Unreachable | VerifyOutcome::Inconclusive => {
+                    paint.apply(warn_style(), &label)
+                }
+            };
+            format!(", {label}")
+        })
         .unwrap_or_default();
-    format!("{name:<width$}  {held:<7}  {outcome}{storage}{reason}")
+    format!("{name:<width$}  {held}  {outcome}{storage}{reason}")
 }
 
 #[cfg(test)]
@@ -111,8 +244,7 @@ mod tests {
 
     const WS: &str = "/subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices/workspaces/mlw-vision";
 
-    #[test]
-    fn groups_lines_by_workspace_and_names_slots_not_values() {
+    fn report() -> Report {
         let mut report = Report::new(
             "/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/st1",
             false,
@@ -128,6 +260,7 @@ mod tests {
                 key: Some(KeySlot::Key1),
                 outcome: Outcome::Updated,
                 reason: None,
+                attention: false,
                 verification: None,
             },
             Entry {
@@ -139,11 +272,64 @@ mod tests {
                 key: None,
                 outcome: Outcome::Resynced,
                 reason: None,
+                attention: false,
                 verification: None,
             },
         ];
-        let table = report.to_table();
+        report
+    }
+
+    #[test]
+    fn groups_lines_by_workspace_and_names_slots_not_values() {
+        let table = report().to_table();
         let expected = "storage account st1, target key1\n  workspace mlw-vision\n    blob         stale    updated to key1\n    (workspace)           resynced\n  summary: 1 updated, 1 resynced";
         assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn colour_only_adds_escape_codes_around_words() {
+        let coloured = report().render_table(true);
+        assert!(coloured.contains("\u{1b}["));
+        let stripped = strip_ansi(&coloured);
+        assert_eq!(stripped, report().to_table());
+    }
+
+    #[test]
+    fn a_run_lists_every_account_then_the_scope_notes_and_a_verdict() {
+        let run = RunReport::new(
+            false,
+            vec![report()],
+            vec![Note {
+                outcome: Outcome::Skipped,
+                message: "outside the scope: stx".into(),
+            }],
+        );
+        let table = run.render_table(false);
+        assert!(table.starts_with("storage account st1"), "{table}");
+        assert!(
+            table.ends_with(
+                "! skipped: outside the scope: stx\nok: 1 account: 1 updated, 1 resynced"
+            ),
+            "{table}"
+        );
+        let empty = RunReport::new(true, vec![], vec![]).render_table(false);
+        assert!(empty.contains("No storage account in scope"), "{empty}");
+    }
+
+    fn strip_ansi(text: &str) -> String {
+        let mut out = String::new();
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 }

@@ -7,12 +7,15 @@ pub mod tick;
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::model::storage::{AccountKeys, KeySlot};
+use crate::arm::ArmClient;
+use crate::model::storage::{AccountKeys, KeyCreationTime, KeySlot};
 use crate::reconcile::plan::Target;
-use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request, facts};
+use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request, facts, read_account};
 use crate::report::{Held, ObjectKind, Report};
 use crate::resource_id::StorageAccountId;
 
@@ -37,7 +40,8 @@ pub struct Rotation {
 }
 
 impl Rotation {
-    fn left(account: &StorageAccountId, reason: String, attention: bool) -> Self {
+    /// An account left alone, and why.
+    pub fn left(account: &StorageAccountId, reason: String, attention: bool) -> Self {
         Rotation {
             account: account.to_string(),
             outcome: "left".into(),
@@ -85,67 +89,45 @@ impl Rotation {
 }
 
 impl Reconciler {
-    /// Rotates `account` if its key in use is due. Holds the account's lock throughout, so an
-    /// event for the same account (keysync's own regeneration included) waits and then finds
-    /// everything in sync.
+    /// Rotates `account` if its key in use is due. Holds the account throughout, so an event for
+    /// the same account (keysync's own regeneration included) waits and then finds everything in
+    /// sync. Nothing is regenerated once `deadline` has passed.
     pub async fn rotate(
         &self,
         account: &StorageAccountId,
         limits: Limits,
         inventory: Option<Arc<Inventory>>,
+        deadline: Option<Instant>,
     ) -> Result<Rotation, ReconcileError> {
-        let lock = self.account_lock(account);
-        let _guard = lock.lock().await;
-
-        let observed = self.read_account(account).await?;
-        let before = observed.key_creation_time();
-        let keys = match observed.shared_key_allowed() {
-            true => Some(self.arm().list_keys(account).await?),
-            false => None,
-        };
-        let held = match &keys {
-            Some(keys) => match self
-                .keys_in_use(account, keys.clone(), inventory.clone())
-                .await?
-            {
-                Ok(held) => held,
-                Err(reason) => return Ok(Rotation::left(account, reason, true)),
-            },
-            None => Vec::new(),
-        };
-        let decision = decide::decide(
-            &facts(&observed),
-            observed.properties.creation_time,
-            &held,
-            limits,
-            OffsetDateTime::now_utc(),
-        );
-        let (standby, reason) = match decision {
-            Decision::Leave { reason, attention } => {
-                return Ok(Rotation::left(account, reason, attention));
-            }
-            Decision::Rotate { regenerate, reason } => (regenerate, reason),
+        let slot = self.slot(account);
+        let ticket = slot.hold(deadline).await?;
+        let arm = self.arm_until(deadline);
+        let scope = Scope {
+            account,
+            inventory,
+            deadline,
         };
 
+        let (standby, reason, seen) = match self.decide_rotation(&arm, &scope, limits).await? {
+            Ok(due) => due,
+            Err(left) => return Ok(left),
+        };
         // Another instance may have rotated since the account was read: look again just before
         // regenerating, and leave it to the next tick if anything moved.
-        if self.read_account(account).await?.key_creation_time() != before {
-            return Ok(Rotation::left(
-                account,
-                "the keys changed while keysync was deciding; the next run decides again".into(),
-                false,
-            ));
+        if read_account(&arm, account).await?.key_creation_time() != seen {
+            let reason = "the keys changed while keysync was deciding; the next run decides again";
+            return Ok(Rotation::left(account, reason.into(), false));
         }
-        let keys = self.arm().regenerate_key(account, standby).await?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let reason = "the invocation's deadline came first; the next tick rotates it";
+            return Ok(Rotation::left(account, reason.into(), false));
+        }
+        let keys = arm.regenerate_key(account, standby).await?;
         tracing::info!(account = account.name(), key = %standby, outcome = "regenerated", "rotation");
-        let request = Request {
-            account: account.clone(),
-            target: Target::Exactly(standby),
-            dry_run: false,
-            keys: Some(keys),
-            inventory,
-        };
-        let report = self.reconcile_locked(request).await?;
+        let report = self
+            .reconcile_locked(scope.request(Target::Exactly(standby), false, keys))
+            .await?;
+        drop(ticket);
         Ok(Rotation {
             account: account.to_string(),
             outcome: "rotated".into(),
@@ -154,6 +136,37 @@ impl Reconciler {
             report: Some(report),
             attention: false,
         })
+    }
+
+    /// The key to regenerate, why, and the key times it was decided on; or the rotation left.
+    async fn decide_rotation(
+        &self,
+        arm: &ArmClient,
+        scope: &Scope<'_>,
+        limits: Limits,
+    ) -> Result<Result<(KeySlot, String, KeyCreationTime), Rotation>, ReconcileError> {
+        let account = scope.account;
+        let observed = read_account(arm, account).await?;
+        let held = match observed.shared_key_allowed() {
+            true => {
+                let keys = arm.list_keys(account).await?;
+                match self.keys_in_use(scope, keys).await? {
+                    Ok(held) => held,
+                    Err(reason) => return Ok(Err(Rotation::left(account, reason, true))),
+                }
+            }
+            false => Vec::new(),
+        };
+        let now = OffsetDateTime::now_utc();
+        let created = observed.properties.creation_time;
+        match decide::decide(&facts(&observed), created, &held, limits, now) {
+            Decision::Leave { reason, attention } => {
+                Ok(Err(Rotation::left(account, reason, attention)))
+            }
+            Decision::Rotate { regenerate, reason } => {
+                Ok(Ok((regenerate, reason, observed.key_creation_time())))
+            }
+        }
     }
 
     /// The current key held by each AccountKey datastore on the account, read without writing;
@@ -165,19 +178,13 @@ impl Reconciler {
     /// keys to see which one matches, as `keysync demo` does to show who signed a token.
     async fn keys_in_use(
         &self,
-        account: &StorageAccountId,
+        scope: &Scope<'_>,
         keys: AccountKeys,
-        inventory: Option<Arc<Inventory>>,
     ) -> Result<Result<Vec<KeySlot>, String>, ReconcileError> {
-        let request = Request {
-            account: account.clone(),
-            target: Target::Newest,
-            dry_run: true,
-            keys: Some(keys),
-            inventory,
-        };
-        let report = self.reconcile_locked(request).await?;
-        if report.has_failures() {
+        let report = self
+            .reconcile_locked(scope.request(Target::Newest, true, keys))
+            .await?;
+        if report.needs_retry() {
             return Ok(Err("some datastores could not be read, so a consumer of the standby key cannot be ruled out: nothing regenerated".into()));
         }
         let datastores = report
@@ -190,6 +197,26 @@ impl Reconciler {
             _ => None,
         });
         Ok(Ok(held.collect()))
+    }
+}
+
+/// What a rotation's reconciles share: the account, the listing, the deadline.
+struct Scope<'a> {
+    account: &'a StorageAccountId,
+    inventory: Option<Arc<Inventory>>,
+    deadline: Option<Instant>,
+}
+
+impl Scope<'_> {
+    fn request(&self, target: Target, dry_run: bool, keys: AccountKeys) -> Request {
+        Request {
+            account: self.account.clone(),
+            target,
+            dry_run,
+            keys: Some(keys),
+            inventory: self.inventory.clone(),
+            deadline: self.deadline,
+        }
     }
 }
 

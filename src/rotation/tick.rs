@@ -5,13 +5,19 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use super::{Limits, Rotation};
 use crate::config::{ROTATE_TAG, RotationPolicy};
 use crate::reconcile::execute::explain;
+use crate::reconcile::plan::Target;
 use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request};
 use crate::report::{Note, Outcome, Report};
 use crate::resource_id::StorageAccountId;
+
+/// Why an account the Function App runs on is not rotated unless listed by id.
+pub const HOST_STORAGE_REASON: &str =
+    "the Function App runs on this account: list it in KEYSYNC_ROTATE_ACCOUNTS to rotate it anyway";
 
 /// Accounts rotated or reconciled at once in a tick.
 pub const ACCOUNT_CONCURRENCY: usize = 4;
@@ -29,7 +35,7 @@ pub struct TickReport {
 impl TickReport {
     pub fn has_failures(&self) -> bool {
         self.rotations.iter().any(|r| !r.succeeded())
-            || self.sweep.iter().any(Report::has_failures)
+            || self.sweep.iter().any(Report::needs_retry)
             || self.notes.iter().any(|n| n.outcome == Outcome::Failed)
     }
 
@@ -52,19 +58,21 @@ impl TickReport {
 
 impl Reconciler {
     /// Runs one tick under `policy`.
-    pub async fn tick(&self, policy: &RotationPolicy) -> TickReport {
-        let inventory = Arc::new(Inventory::scan(self.arm(), self.subscriptions()).await);
+    pub async fn tick(&self, policy: &RotationPolicy, deadline: Option<Instant>) -> TickReport {
+        let inventory =
+            Arc::new(Inventory::scan(&self.arm_until(deadline), self.subscriptions()).await);
         let mut report = TickReport::default();
-        report.notes.extend(inventory.failures.iter().map(|f| Note {
+        let failed = |message: &String| Note {
             outcome: Outcome::Failed,
-            message: f.clone(),
-        }));
+            message: message.clone(),
+        };
+        report.notes.extend(inventory.failures.iter().map(failed));
 
         let candidates = candidates(policy, &inventory, self.subscriptions());
         let limits = Limits::from_policy(policy, false);
-        report.rotations = futures::stream::iter(candidates)
+        report.rotations = futures::stream::iter(candidates.clone())
             .map(|(account, blocked)| {
-                self.rotate_candidate(account, blocked, limits, inventory.clone())
+                self.rotate_candidate(account, blocked, limits, inventory.clone(), deadline)
             })
             .buffered(ACCOUNT_CONCURRENCY)
             .collect()
@@ -76,8 +84,21 @@ impl Reconciler {
             .filter(|r| r.report.is_some())
             .filter_map(|r| StorageAccountId::parse(&r.account).ok())
             .collect();
-        let (sweep, notes) = self.sweep(inventory, &rotated).await;
-        report.sweep = sweep;
+        // Accounts under rotation end with every datastore on the newest key, which completes a
+        // rotation that an earlier tick left half done (cut by its deadline, or failed).
+        let align: Vec<StorageAccountId> = candidates
+            .into_iter()
+            .filter(|(_, blocked)| blocked.is_none())
+            .map(|(a, _)| a)
+            .collect();
+        let sweep = Sweep {
+            inventory,
+            skip: &rotated,
+            align: &align,
+            deadline,
+        };
+        let (reports, notes) = self.sweep(sweep).await;
+        report.sweep = reports;
         report.notes.extend(notes);
         report
     }
@@ -88,27 +109,35 @@ impl Reconciler {
         blocked: Option<String>,
         limits: Limits,
         inventory: Arc<Inventory>,
+        deadline: Option<Instant>,
     ) -> Rotation {
         if let Some(reason) = blocked {
             return Rotation::left(&account, reason, false);
         }
-        match self.rotate(&account, limits, Some(inventory)).await {
+        match self
+            .rotate(&account, limits, Some(inventory), deadline)
+            .await
+        {
             Ok(rotation) => rotation,
-            Err(ReconcileError::AccountNotFound(_)) => {
-                Rotation::failed(&account, "the storage account was not found".into())
-            }
-            Err(ReconcileError::Arm(e)) => Rotation::failed(&account, explain(&e)),
+            Err(e) => Rotation::failed(&account, describe(e)),
         }
     }
 
-    /// Reconciles every in-scope account that a workspace or datastore uses, except `skip`, each
-    /// once, a few at a time, from one inventory.
-    pub async fn sweep(
+    /// Reconciles every in-scope account that a workspace or datastore uses, except those the
+    /// sweep skips, each once, a few at a time, from one inventory.
+    pub async fn sweep(&self, sweep: Sweep<'_>) -> (Vec<Report>, Vec<Note>) {
+        self.sweep_with(sweep, false, &|_| {}).await
+    }
+
+    /// [`sweep`](Self::sweep) that only plans when `dry_run`, and calls `done` with each
+    /// account's report as it arrives (for progress).
+    pub async fn sweep_with(
         &self,
-        inventory: Arc<Inventory>,
-        skip: &[StorageAccountId],
+        sweep: Sweep<'_>,
+        dry_run: bool,
+        done: &(dyn Fn(&Report) + Sync),
     ) -> (Vec<Report>, Vec<Note>) {
-        let (used, out_of_scope) = inventory.accounts_in_use();
+        let (used, out_of_scope) = sweep.inventory.accounts_in_use();
         let mut notes = Vec::new();
         if !out_of_scope.is_empty() {
             let message = format!(
@@ -120,35 +149,69 @@ impl Reconciler {
                 message,
             });
         }
-        let accounts = used.into_iter().filter(|a| !skip.contains(a));
+        let accounts = used.into_iter().filter(|a| !sweep.skip.contains(a));
         let reports = futures::stream::iter(accounts)
-            .map(|account| self.sweep_account(account, inventory.clone()))
+            .map(|account| {
+                self.sweep_account(Request {
+                    dry_run,
+                    ..sweep.request(account)
+                })
+            })
             .buffered(ACCOUNT_CONCURRENCY)
+            .inspect(|report| done(report))
             .collect()
             .await;
         (reports, notes)
     }
 
-    async fn sweep_account(&self, account: StorageAccountId, inventory: Arc<Inventory>) -> Report {
-        let request = Request {
-            inventory: Some(inventory),
-            ..Request::apply(account.clone())
-        };
+    async fn sweep_account(&self, request: Request) -> Report {
+        let account = request.account.clone();
+        let dry_run = request.dry_run;
         match self.reconcile(request).await {
             Ok(report) => report,
             Err(e) => {
-                let mut report = Report::new(account.as_str(), false);
-                let message = match e {
-                    ReconcileError::Arm(e) => explain(&e),
-                    other => other.to_string(),
-                };
+                let mut report = Report::new(account.as_str(), dry_run);
                 report.notes.push(Note {
                     outcome: Outcome::Failed,
-                    message,
+                    message: describe(e),
                 });
                 report
             }
         }
+    }
+}
+
+/// What a sweep covers and how.
+pub struct Sweep<'a> {
+    pub inventory: Arc<Inventory>,
+    /// Accounts already reconciled (by their rotation).
+    pub skip: &'a [StorageAccountId],
+    /// Accounts whose datastores all move to the newest key.
+    pub align: &'a [StorageAccountId],
+    pub deadline: Option<Instant>,
+}
+
+impl Sweep<'_> {
+    fn request(&self, account: StorageAccountId) -> Request {
+        let target = if self.align.contains(&account) {
+            Target::AlignOnNewest
+        } else {
+            Target::Newest
+        };
+        Request {
+            inventory: Some(self.inventory.clone()),
+            target,
+            deadline: self.deadline,
+            ..Request::apply(account)
+        }
+    }
+}
+
+/// A run that could not start, in words for the report.
+fn describe(e: ReconcileError) -> String {
+    match e {
+        ReconcileError::Arm(e) => explain(&e),
+        other => other.to_string(),
     }
 }
 
@@ -184,7 +247,7 @@ fn candidates(
         }
         let blocked = policy
             .is_host_storage(&account.name)
-            .then(|| "the Function App runs on this account: list it in KEYSYNC_ROTATE_ACCOUNTS to rotate it anyway".to_string());
+            .then(|| HOST_STORAGE_REASON.to_string());
         out.push((id, blocked));
     }
     out

@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
 use url::Url;
 
 use super::STORAGE_VERSION;
@@ -117,6 +118,8 @@ impl DeadEndpoints {
 pub struct Checker {
     http: reqwest::Client,
     timeout: Duration,
+    /// No check starts after this, and none runs past it.
+    deadline: Option<Instant>,
 }
 
 impl Checker {
@@ -129,7 +132,28 @@ impl Checker {
             // A redirect could carry a SAS token elsewhere; storage never redirects.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Checker { http, timeout })
+        Ok(Checker {
+            http,
+            timeout,
+            deadline: None,
+        })
+    }
+
+    /// This checker, starting no check after `deadline` and cutting checks short at it.
+    pub fn until(&self, deadline: Option<Instant>) -> Checker {
+        Checker {
+            deadline,
+            ..self.clone()
+        }
+    }
+
+    /// The time one check may take now; `None` once the deadline has passed.
+    fn time_left(&self) -> Option<Duration> {
+        let Some(deadline) = self.deadline else {
+            return Some(self.timeout);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then(|| left.min(self.timeout))
     }
 
     /// Checks `credential` on `target` with one request, and says what storage made of it.
@@ -144,12 +168,16 @@ impl Checker {
             Ok(request) => request,
             Err(reason) => return Verification::new(VerifyOutcome::NotChecked, used, reason),
         };
+        let Some(timeout) = self.time_left() else {
+            let reason = "the run's deadline came first; the next run checks it".to_string();
+            return Verification::new(VerifyOutcome::NotChecked, used, reason);
+        };
         let origin = request.url.origin().ascii_serialization();
         if let Some(reason) = dead.get(&origin) {
             let detail = format!("{reason} (an earlier check on this endpoint; not tried again)");
             return Verification::new(VerifyOutcome::Unreachable, used, detail);
         }
-        match self.send(&request, &credential).await {
+        match self.send(&request, &credential, timeout).await {
             Ok(answer) => answer.read(&request, used),
             Err(reason) => {
                 dead.insert(origin, reason.clone());
@@ -158,7 +186,12 @@ impl Checker {
         }
     }
 
-    async fn send(&self, request: &Request, credential: &Credential<'_>) -> Result<Answer, String> {
+    async fn send(
+        &self,
+        request: &Request,
+        credential: &Credential<'_>,
+        timeout: Duration,
+    ) -> Result<Answer, String> {
         let date = httpdate::fmt_http_date(SystemTime::now());
         let client_request_id = uuid::Uuid::new_v4().to_string();
         let headers = [
@@ -166,7 +199,7 @@ impl Checker {
             ("x-ms-version", STORAGE_VERSION),
             ("x-ms-client-request-id", client_request_id.as_str()),
         ];
-        let mut builder = self.http.get(request.url.clone());
+        let mut builder = self.http.get(request.url.clone()).timeout(timeout);
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
@@ -177,7 +210,7 @@ impl Checker {
             value.set_sensitive(true);
             builder = builder.header(AUTHORIZATION, value);
         }
-        let response = builder.send().await.map_err(|e| self.explain(e))?;
+        let response = builder.send().await.map_err(|e| explain(e, timeout))?;
         let status = response.status().as_u16();
         let code = response
             .headers()
@@ -190,17 +223,17 @@ impl Checker {
         };
         Ok(Answer { status, code, body })
     }
+}
 
-    /// A transport failure in words, without the URL (it can hold a SAS token).
-    fn explain(&self, error: reqwest::Error) -> String {
-        let error = error.without_url();
-        if error.is_timeout() {
-            format!("no answer within {} s", self.timeout.as_secs_f32())
-        } else if error.is_connect() {
-            format!("could not connect: {}", root_cause(&error))
-        } else {
-            format!("the request failed: {}", root_cause(&error))
-        }
+/// A transport failure in words, without the URL (it can hold a SAS token).
+fn explain(error: reqwest::Error, timeout: Duration) -> String {
+    let error = error.without_url();
+    if error.is_timeout() {
+        format!("no answer within {} s", timeout.as_secs_f32())
+    } else if error.is_connect() {
+        format!("could not connect: {}", root_cause(&error))
+    } else {
+        format!("the request failed: {}", root_cause(&error))
     }
 }
 

@@ -15,6 +15,8 @@ pub const FUNCTION: &str = "KeyRegenerated";
 pub struct TestApp {
     pub emulator: RunningEmulator,
     pub host: LocalHost,
+    /// The secrets at the start: keys that a regeneration replaces are secrets too.
+    initial_secrets: Vec<String>,
 }
 
 pub struct Options {
@@ -50,7 +52,8 @@ impl TestApp {
         .await
         .expect("emulator starts");
         let mut env = emulator.env();
-        env.push(("RUST_LOG".into(), "info".into()));
+        // Everything the handler can log, so that every test also checks that no secret leaks.
+        env.push(("RUST_LOG".into(), "trace".into()));
         env.extend(options.extra_env);
         let host = LocalHost::start(HostOptions {
             app_root: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
@@ -59,13 +62,19 @@ impl TestApp {
             echo_output: std::env::var_os("KEYSYNC_TEST_ECHO").is_some(),
             encoding: options.encoding,
             listen: ([127, 0, 0, 1], 0).into(),
+            function_key: None,
         })
         .await
         .expect("host starts the handler");
         if options.wire_events {
             emulator.set_event_webhook(Some(host.event_grid_webhook(FUNCTION)));
         }
-        TestApp { emulator, host }
+        let initial_secrets = State(emulator.state()).secrets();
+        TestApp {
+            emulator,
+            host,
+            initial_secrets,
+        }
     }
 
     /// Delivers one event to `KeyRegenerated` as the host would.
@@ -129,6 +138,46 @@ pub fn is_write(r: &RequestRecord) -> bool {
                 | "Workspaces_ResyncKeys"
                 | "StorageAccounts_RegenerateKey"
         )
+}
+
+/// A fault rule from its JSON form (see the emulator's SCENARIO.md).
+pub fn fault(value: Value) -> keysync::emulator::FaultRule {
+    serde_json::from_value(value).expect("fault rule")
+}
+
+/// Values from the event fixtures that stand for a caller's personal data.
+pub const CLAIMS: [&str; 3] = ["operator@example.com", "Operator Example", "192.0.2.10"];
+
+impl Drop for TestApp {
+    /// Every test ends by searching all the handler printed for every secret the emulator holds
+    /// (account keys, stored datastore secrets, the identity header) and for event claims.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let output = self.host.handler_output().join("\n");
+        let mut secrets = self.state().secrets();
+        secrets.extend(self.initial_secrets.iter().cloned());
+        secrets.extend(
+            self.emulator
+                .env()
+                .into_iter()
+                .filter(|(k, _)| k == "IDENTITY_HEADER")
+                .map(|(_, v)| v),
+        );
+        for secret in &secrets {
+            assert!(
+                !output.contains(secret.as_str()),
+                "a secret reached the handler's output"
+            );
+        }
+        for claim in CLAIMS.iter().chain(&["Bearer "]) {
+            assert!(
+                !output.contains(claim),
+                "{claim} reached the handler's output"
+            );
+        }
+    }
 }
 
 /// A regeneration event for `account` in the Event Grid schema (from the contract fixture).

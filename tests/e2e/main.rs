@@ -1,8 +1,11 @@
 //! End-to-end tests: the real `keysync serve` binary behind the local Functions host, against the
 //! local Azure emulator. One test binary, so the crate is built once.
 
+mod chaos;
+mod guarantees;
 mod helpers;
 mod key_regenerated;
+mod reconcile_http;
 mod resilience;
 mod rotation;
 mod verify;

@@ -179,6 +179,9 @@ pub(super) fn put(state: &mut State, call: &Call, path: &DatastorePath) -> Reply
     }
     let existing = state.workspaces[w].datastore_index(&path.name);
     let stored = existing.map(|d| &state.workspaces[w].datastores[d]);
+    if stored.is_some_and(|d| d.soft_deleted_secret) {
+        return soft_deleted_conflict(&path.name);
+    }
     let (properties, secret) = to_store(properties, stored);
     let change = (state.clock.now(), actor(call.caller));
 
@@ -199,6 +202,7 @@ pub(super) fn put(state: &mut State, call: &Call, path: &DatastorePath) -> Reply
                 secret,
                 system_data: SystemData::created(at, actor),
                 writes: 0,
+                soft_deleted_secret: false,
             });
             (StatusCode::CREATED, ws.datastores.len() - 1)
         }
@@ -211,6 +215,18 @@ pub(super) fn put(state: &mut State, call: &Call, path: &DatastorePath) -> Reply
         "datastore written"
     );
     Reply::json(status, datastore.resource(&ws.id))
+}
+
+/// What Azure ML passes on from Key Vault when the datastore's secret name is held by a
+/// soft-deleted secret.
+fn soft_deleted_conflict(name: &str) -> Reply {
+    let message = format!(
+        "Secret '{name}' is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can only be recovered or purged. (ObjectIsDeletedButRecoverable)"
+    );
+    Reply::json(
+        StatusCode::CONFLICT,
+        json!({"error": {"code": "Conflict", "message": message}}),
+    )
 }
 
 /// Splits written properties into what the resource stores and the secret Key Vault keeps.

@@ -1,0 +1,236 @@
+//! The command line: `keysync serve` for the Functions host; `plan`, `sync` and `rotate` for a
+//! person at a terminal or a pipeline; `emulator` and `demo` for running without Azure.
+//!
+//! Exit codes: 0 success, 1 something failed, 2 usage error (bad flags, missing configuration,
+//! an account that names nothing in scope).
+
+mod common;
+mod operate;
+mod output;
+mod progress;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use common::CommonArgs;
+
+/// Keeps Azure Machine Learning workspaces and datastores in step with storage account keys.
+#[derive(Debug, Parser)]
+#[command(name = "keysync", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run as an Azure Functions custom handler (started by the Functions host).
+    ///
+    /// Listens on 127.0.0.1 at FUNCTIONS_CUSTOMHANDLER_PORT. Configuration comes from the
+    /// environment (app settings): see the README.
+    ///
+    /// Example: FUNCTIONS_CUSTOMHANDLER_PORT=7071 KEYSYNC_SUBSCRIPTIONS=<id> keysync serve
+    Serve {
+        /// The port to listen on.
+        #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
+        port: u16,
+    },
+    /// Show what a reconcile would do, writing nothing.
+    ///
+    /// Reads the storage account (or, without --account, every account that a workspace or
+    /// datastore in scope uses), its keys, and the key each AccountKey datastore holds, and shows
+    /// per workspace which datastores would move to which key and which workspaces would be
+    /// resynced. Only reads: no datastore is written, no workspace resynced, no key regenerated.
+    ///
+    /// Exits 0 when everything could be planned, 1 when something could not be read, 2 on a
+    /// usage error.
+    #[command(after_help = PLAN_EXAMPLES)]
+    Plan(ReconcileArgs),
+    /// Reconcile now: move every stale datastore to a current key and resync workspaces.
+    ///
+    /// The same work as the KeyRegenerated function, for one account or (without --account) for
+    /// every account that a workspace or datastore in scope uses. Datastores are updated in
+    /// place; nothing is deleted. Running it twice writes nothing the second time.
+    ///
+    /// Exits 0 when everything is in sync or was fixed, 1 when something failed, 2 on a usage
+    /// error.
+    #[command(after_help = SYNC_EXAMPLES)]
+    Sync(ReconcileArgs),
+    /// Rotate one storage account's key now, with the timer's guards.
+    ///
+    /// Finds the key the account's datastores hold; when it is older than
+    /// KEYSYNC_ROTATE_AFTER_DAYS (90 by default), regenerates the other key, moves every
+    /// datastore to it and resyncs the workspace, so that nothing ever holds an invalid key.
+    /// Refuses when a key was created within KEYSYNC_ROTATE_MIN_INTERVAL_HOURS (24), when the
+    /// datastores hold both keys, when shared-key access is disabled, and when the Function App
+    /// runs on the account (unless it is listed in KEYSYNC_ROTATE_ACCOUNTS). --force lifts the
+    /// age check only.
+    ///
+    /// Exits 0 when the account was rotated or left alone for a reason that needs nobody (its key
+    /// is young, a key is too recent, shared keys are disabled), 1 when the rotation failed or
+    /// a person must decide (both keys in use, datastores unreadable, the Function App's own
+    /// storage), 2 on a usage error.
+    #[command(after_help = ROTATE_EXAMPLES)]
+    Rotate(RotateArgs),
+    /// Run the local Azure emulator (ARM storage and ML APIs, managed identity, Event Grid).
+    ///
+    /// Prints NAME=value lines for a handler once ready, then serves until Ctrl-C.
+    ///
+    /// Example: keysync emulator --listen 127.0.0.1:0 --scenario demo --event-webhook http://127.0.0.1:7072/runtime/webhooks/eventgrid?functionName=KeyRegenerated
+    Emulator {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// A scenario file, or `demo` for the built-in scenario.
+        #[arg(long, default_value = "demo")]
+        scenario: String,
+        /// Where to post Event Grid events when a key is regenerated.
+        #[arg(long)]
+        event_webhook: Option<url::Url>,
+    },
+    /// Watch keysync work end to end against the local emulator: a key is regenerated, the event
+    /// reaches the handler through a local Functions host, and every stale datastore is repaired.
+    ///
+    /// Exits non-zero if any AccountKey datastore is left holding an invalid key.
+    ///
+    /// Example: keysync demo
+    Demo {
+        /// The folder holding host.json and the function folders (default: found automatically).
+        #[arg(long)]
+        app_root: Option<PathBuf>,
+        /// Show the handler's own log lines.
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+/// What `plan` and `sync` work on.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// The storage account: its ARM id, or its name (looked up in the subscriptions in scope,
+    /// ignoring case). Without it, every account that a workspace or datastore in scope uses.
+    #[arg(long, value_name = "NAME_OR_ID")]
+    pub account: Option<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// What `rotate` works on.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The storage account: its ARM id, or its name (looked up in the subscriptions in scope,
+    /// ignoring case).
+    #[arg(long, value_name = "NAME_OR_ID")]
+    pub account: String,
+    /// Rotate even if the key in use is younger than KEYSYNC_ROTATE_AFTER_DAYS. Every other guard
+    /// still applies.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// How `plan`, `sync` and `rotate` authenticate, for their help.
+macro_rules! credentials_help {
+    () => {
+        "Credentials: developer tools (`az login`, `azd auth login`) on a workstation; the managed
+identity where IDENTITY_ENDPOINT and IDENTITY_HEADER are set (in Azure, and with the local
+emulator, whose `keysync emulator` prints them)."
+    };
+}
+
+const PLAN_EXAMPLES: &str = concat!(
+    "Examples:
+  keysync plan --account stmlshared01
+  keysync plan --subscriptions 11111111-2222-3333-4444-555555555555 --json
+
+Against the local emulator: run `keysync emulator`, export the NAME=value lines it prints
+(KEYSYNC_ARM_ENDPOINT, IDENTITY_ENDPOINT, IDENTITY_HEADER, KEYSYNC_SUBSCRIPTIONS), then
+  keysync plan
+
+",
+    credentials_help!()
+);
+
+const SYNC_EXAMPLES: &str = concat!(
+    "Examples:
+  keysync sync --account stmlshared01
+  keysync sync --account /subscriptions/<id>/resourceGroups/rg-ml/providers/Microsoft.Storage/storageAccounts/stmlshared01 --json
+
+",
+    credentials_help!()
+);
+
+const ROTATE_EXAMPLES: &str = concat!(
+    "Examples:
+  keysync rotate --account stmlother02
+  keysync rotate --account stmlfresh03 --force --json
+
+",
+    credentials_help!()
+);
+
+/// Parses the command line, runs the command, and maps the outcome to an exit code: 0 success,
+/// 1 failure, 2 usage error.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { .. } => crate::telemetry::init("info"),
+        Command::Plan(_) | Command::Sync(_) | Command::Rotate(_) => {
+            crate::telemetry::init_stderr("warn")
+        }
+        _ => crate::telemetry::init("warn"),
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { port } => {
+            let config = crate::config::Config::from_env()?;
+            crate::handler::serve(port, config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan(args) => Ok(operate::reconcile(&args, true).await),
+        Command::Sync(args) => Ok(operate::reconcile(&args, false).await),
+        Command::Rotate(args) => Ok(operate::rotate(&args).await),
+        Command::Emulator {
+            listen,
+            scenario,
+            event_webhook,
+        } => {
+            let scenario = load_scenario(&scenario)?;
+            let options = crate::emulator::EmulatorOptions {
+                listen,
+                event_webhook,
+            };
+            crate::emulator::run_cli(scenario, options).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { app_root, verbose } => crate::demo::run(app_root, verbose).await,
+    }
+}
+
+fn load_scenario(name: &str) -> anyhow::Result<crate::emulator::Scenario> {
+    if name == "demo" {
+        Ok(crate::emulator::Scenario::demo())
+    } else {
+        crate::emulator::Scenario::from_file(std::path::Path::new(name))
+    }
+}

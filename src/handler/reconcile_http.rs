@@ -1,0 +1,250 @@
+//! The `Reconcile` function: `POST /api/reconcile`, which the Functions host forwards as the raw
+//! HTTP request (`enableForwardingHttpRequest`) and whose answer it passes back unchanged. The
+//! body names an account, or nothing for the whole scope, and whether to only plan; the answer
+//! is the run's report as JSON. Callers get short errors; the detail goes to the log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Handler;
+use crate::ondemand::{self, Quiet, RunError, RunOptions, Scope};
+use crate::reconcile::ResolveError;
+
+/// The handler's route: the function's public path, as the host forwards it.
+pub const ROUTE: &str = "/api/reconcile";
+
+/// The largest body accepted; a real one is a few dozen bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// No new work starts after this long. Azure's front end gives up on an HTTP trigger after
+/// 230 s, so this leaves time for calls already under way and the answer.
+pub const DEADLINE: Duration = Duration::from_secs(200);
+
+/// `{"account": "<name or id>", "dryRun": true}`; both optional.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Body {
+    #[serde(default)]
+    account: Option<String>,
+    /// Planning is the default: a caller must ask for writes.
+    #[serde(default = "plan_only")]
+    dry_run: bool,
+}
+
+fn plan_only() -> bool {
+    true
+}
+
+/// A request keysync will not run, as `{"error": "..."}` with its status.
+#[derive(Debug)]
+struct Rejection {
+    status: StatusCode,
+    message: String,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Rejection {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        match self.status.is_server_error() {
+            true => {
+                tracing::error!(function = "Reconcile", status = self.status.as_u16(), error = %self.message, "request failed")
+            }
+            false => {
+                tracing::info!(function = "Reconcile", status = self.status.as_u16(), error = %self.message, "request refused")
+            }
+        }
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// Handles one request: 200 with the report when nothing failed, 502 with the report when part
+/// of the work failed in Azure, 503 with the report when the deadline left work undone,
+/// 400/404/413 with a short error when nothing was run.
+pub async fn invoke(
+    State(handler): State<Arc<Handler>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match run(&handler, body).await {
+        Ok(response) => response,
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn run(
+    handler: &Handler,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Rejection> {
+    let body = parse(body)?;
+    let scope = match body.account.as_deref() {
+        None => Scope::All,
+        Some(text) => Scope::Account(resolve(handler, text).await?),
+    };
+    tracing::info!(
+        function = "Reconcile",
+        scope = scope_name(&scope),
+        dry_run = body.dry_run,
+        "on-demand run"
+    );
+
+    let options = RunOptions {
+        dry_run: body.dry_run,
+        deadline: Some(tokio::time::Instant::now() + DEADLINE),
+    };
+    let run = ondemand::reconcile(&handler.reconciler, &scope, options, &Quiet)
+        .await
+        .map_err(refused_run)?;
+    for report in &run.accounts {
+        report.log();
+    }
+    let status = match run.outcome() {
+        "ok" => StatusCode::OK,
+        "incomplete" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    tracing::info!(function = "Reconcile", status = status.as_u16(), summary = %run.summary(), "on-demand run done");
+    Ok((status, Json(run)).into_response())
+}
+
+/// A run that could not start, told without Azure's words (the log has them).
+fn refused_run(e: RunError) -> Rejection {
+    tracing::error!(function = "Reconcile", error = %e, "run failed");
+    let status = match e {
+        RunError::AccountNotFound(_) => StatusCode::NOT_FOUND,
+        RunError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        RunError::Arm(_) => StatusCode::BAD_GATEWAY,
+    };
+    Rejection::new(status, e.public_message())
+}
+
+fn scope_name(scope: &Scope) -> &str {
+    match scope {
+        Scope::Account(id) => id.name(),
+        Scope::All => "all",
+    }
+}
+
+/// The body as JSON: empty means `{}`; anything but an object of the two known fields is refused.
+fn parse(body: Result<Bytes, BytesRejection>) -> Result<Body, Rejection> {
+    let bytes = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Rejection::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {} KiB", MAX_BODY_BYTES / 1024),
+        ),
+        _ => Rejection::new(StatusCode::BAD_REQUEST, "the body could not be read"),
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Body {
+            account: None,
+            dry_run: plan_only(),
+        });
+    }
+    let bad = |message: String| Rejection::new(StatusCode::BAD_REQUEST, message);
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|_| bad("the body is not valid JSON".into()))?;
+    if !value.is_object() {
+        return Err(bad(format!("the body must be a JSON object: {SHAPE}")));
+    }
+    let body: Body = serde_json::from_value(value)
+        .map_err(|e| bad(format!("{}; expected {SHAPE}", short(&e.to_string()))))?;
+    if body.account.as_deref().is_some_and(|a| a.trim().is_empty()) {
+        return Err(bad(
+            "account is empty: give a storage account name or id, or leave it out for the whole scope"
+                .into(),
+        ));
+    }
+    Ok(body)
+}
+
+/// The accepted body, for error messages.
+const SHAPE: &str = r#"{"account": "<storage account name or id>" (optional), "dryRun": true|false (optional, default true)}"#;
+
+async fn resolve(
+    handler: &Handler,
+    text: &str,
+) -> Result<crate::resource_id::StorageAccountId, Rejection> {
+    handler.reconciler.resolve_account(text).await.map_err(|e| {
+        let status = match &e {
+            ResolveError::Malformed(_) => StatusCode::BAD_REQUEST,
+            // Outside the scope is as good as absent: keysync may not touch it either way.
+            ResolveError::OutOfScope(_) | ResolveError::NotFound(_) => StatusCode::NOT_FOUND,
+            ResolveError::Arm { error, .. } => {
+                tracing::error!(function = "Reconcile", error = %crate::report::explain::explain(error), "finding the account failed");
+                return Rejection::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "could not look the account up: {}",
+                        crate::report::explain::public_summary(error)
+                    ),
+                );
+            }
+        };
+        Rejection::new(status, e.to_string())
+    })
+}
+
+/// serde's message, cut to a sensible length (it can quote what the caller sent).
+fn short(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(body: &str) -> Result<Body, Rejection> {
+        parse(Ok(Bytes::from(body.to_string())))
+    }
+
+    #[test]
+    fn an_empty_body_plans_the_whole_scope() {
+        for body in ["", "  \n", "{}"] {
+            let body = parsed(body).unwrap();
+            assert!(body.account.is_none());
+            assert!(body.dry_run);
+        }
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_a_short_reason() {
+        for (body, words) in [
+            ("not json", "not valid JSON"),
+            ("[]", "must be a JSON object"),
+            (r#"{"dryRun": "yes"}"#, "expected a boolean"),
+            (r#"{"acount": "st"}"#, "unknown field `acount`"),
+            (r#"{"account": 7}"#, "expected a string"),
+            (r#"{"account": " "}"#, "account is empty"),
+        ] {
+            let rejection = parsed(body).unwrap_err();
+            assert_eq!(rejection.status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(
+                rejection.message.contains(words),
+                "{body}: {}",
+                rejection.message
+            );
+        }
+    }
+
+    #[test]
+    fn dry_run_false_must_be_said() {
+        let body = parsed(r#"{"account": "stmlshared01", "dryRun": false}"#).unwrap();
+        assert_eq!(body.account.as_deref(), Some("stmlshared01"));
+        assert!(!body.dry_run);
+    }
+}

@@ -1,0 +1,141 @@
+//! The answer of an on-demand run (`keysync plan` and `sync`, the `Reconcile` function): one
+//! report per storage account, plus findings about the scope as a whole.
+
+use serde::Serialize;
+
+use super::{Entry, Note, Outcome, Report, count_outcomes};
+
+/// What one on-demand run did or would do.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub dry_run: bool,
+    /// One report per account looked at: the named one, or every account in use in the scope.
+    pub accounts: Vec<Report>,
+    /// Findings about the scope, such as a listing that failed or accounts outside it.
+    pub notes: Vec<Note>,
+}
+
+impl RunReport {
+    pub fn new(dry_run: bool, accounts: Vec<Report>, notes: Vec<Note>) -> Self {
+        RunReport {
+            dry_run,
+            accounts,
+            notes,
+        }
+    }
+
+    /// True when anything failed, in any account or in the scope's notes.
+    pub fn has_failures(&self) -> bool {
+        self.accounts.iter().any(Report::has_failures)
+            || self.notes.iter().any(|n| n.outcome == Outcome::Failed)
+    }
+
+    /// True when work is left: something failed, or was deferred by the deadline.
+    pub fn needs_retry(&self) -> bool {
+        self.has_failures() || self.accounts.iter().any(Report::needs_retry)
+    }
+
+    /// `ok`; `incomplete` when only deferred work is left (run again); `failed`.
+    pub fn outcome(&self) -> &'static str {
+        match (self.has_failures(), self.needs_retry()) {
+            (true, _) => "failed",
+            (false, true) => "incomplete",
+            (false, false) => "ok",
+        }
+    }
+
+    /// One line such as `2 accounts: 3 updated, 1 resynced, 4 skipped`.
+    pub fn summary(&self) -> String {
+        let accounts = match self.accounts.len() {
+            1 => "1 account".to_string(),
+            n => format!("{n} accounts"),
+        };
+        let entries: Vec<&Entry> = self.accounts.iter().flat_map(|r| &r.entries).collect();
+        let failed_notes = self
+            .accounts
+            .iter()
+            .flat_map(|r| &r.notes)
+            .chain(&self.notes)
+            .filter(|n| n.outcome == Outcome::Failed)
+            .count();
+        let mut summary = match count_outcomes(entries.into_iter()) {
+            Some(counts) => format!("{accounts}: {counts}"),
+            None => accounts,
+        };
+        if failed_notes > 0 {
+            summary.push_str(&format!(", {failed_notes} failed (see notes)"));
+        }
+        summary
+    }
+}
+
+/// The JSON form: `outcome` and `summary` are derived when it is written, so they always agree
+/// with the reports.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire<'a> {
+    dry_run: bool,
+    outcome: &'static str,
+    summary: String,
+    accounts: &'a [Report],
+    notes: &'a [Note],
+}
+
+impl Serialize for RunReport {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            dry_run: self.dry_run,
+            outcome: self.outcome(),
+            summary: self.summary(),
+            accounts: &self.accounts,
+            notes: &self.notes,
+        }
+        .serialize(serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deferred_work_makes_a_run_incomplete_not_failed() {
+        let mut report = Report::new("/subscriptions/s/x/st1", false);
+        report.entries.push(Entry {
+            kind: crate::report::ObjectKind::Datastore,
+            workspace: "/subscriptions/s/x/w".into(),
+            datastore: Some("d".into()),
+            held: None,
+            action: crate::report::Action::UpdateKey,
+            key: None,
+            outcome: Outcome::Deferred,
+            reason: None,
+            attention: false,
+            verification: None,
+        });
+        let run = RunReport::new(false, vec![report], vec![]);
+        assert_eq!(run.outcome(), "incomplete");
+        assert!(run.needs_retry() && !run.has_failures());
+    }
+
+    #[test]
+    fn the_json_shape_is_stable_and_camel_case() {
+        let mut failed = Report::new("/subscriptions/s/x/st1", true);
+        failed.notes.push(Note {
+            outcome: Outcome::Failed,
+            message: "could not read".into(),
+        });
+        let run = RunReport::new(true, vec![failed], vec![]);
+        let json = serde_json::to_value(&run).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["dryRun", "outcome", "summary", "accounts", "notes"]);
+        assert_eq!(json["outcome"], "failed");
+        assert_eq!(json["summary"], "1 account, 1 failed (see notes)");
+        assert_eq!(json["accounts"][0]["dryRun"], true);
+    }
+}

@@ -1,0 +1,480 @@
+//! `keysync plan`, `sync` and `rotate` run as a person or a pipeline would: the real binary as a
+//! subprocess, against the local emulator, checked through its output, its exit code and the
+//! requests the emulator served.
+
+use keysync::emulator::{EmulatorOptions, FaultKind, FaultRule, RunningEmulator, Scenario};
+use serde_json::{Value, json};
+
+const SHARED: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-ml/providers/Microsoft.Storage/storageAccounts/stmlshared01";
+
+/// Operations that change something in Azure.
+const WRITES: [&str; 3] = [
+    "Datastores_CreateOrUpdate",
+    "Workspaces_ResyncKeys",
+    "StorageAccounts_RegenerateKey",
+];
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Runs `keysync` with exactly `env` as its environment.
+async fn keysync(env: &[(String, String)], args: &[&str]) -> Output {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .await
+        .expect("keysync runs");
+    Output {
+        code: output.status.code().expect("an exit code"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+async fn emulator() -> RunningEmulator {
+    RunningEmulator::start(Scenario::demo(), EmulatorOptions::default())
+        .await
+        .expect("emulator starts")
+}
+
+/// Regenerates key1 of the shared account as a portal user would, so that there is work to do.
+async fn regenerate_key1(emulator: &RunningEmulator) {
+    let base = emulator.base_url();
+    let client = reqwest::Client::new();
+    let token: Value = client
+        .post(base.join("/_emulator/user-token").unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = base
+        .join(&format!("{SHARED}/regenerateKey?api-version=2025-08-01"))
+        .unwrap();
+    let response = client
+        .post(url)
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .json(&json!({"keyName": "key1"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+}
+
+/// The successful writes the emulator served so far.
+fn writes(emulator: &RunningEmulator) -> Vec<String> {
+    emulator
+        .requests()
+        .into_iter()
+        .filter(|r| (200..300).contains(&r.status) && WRITES.contains(&r.operation.as_str()))
+        .map(|r| r.operation)
+        .collect()
+}
+
+/// Which key of the shared account a datastore's stored secret is.
+fn held(emulator: &RunningEmulator, workspace: &str, datastore: &str) -> &'static str {
+    let state = emulator.state();
+    let account = state["storageAccounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == SHARED)
+        .unwrap();
+    let ws = state["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"].as_str().unwrap().ends_with(workspace))
+        .unwrap();
+    let ds = ws["datastores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["resource"]["name"] == datastore)
+        .unwrap();
+    let key = &ds["secrets"]["key"];
+    match () {
+        _ if *key == account["keys"]["key1"] => "key1",
+        _ if *key == account["keys"]["key2"] => "key2",
+        _ => "stale",
+    }
+}
+
+fn account<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["account"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/{name}"))
+        })
+        .unwrap_or_else(|| panic!("no report for {name}"))
+}
+
+fn entry<'a>(report: &'a Value, datastore: &str) -> &'a Value {
+    report["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["datastore"] == datastore)
+        .unwrap_or_else(|| panic!("no entry for {datastore}"))
+}
+
+#[tokio::test]
+async fn plan_shows_what_a_reconcile_would_do_and_writes_nothing() {
+    let emulator = emulator().await;
+    regenerate_key1(&emulator).await;
+    let before = writes(&emulator);
+
+    let out = keysync(&emulator.env(), &["plan", "--account", "stmlshared01"]).await;
+
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    for line in [
+        "storage account stmlshared01, target key1 (dry run: nothing written)",
+        "  workspace mlw-vision",
+        "    workspaceblobstore  stale    would update to key1",
+        "    curated             key2     inSync",
+        "    images_identity              skipped  (identity-based access: no key stored)",
+        "    (workspace)                  would resync",
+        "  workspace mlw-forecast",
+        "    shared_features     stale    would update to key1",
+        "ok: 1 account: 4 planned, 1 inSync, 6 skipped",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l == line),
+            "missing {line:?} in\n{}",
+            out.stdout
+        );
+    }
+    assert!(!out.stdout.contains('\u{1b}'), "colour on a pipe");
+    assert!(
+        !out.stderr.contains('\r'),
+        "progress on a pipe: {}",
+        out.stderr
+    );
+    assert_eq!(writes(&emulator), before);
+}
+
+#[tokio::test]
+async fn plan_as_json_covers_the_whole_scope_and_writes_nothing() {
+    let emulator = emulator().await;
+    regenerate_key1(&emulator).await;
+    let before = writes(&emulator);
+
+    let out = keysync(&emulator.env(), &["plan", "--json"]).await;
+
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let run = out.json();
+    assert_eq!(run["dryRun"], true);
+    assert_eq!(run["outcome"], "ok");
+    assert_eq!(run["accounts"].as_array().unwrap().len(), 3);
+    let shared = account(&run, "stmlshared01");
+    let blob = entry(shared, "workspaceblobstore");
+    assert_eq!(
+        (
+            &blob["held"],
+            &blob["action"],
+            &blob["key"],
+            &blob["outcome"]
+        ),
+        (
+            &json!("stale"),
+            &json!("updateKey"),
+            &json!("key1"),
+            &json!("planned")
+        )
+    );
+    assert_eq!(
+        entry(account(&run, "stmlother02"), "archive_other")["outcome"],
+        "inSync"
+    );
+    assert_eq!(writes(&emulator), before);
+}
+
+#[tokio::test]
+async fn sync_fixes_what_plan_showed_and_a_second_sync_writes_no_datastore() {
+    let emulator = emulator().await;
+    regenerate_key1(&emulator).await;
+
+    let out = keysync(&emulator.env(), &["sync", "--account", SHARED]).await;
+
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("workspaceblobstore  stale    updated to key1")
+    );
+    assert!(out.stdout.contains("(workspace)                  resynced"));
+    assert!(
+        out.stdout
+            .contains("ok: 1 account: 3 updated, 1 resynced, 1 inSync, 6 skipped")
+    );
+    for (ws, ds) in [
+        ("mlw-vision", "workspaceblobstore"),
+        ("mlw-vision", "workspacefilestore"),
+        ("mlw-forecast", "shared_features"),
+    ] {
+        assert_eq!(held(&emulator, ws, ds), "key1", "{ws}/{ds}");
+    }
+
+    let before = writes(&emulator).len();
+    let again = keysync(&emulator.env(), &["sync", "--json"]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let run = again.json();
+    assert_eq!(
+        (&run["dryRun"], &run["outcome"]),
+        (&json!(false), &json!("ok"))
+    );
+    assert_eq!(
+        entry(account(&run, "stmlshared01"), "workspaceblobstore")["outcome"],
+        "inSync"
+    );
+    // A new process cannot know that the workspace was resynced (Azure does not say), so within
+    // the hour after a regeneration it resyncs again; no datastore is written.
+    let since: Vec<String> = writes(&emulator).split_off(before);
+    assert!(
+        since.iter().all(|op| op == "Workspaces_ResyncKeys") && since.len() <= 1,
+        "{since:?}"
+    );
+}
+
+#[tokio::test]
+async fn rotate_rotates_a_due_account_leaves_a_young_one_and_force_lifts_the_age_check() {
+    let emulator = emulator().await;
+    let env = emulator.env();
+
+    let due = keysync(&env, &["rotate", "--account", "stmlother02", "--json"]).await;
+    assert_eq!(due.code, 0, "{}{}", due.stdout, due.stderr);
+    let rotation = due.json();
+    assert_eq!(rotation["outcome"], "rotated");
+    assert_eq!(rotation["regenerated"], "key2");
+    assert_eq!(rotation["report"]["targetKey"], "key2");
+
+    let young = keysync(&env, &["rotate", "--account", "stmlfresh03"]).await;
+    assert_eq!(young.code, 0, "{}", young.stderr);
+    assert!(
+        young.stdout.starts_with(
+            "rotation of storage account stmlfresh03: left (key1 (in use) is 10 days old"
+        ),
+        "{}",
+        young.stdout
+    );
+    assert_eq!(
+        writes(&emulator),
+        [
+            "StorageAccounts_RegenerateKey",
+            "Datastores_CreateOrUpdate",
+            "Datastores_CreateOrUpdate",
+            "Workspaces_ResyncKeys"
+        ]
+    );
+
+    let forced = keysync(
+        &env,
+        &["rotate", "--account", "stmlfresh03", "--force", "--json"],
+    )
+    .await;
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    let rotation = forced.json();
+    assert_eq!(rotation["outcome"], "rotated");
+    assert!(
+        rotation["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("rotation forced")
+    );
+    assert_eq!(
+        entry(&rotation["report"], "scratch_fresh")["outcome"],
+        "updated"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_exits_1_and_says_what_to_do() {
+    let emulator = emulator().await;
+    regenerate_key1(&emulator).await;
+    let mut forbidden = FaultRule::new("Datastores_CreateOrUpdate", FaultKind::Error);
+    forbidden.status = Some(403);
+    emulator.set_faults(vec![forbidden]);
+
+    let out = keysync(&emulator.env(), &["sync", "--account", "stmlshared01"]).await;
+
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(
+        "grant keysync's identity Microsoft.MachineLearningServices/workspaces/datastores/write on this resource"
+    ));
+    assert!(
+        out.stdout
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("failed: 1 account")
+    );
+
+    let mut unreadable = FaultRule::new("StorageAccounts_GetProperties", FaultKind::Error);
+    unreadable.status = Some(403);
+    emulator.set_faults(vec![unreadable]);
+    let out = keysync(
+        &emulator.env(),
+        &["plan", "--account", "stmlshared01", "--json"],
+    )
+    .await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("grant keysync's identity Microsoft.Storage/storageAccounts/read"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr
+            .starts_with("error: StorageAccounts_GetProperties"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2_and_say_what_to_set() {
+    let emulator = emulator().await;
+    let env = emulator.env();
+    let without_scope: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k != "KEYSYNC_SUBSCRIPTIONS")
+        .cloned()
+        .collect();
+
+    let out = keysync(&without_scope, &["plan"]).await;
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("KEYSYNC_SUBSCRIPTIONS: required")
+            && out
+                .stderr
+                .contains("pass --subscriptions or set KEYSYNC_SUBSCRIPTIONS"),
+        "{}",
+        out.stderr
+    );
+
+    let out = keysync(&env, &["sync", "--account", "stnothere99", "--json"]).await;
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("no storage account named 'stnothere99'")
+    );
+    assert!(out.json()["error"].as_str().is_some());
+
+    let elsewhere = SHARED.replace("11111111", "99999999");
+    let out = keysync(&env, &["rotate", "--account", &elsewhere]).await;
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("outside keysync's scope"),
+        "{}",
+        out.stderr
+    );
+
+    for args in [
+        &["rotate"][..],
+        &["plan", "--bogus"],
+        &["plan", "--account"],
+    ] {
+        assert_eq!(keysync(&env, args).await.code, 2, "{args:?}");
+    }
+    assert_eq!(writes(&emulator), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn flags_win_over_the_environment() {
+    let emulator = emulator().await;
+    let env: Vec<(String, String)> = emulator
+        .env()
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "KEYSYNC_ARM_ENDPOINT" => (k, "http://127.0.0.1:9".to_string()),
+            "KEYSYNC_SUBSCRIPTIONS" => (k, "99999999-2222-3333-4444-555555555555".to_string()),
+            _ => (k, v),
+        })
+        .collect();
+    let endpoint = emulator
+        .base_url()
+        .as_str()
+        .trim_end_matches('/')
+        .to_string();
+
+    let out = keysync(
+        &env,
+        &[
+            "plan",
+            "--arm-endpoint",
+            &endpoint,
+            "--subscriptions",
+            "11111111-2222-3333-4444-555555555555",
+            "--account",
+            "stmlshared01",
+            "--json",
+        ],
+    )
+    .await;
+
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["outcome"], "ok");
+}
+
+#[tokio::test]
+async fn every_command_explains_itself_with_an_example() {
+    for command in ["plan", "sync", "rotate"] {
+        let out = keysync(&[], &[command, "--help"]).await;
+        assert_eq!(out.code, 0);
+        assert!(
+            out.stdout.contains("Examples:"),
+            "{command}: {}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("--json"), "{command}");
+        assert!(out.stdout.contains("KEYSYNC_SUBSCRIPTIONS"), "{command}");
+    }
+}
+
+#[tokio::test]
+async fn rotate_refuses_the_function_apps_own_storage_unless_it_is_listed() {
+    let emulator = emulator().await;
+    let mut env = emulator.env();
+    env.push((
+        "AzureWebJobsStorage".into(),
+        "DefaultEndpointsProtocol=https;AccountName=stmlother02;EndpointSuffix=core.windows.net"
+            .into(),
+    ));
+
+    let refused = keysync(&env, &["rotate", "--account", "stmlother02"]).await;
+    assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+    assert!(
+        refused
+            .stdout
+            .contains("left (the Function App runs on this account"),
+        "{}",
+        refused.stdout
+    );
+    assert_eq!(writes(&emulator), Vec::<String>::new());
+
+    let other = SHARED.replace("stmlshared01", "stmlother02");
+    env.push(("KEYSYNC_ROTATE_ACCOUNTS".into(), other));
+    let listed = keysync(&env, &["rotate", "--account", "stmlother02", "--json"]).await;
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(listed.json()["outcome"], "rotated");
+}

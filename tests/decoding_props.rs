@@ -1,0 +1,94 @@
+//! Property tests: no input, however malformed, makes the decoding of invocations, events or
+//! timer payloads panic, and no event outside the scope or naming anything but a storage account
+//! asks for a reconcile.
+
+use keysync::events::{self, Decision};
+use keysync::handler::envelope::Invocation;
+use keysync::handler::timer::TimerInfo;
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+const SUB: &str = "11111111-2222-3333-4444-555555555555";
+
+/// Any JSON value, a few levels deep, with strings that look like the fields events carry.
+fn json_value() -> impl Strategy<Value = Value> {
+    let text = prop_oneof![
+        any::<String>(),
+        Just("Microsoft.Resources.ResourceActionSuccess".to_string()),
+        Just("Microsoft.Storage/storageAccounts/regenerateKey/action".to_string()),
+        Just(format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st"
+        )),
+        "[a-zA-Z/{}\"\\\\:.]{0,40}",
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|n| json!(n)),
+        text.prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        let key = prop_oneof![
+            Just("eventType".to_string()),
+            Just("type".to_string()),
+            Just("specversion".to_string()),
+            Just("subject".to_string()),
+            Just("data".to_string()),
+            Just("operationName".to_string()),
+            Just("resourceUri".to_string()),
+            Just("status".to_string()),
+            Just("Data".to_string()),
+            Just("event".to_string()),
+            Just("timer".to_string()),
+            Just("ScheduleStatus".to_string()),
+            Just("IsPastDue".to_string()),
+            any::<String>(),
+        ];
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec((key, inner.clone()), 0..6)
+                .prop_map(|pairs| Value::Object(pairs.into_iter().collect::<Map<_, _>>())),
+            inner.prop_map(|v| Value::String(v.to_string())),
+        ]
+    })
+}
+
+fn in_scope(sub: &str) -> bool {
+    sub.eq_ignore_ascii_case(SUB)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_envelope_decoder(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        if let Ok(invocation) = Invocation::parse(&bytes) {
+            let _ = invocation.binding("event");
+        }
+    }
+
+    #[test]
+    fn arbitrary_json_never_panics_and_reconciles_only_in_scope_storage_accounts(value in json_value()) {
+        let envelope = json!({"Data": {"event": value.clone(), "timer": value.clone()}});
+        let invocation = Invocation::parse(envelope.to_string().as_bytes()).expect("an object with Data");
+        let _ = TimerInfo::read(invocation.binding("timer").unwrap_or(&Value::Null));
+        let Ok(events) = events::decode(&value) else { return Ok(()) };
+        for event in events {
+            if let Decision::Reconcile(account) = event.decide(in_scope) {
+                prop_assert!(in_scope(account.subscription()));
+                prop_assert!(account.resource_id().is_type("Microsoft.Storage/storageAccounts"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_real_event_with_any_subject_reconciles_only_the_account_it_names(subject in json_value()) {
+        let mut event: Value = serde_json::from_str(include_str!("fixtures/azure-contract/events/regenerate_key_cloudevents.json")).unwrap();
+        event["subject"] = subject;
+        let events = events::decode(&event).unwrap();
+        if let Decision::Reconcile(account) = events[0].decide(in_scope) {
+            prop_assert_eq!(account.name(), "stmlshared01");
+        }
+    }
+}
