@@ -193,3 +193,23 @@ async fn a_sas_check_sends_the_token_and_no_detail_ever_shows_it() {
         "{shown}"
     );
 }
+
+#[tokio::test]
+async fn no_check_starts_after_the_runs_deadline() {
+    let server = MockServer::start().await;
+    let key = key();
+    let past = tokio::time::Instant::now();
+
+    let v = checker()
+        .until(Some(past))
+        .check(
+            &target(&server, Service::Blob, "data"),
+            Credential::Key(&key),
+            &DeadEndpoints::default(),
+        )
+        .await;
+
+    assert_eq!(v.outcome, VerifyOutcome::NotChecked, "{v:?}");
+    assert!(v.detail.contains("deadline"), "{v:?}");
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
