@@ -3,8 +3,8 @@
 //! that stays executable, `host.json` pointing at it, and every `function.json` naming a function
 //! the unpacked binary serves.
 //!
-//! The test uses `dist/keysync.zip` when it exists (`.ci/run` builds it first) and otherwise runs
-//! the package script once. Where the package cannot be built (no musl target or compiler), each
+//! The test uses `dist/keysync.zip` when it is newer than its sources (`.ci/run` builds it first)
+//! and otherwise runs the package script once. Where the package cannot be built (no musl target or compiler), each
 //! test prints a SKIP line and passes, unless `KEYSYNC_REQUIRE_PACKAGE=1` (set by `.ci/run`),
 //! which turns that into a failure.
 
@@ -34,7 +34,7 @@ fn find_or_build() -> Result<PathBuf, String> {
         return Ok(PathBuf::from(path));
     }
     let zip = repo().join("dist/keysync.zip");
-    if zip.is_file() {
+    if is_fresh(&zip) {
         return Ok(zip);
     }
     let output = Command::new("bash")
@@ -48,6 +48,25 @@ fn find_or_build() -> Result<PathBuf, String> {
         return Err(format!("scripts/package.sh failed ({last})"));
     }
     Ok(zip)
+}
+
+/// True when the zip exists and nothing it is built from changed after it: a package left over
+/// from older sources would test the wrong binary.
+fn is_fresh(zip: &Path) -> bool {
+    let Ok(built) = zip.metadata().and_then(|m| m.modified()) else {
+        return false;
+    };
+    let sources = ["src", "functions", "host.json", "Cargo.toml", "Cargo.lock"];
+    sources.iter().all(|s| newest(&repo().join(s)).is_none_or(|t| t <= built))
+}
+
+/// The latest modification time of a file, or of any file below a directory.
+fn newest(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = path.metadata().ok()?;
+    if meta.is_file() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path).ok()?.flatten().filter_map(|e| newest(&e.path())).max()
 }
 
 /// The package path, or `None` after a visible SKIP line (a failure when the package is required).
