@@ -57,7 +57,9 @@ fn is_fresh(zip: &Path) -> bool {
         return false;
     };
     let sources = ["src", "functions", "host.json", "Cargo.toml", "Cargo.lock"];
-    sources.iter().all(|s| newest(&repo().join(s)).is_none_or(|t| t <= built))
+    sources
+        .iter()
+        .all(|s| newest(&repo().join(s)).is_none_or(|t| t <= built))
 }
 
 /// The latest modification time of a file, or of any file below a directory.
@@ -66,7 +68,11 @@ fn newest(path: &Path) -> Option<std::time::SystemTime> {
     if meta.is_file() {
         return meta.modified().ok();
     }
-    std::fs::read_dir(path).ok()?.flatten().filter_map(|e| newest(&e.path())).max()
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .filter_map(|e| newest(&e.path()))
+        .max()
 }
 
 /// The package path, or `None` after a visible SKIP line (a failure when the package is required).
