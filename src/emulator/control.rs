@@ -44,7 +44,7 @@ pub(crate) async fn msi_token(
     uri: Uri,
 ) -> Response {
     let latency = shared.lock().latency;
-    tokio::time::sleep(latency).await;
+    super::routes::pause(latency).await;
     let query = Query::parse(uri.query());
     let secret = headers
         .get("x-identity-header")

@@ -156,7 +156,7 @@ impl KeyRegenerated<'_> {
 /// failed connections, and records every attempt in the state.
 pub(crate) async fn deliver(shared: Arc<Shared>, event: PendingEvent) {
     let settings = shared.lock().settings.event_delivery.clone();
-    tokio::time::sleep(Duration::from_millis(settings.delay_ms)).await;
+    super::routes::pause(Duration::from_millis(settings.delay_ms)).await;
     let timeout = Duration::from_millis(settings.timeout_ms);
     for attempt in 0..settings.max_attempts {
         let Some(webhook) = shared.lock().webhook.clone() else {

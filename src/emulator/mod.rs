@@ -139,6 +139,43 @@ impl RunningEmulator {
         self.server.shared.lock().faults = faults::FaultEngine::new(valid);
     }
 
+    /// Regenerates `key` (`key1` or `key2`) of the account with this ARM id as a portal user
+    /// would: with the user's token, through the ARM API, so that the request is logged and the
+    /// event is posted like any other.
+    pub async fn regenerate_as_user(&self, account: &str, key: &str) -> anyhow::Result<()> {
+        let base = self.base_url();
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        let token: serde_json::Value = client
+            .post(base.join("/_emulator/user-token")?)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let token = token["access_token"]
+            .as_str()
+            .context("the emulator gave no user token")?;
+        let url = base.join(&format!(
+            "{account}/regenerateKey?api-version={}",
+            crate::arm::operation::STORAGE_API_VERSION
+        ))?;
+        client
+            .post(url)
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "keyName": key }))
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("regenerating {key} of {account}"))?;
+        Ok(())
+    }
+
+    /// The ARM requests served so far and the time the emulator spent on them, the latency
+    /// it adds on purpose left out: its own cost per request.
+    pub fn overhead(&self) -> (u64, Duration) {
+        self.server.shared.overhead.total()
+    }
+
     /// Sets the latency added to every ARM and identity answer.
     pub fn set_latency(&self, latency: Duration) {
         self.server.shared.lock().latency = latency;

@@ -4,6 +4,7 @@
 //! current request, and stops event deliveries.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -40,6 +41,31 @@ pub(crate) struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Azurite, once attached: the storage data plane of the accounts flagged `azurite`.
     pub data_plane: tokio::sync::Mutex<Option<DataPlane>>,
+    /// The emulator's own time spent on ARM requests, latency left out.
+    pub overhead: Overhead,
+}
+
+/// Time spent serving ARM requests, besides the latency added on purpose: what the emulator
+/// itself costs a benchmark.
+#[derive(Debug, Default)]
+pub(crate) struct Overhead {
+    requests: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl Overhead {
+    pub(crate) fn add(&self, spent: Duration) {
+        let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The requests counted and the time they took in all.
+    pub(crate) fn total(&self) -> (u64, Duration) {
+        let requests = self.requests.load(Ordering::Relaxed);
+        let nanos = self.nanos.load(Ordering::Relaxed);
+        (requests, Duration::from_nanos(nanos))
+    }
 }
 
 impl Shared {
@@ -78,6 +104,7 @@ impl Server {
                 .context("building the event client")?,
             shutdown: shutdown.clone(),
             data_plane: tokio::sync::Mutex::new(None),
+            overhead: Overhead::default(),
         });
         let app = router(Arc::clone(&shared));
         let task = tokio::spawn(accept_loop(listener, app, shutdown));

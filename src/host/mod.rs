@@ -156,6 +156,11 @@ impl LocalHost {
         self.handler.as_ref().map(|h| h.startup)
     }
 
+    /// The handler's process id, while it runs.
+    pub fn handler_pid(&self) -> Option<u32> {
+        self.handler.as_ref().and_then(HandlerProcess::pid)
+    }
+
     /// Invokes `function` with `value` as its trigger binding, as the host would.
     pub async fn invoke(
         &self,
@@ -207,6 +212,27 @@ impl LocalHost {
             None => Ok(None),
         }
     }
+}
+
+/// Waits up to `limit` for the next invocation of `function` that `finished` (from
+/// [`LocalHost::subscribe`]) tells of.
+pub async fn next_invocation(
+    finished: &mut broadcast::Receiver<InvocationRecord>,
+    function: &str,
+    limit: Duration,
+) -> anyhow::Result<InvocationRecord> {
+    let wait = async {
+        loop {
+            match finished.recv().await {
+                Ok(record) if record.function == function => return Ok(record),
+                Ok(_) => continue,
+                Err(e) => anyhow::bail!("the local host stopped: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait)
+        .await
+        .with_context(|| format!("no {function} invocation within {limit:?}"))?
 }
 
 impl Shared {

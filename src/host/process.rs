@@ -64,6 +64,11 @@ impl HandlerProcess {
         })
     }
 
+    /// The handler's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Every line the handler printed so far, as `stdout: ...` or `stderr: ...`.
     pub fn output(&self) -> Vec<String> {
         self.output
