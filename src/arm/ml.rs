@@ -16,13 +16,26 @@ const DATASTORE_PAGE_SIZE: &str = "100";
 impl ArmClient {
     /// Every workspace in a subscription, following `nextLink`.
     pub async fn list_workspaces(&self, subscription: &str) -> Result<Vec<Workspace>, ArmError> {
+        let mut workspaces = Vec::new();
+        self.list_workspaces_by_page(subscription, |page| workspaces.extend(page))
+            .await?;
+        Ok(workspaces)
+    }
+
+    /// The workspaces of a subscription, a page at a time: `on_page` gets each page as it
+    /// arrives, while the next one is fetched.
+    pub async fn list_workspaces_by_page(
+        &self,
+        subscription: &str,
+        on_page: impl FnMut(Vec<Workspace>),
+    ) -> Result<(), ArmError> {
         let operation = Operation::WorkspacesListBySubscription;
         let resource = format!("/subscriptions/{subscription}");
         let provider = "Microsoft.MachineLearningServices";
         let path = subscription_path(subscription, provider, "workspaces");
         let url = self.url(operation, &resource, &path, &[])?;
         let request = ArmRequest::new(operation, &resource, subscription, Method::GET, url);
-        self.list_all(request).await
+        self.for_each_page(request, on_page).await
     }
 
     /// `GET` one workspace.

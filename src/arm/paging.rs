@@ -18,21 +18,33 @@ const MAX_PAGES: usize = 10_000;
 
 impl ArmClient {
     /// Every item of every page, starting with `request`.
-    #[instrument(skip_all, fields(operation = %request.operation, resource = %request.resource))]
     pub(super) async fn list_all<T: DeserializeOwned>(
         &self,
-        mut request: ArmRequest<'_>,
+        request: ArmRequest<'_>,
     ) -> Result<Vec<T>, ArmError> {
         let mut items = Vec::new();
+        self.for_each_page(request, |page| items.extend(page))
+            .await?;
+        Ok(items)
+    }
+
+    /// Hands each page's items to `on_page` as soon as the page arrives, starting with
+    /// `request`, so that work on the first page can start while the next one is fetched.
+    #[instrument(skip_all, fields(operation = %request.operation, resource = %request.resource))]
+    pub(super) async fn for_each_page<T: DeserializeOwned>(
+        &self,
+        mut request: ArmRequest<'_>,
+        mut on_page: impl FnMut(Vec<T>),
+    ) -> Result<(), ArmError> {
         let mut seen = HashSet::from([request.url.to_string()]);
         loop {
             let response = self.send(&request).await?;
             let page: Page<T> = response.json(request.operation, request.resource)?;
-            items.extend(page.value);
+            on_page(page.value);
 
             let next = self.next_page(&request, &response, page.next_link, &mut seen)?;
             let Some(next) = next else {
-                return Ok(items);
+                return Ok(());
             };
             request = request.follow(next);
         }

@@ -13,6 +13,8 @@ pub use verification::VerificationPolicy;
 
 /// The default Azure Resource Manager endpoint (public cloud).
 pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
+/// ARM requests in flight per subscription unless `KEYSYNC_MAX_CONCURRENCY` says otherwise.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 24;
 /// The default token scope for ARM (public cloud).
 pub const DEFAULT_ARM_SCOPE: &str = "https://management.azure.com/.default";
 
@@ -88,7 +90,7 @@ impl Config {
         let max_concurrency = parse_number(
             "KEYSYNC_MAX_CONCURRENCY",
             get("KEYSYNC_MAX_CONCURRENCY"),
-            16,
+            DEFAULT_MAX_CONCURRENCY as u64,
             1..=256,
         )?;
         let timeout = parse_number(

@@ -1,6 +1,7 @@
 //! Azure Machine Learning workspaces and datastores.
 
 use std::fmt;
+use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -56,9 +57,17 @@ impl CredentialsKind {
 
 /// A datastore resource, kept whole (every field Azure returned, in order) so that an in-place
 /// update writes back exactly what it read, with only the secret changed.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Datastore(Map<String, Value>);
+///
+/// Shared rather than copied: a sweep hands one listing of every datastore to each account's
+/// run, and deep copies of thousands of resources per account made most of its peak memory.
+#[derive(Clone)]
+pub struct Datastore(Arc<Map<String, Value>>);
+
+impl<'de> Deserialize<'de> for Datastore {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Map::deserialize(deserializer).map(|map| Datastore(Arc::new(map)))
+    }
+}
 
 impl fmt::Debug for Datastore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -141,7 +150,7 @@ impl Datastore {
     }
 
     fn with_secrets(&self, secrets: Value) -> Option<DatastoreBody> {
-        let mut body = self.0.clone();
+        let mut body = Map::clone(&self.0);
         body.remove("systemData");
         let credentials = body
             .get_mut("properties")?

@@ -14,6 +14,7 @@ mod verify;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use futures::FutureExt;
 use time::OffsetDateTime;
 
 use crate::arm::{ArmClient, ArmError};
@@ -38,6 +39,9 @@ pub struct Request {
     pub inventory: Option<Arc<Inventory>>,
     /// No new work starts after this instant; what is left is reported as deferred.
     pub deadline: Option<tokio::time::Instant>,
+    /// List the datastores of the account's workspaces that are on other accounts (skipped, with
+    /// that reason). A sweep leaves them out: each is reported under its own account there.
+    pub report_other_accounts: bool,
 }
 
 impl Request {
@@ -50,6 +54,7 @@ impl Request {
             keys: None,
             inventory: None,
             deadline: None,
+            report_other_accounts: true,
         }
     }
 
@@ -130,37 +135,38 @@ impl Reconciler {
     }
 
     /// `reconcile` for a caller that already holds the account's lock.
+    ///
+    /// The account and its keys are read while the workspaces and datastores are being listed:
+    /// neither needs the other, and on a large estate the listing is the longer of the two.
+    /// Each workspace waits for the account only when it has its datastores and must decide.
     pub(crate) async fn reconcile_locked(
         &self,
         request: Request,
     ) -> Result<Report, ReconcileError> {
         let arm = self.arm_until(request.deadline);
-        let account = read_account(&arm, &request.account).await?;
+        let account = read_account_and_keys(&arm, &request).boxed().shared();
+        let run = run::Run {
+            reconciler: self,
+            arm: arm.clone(),
+            request: &request,
+            account: account.clone(),
+        };
+        // A failed read ends the run at once; the listing is dropped with it.
+        let ((account, keys), (entries, notes)) =
+            futures::try_join!(account, run.all_workspaces().map(Ok))?;
+
         let facts = facts(&account);
         let mut report = Report::new(request.account.as_str(), request.dry_run);
-        let keys = match (facts.shared_key_allowed, request.keys.clone()) {
-            (false, _) => None,
-            (true, Some(keys)) => Some(keys),
-            (true, None) => Some(arm.list_keys(&request.account).await?),
-        };
-        match keys {
+        match &keys {
             Some(_) => report.target_key = Some(facts.target_slot(request.target)),
             None => report.notes.push(Note {
                 outcome: Outcome::Skipped,
                 message: "shared-key access is disabled on the account: account keys and SAS cannot work, nothing written".into(),
             }),
         }
-        let run = run::Run {
-            reconciler: self,
-            arm,
-            request: &request,
-            facts: &facts,
-            keys: keys.as_ref(),
-        };
-        let (entries, notes) = run.all_workspaces().await;
         report.entries = entries;
         report.notes.extend(notes);
-        if let Some(keys) = &keys {
+        if let Some(keys) = keys.as_deref() {
             let run = verify::VerifyRun {
                 account: &account,
                 facts: &facts,
@@ -185,6 +191,24 @@ impl Reconciler {
             memo.insert(workspace.as_str().to_ascii_lowercase(), time);
         }
     }
+}
+
+/// The account as read at the start of a run, and its keys (`None` when shared-key access is
+/// disabled, so keys are of no use); shared by every workspace of the run.
+pub(crate) type AccountRead = (Arc<StorageAccount>, Option<Arc<AccountKeys>>);
+
+/// `GET` the account, then its keys unless the request brought them or shared keys are off.
+async fn read_account_and_keys(
+    arm: &ArmClient,
+    request: &Request,
+) -> Result<AccountRead, ReconcileError> {
+    let account = read_account(arm, &request.account).await?;
+    let keys = match (account.shared_key_allowed(), request.keys.clone()) {
+        (false, _) => None,
+        (true, Some(keys)) => Some(keys),
+        (true, None) => Some(arm.list_keys(&request.account).await?),
+    };
+    Ok((Arc::new(account), keys.map(Arc::new)))
 }
 
 /// `GET` the account; a 404 is its own error.

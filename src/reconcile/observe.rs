@@ -20,7 +20,8 @@ pub fn default_storage_is(workspace: &Workspace, account: &StorageAccountId) -> 
         .is_some_and(|id| &id == account)
 }
 
-/// Reads the stored key of each listed datastore that needs it.
+/// Reads the stored key of each listed datastore that needs it; the others are observed as
+/// listed, without a future of their own.
 pub async fn datastores(
     arm: &ArmClient,
     workspace: &WorkspaceId,
@@ -28,21 +29,34 @@ pub async fn datastores(
     facts: &AccountFacts,
     keys: Option<&AccountKeys>,
 ) -> Vec<ObservedDatastore> {
-    let reads = listed.into_iter().filter_map(|ds| {
-        let id = datastore_id(workspace, &ds)?;
-        Some(async move {
-            let secret = match (facts.needs_secret(&ds), keys) {
-                (true, Some(keys)) => Some(stored_key(arm, &id, keys).await),
-                _ => None,
-            };
-            ObservedDatastore {
+    let observed: Vec<ObservedDatastore> = listed
+        .into_iter()
+        .filter_map(|ds| {
+            let id = datastore_id(workspace, &ds)?;
+            Some(ObservedDatastore {
                 id,
                 datastore: ds,
-                secret,
-            }
+                secret: None,
+            })
         })
-    });
-    futures::future::join_all(reads).await
+        .collect();
+    let Some(keys) = keys else {
+        return observed;
+    };
+    let reads = observed
+        .iter()
+        .filter(|o| facts.needs_secret(&o.datastore))
+        .map(|o| stored_key(arm, &o.id, keys));
+    let mut secrets = futures::future::join_all(reads).await.into_iter();
+    observed
+        .into_iter()
+        .map(|mut o| {
+            if facts.needs_secret(&o.datastore) {
+                o.secret = secrets.next();
+            }
+            o
+        })
+        .collect()
 }
 
 /// The datastore's id as Azure gave it, or built from its name when the id is absent or odd.

@@ -1,34 +1,48 @@
 //! One reconcile while it runs: every workspace observed, planned and carried out on its own, so
 //! that each starts as soon as its listing arrives.
 
-use futures::future::join_all;
+use futures::StreamExt;
+use futures::future::{BoxFuture, Shared, join_all};
 use time::OffsetDateTime;
 
-use super::plan::{self, AccountFacts, ObservedWorkspace, ResyncDecision, WorkspacePlan};
-use super::{Reconciler, Request, execute, observe};
+use super::inventory::ListedWorkspace;
+use super::plan::{
+    self, AccountFacts, DatastorePlan, ObservedWorkspace, ResyncDecision, Step, WorkspacePlan,
+};
+use super::{AccountRead, ReconcileError, Reconciler, Request, execute, observe};
 use crate::arm::{ArmClient, ArmError};
 use crate::model::ml::{Datastore, Workspace};
 use crate::model::storage::AccountKeys;
 use crate::report::{Action, Entry, Note, ObjectKind, Outcome};
-use crate::resource_id::WorkspaceId;
+use crate::resource_id::{StorageAccountId, WorkspaceId};
+
+/// The account's read, awaited by every workspace of the run.
+pub(super) type SharedRead<'a> = Shared<BoxFuture<'a, Result<AccountRead, ReconcileError>>>;
+
+/// How many workspaces of one subscription are worked on at once; their ARM requests still
+/// queue for the subscription's concurrency limit, so this only bounds the futures held.
+const WORKSPACES_IN_FLIGHT: usize = 1024;
 
 pub(super) struct Run<'a> {
     pub reconciler: &'a Reconciler,
     /// The ARM client, bound to the request's deadline.
     pub arm: ArmClient,
     pub request: &'a Request,
-    pub facts: &'a AccountFacts,
-    pub keys: Option<&'a AccountKeys>,
+    /// The account and its keys, read while the workspaces are listed.
+    pub account: SharedRead<'a>,
 }
 
 impl Run<'_> {
     /// Every workspace in scope, from the request's inventory or listed now.
     pub async fn all_workspaces(&self) -> (Vec<Entry>, Vec<Note>) {
         if let Some(inventory) = &self.request.inventory {
+            // Only the workspaces that may have to do with the account get a future: a sweep
+            // runs one of these per account, and most workspaces concern few accounts.
             let runs = inventory
                 .workspaces
                 .iter()
-                .map(|ws| self.workspace(ws.id.clone(), &ws.workspace, ws.datastores.clone()));
+                .filter(|ws| may_concern(ws, &self.request.account))
+                .map(|ws| self.workspace(ws.id.clone(), &ws.workspace, self.listed(ws)));
             let notes = inventory
                 .failures
                 .iter()
@@ -55,21 +69,44 @@ impl Run<'_> {
         (entries, notes)
     }
 
+    /// The workspaces of one subscription, each started as soon as its page of the listing
+    /// arrives rather than after the last page; entries come back in listing order.
     async fn subscription(&self, subscription: &str) -> Result<Vec<Entry>, ArmError> {
-        let workspaces = self.arm.list_workspaces(subscription).await?;
-        let runs = workspaces.iter().filter_map(|ws| {
-            let id = WorkspaceId::parse(&ws.id).ok()?;
-            Some(async move {
+        let (pages, listed) = futures::channel::mpsc::unbounded::<Vec<Workspace>>();
+        let listing = async move {
+            let send = |page| {
+                // The receiver lives until this function returns: sending cannot fail.
+                let _ = pages.unbounded_send(page);
+            };
+            self.arm.list_workspaces_by_page(subscription, send).await
+        };
+        let work = listed
+            .flat_map(|page| futures::stream::iter(page.into_iter().filter_map(with_id)))
+            .map(|(id, ws)| async move {
                 let listed = self
-                    .reconciler
                     .arm
                     .list_datastores(&id)
                     .await
                     .map_err(|e| execute::explain(&e));
-                self.workspace(id, ws, listed).await
+                self.workspace(id, &ws, listed).await
             })
-        });
-        Ok(join_all(runs).await.into_iter().flatten().collect())
+            .buffered(WORKSPACES_IN_FLIGHT)
+            .collect::<Vec<_>>();
+        let (listed, entries) = futures::join!(listing, work);
+        listed?;
+        Ok(entries.into_iter().flatten().collect())
+    }
+
+    /// A listed workspace's datastores as this run needs them: all of them, or only those that
+    /// name the account when the report leaves out the others.
+    fn listed(&self, ws: &ListedWorkspace) -> Result<Vec<Datastore>, String> {
+        let account = &self.request.account;
+        match &ws.datastores {
+            Ok(all) if !self.request.report_other_accounts => {
+                Ok(all.iter().filter(|d| names(d, account)).cloned().collect())
+            }
+            other => other.clone(),
+        }
     }
 
     /// Observe, plan and carry out one workspace; its resync comes after its datastore updates.
@@ -79,9 +116,15 @@ impl Run<'_> {
         workspace: &Workspace,
         listed: Result<Vec<Datastore>, String>,
     ) -> Vec<Entry> {
+        // A failed read ends the whole run (see `reconcile_locked`); nothing to do here then.
+        let Ok((account, keys)) = self.account.clone().await else {
+            return Vec::new();
+        };
+        let facts = super::facts(&account);
+        let keys = keys.as_deref();
         let arm = &self.arm;
         let datastores = match listed {
-            Ok(listed) => Ok(observe::datastores(arm, &id, listed, self.facts, self.keys).await),
+            Ok(listed) => Ok(observe::datastores(arm, &id, listed, &facts, keys).await),
             Err(reason) => Err(reason),
         };
         let observed = ObservedWorkspace {
@@ -92,23 +135,19 @@ impl Run<'_> {
         };
         let target = self.request.target;
         let now = OffsetDateTime::now_utc();
-        let Some(plan) = plan::plan_workspace(
-            self.facts,
-            &observed,
-            target,
-            self.facts.target_slot(target),
-            now,
-        ) else {
+        let Some(plan) =
+            plan::plan_workspace(&facts, &observed, target, facts.target_slot(target), now)
+        else {
             return Vec::new();
         };
-        match (self.request.dry_run, self.keys) {
-            (false, Some(keys)) => self.apply(&plan, keys).await,
-            _ => self.describe(&plan),
+        match (self.request.dry_run, keys) {
+            (false, Some(keys)) => self.apply(&plan, &facts, keys).await,
+            _ => self.describe(&plan, keys.is_some()),
         }
     }
 
     /// The entries of a plan that writes nothing (a dry run, or shared-key access disabled).
-    fn describe(&self, plan: &WorkspacePlan) -> Vec<Entry> {
+    fn describe(&self, plan: &WorkspacePlan, has_keys: bool) -> Vec<Entry> {
         let dry_run = self.request.dry_run;
         let mut entries = listing_error_entry(plan);
         entries.extend(
@@ -116,26 +155,42 @@ impl Run<'_> {
                 .iter()
                 .map(|d| execute::planned_entry(&plan.id, d, dry_run)),
         );
-        if let (Some(decision), true) = (&plan.resync, self.keys.is_some()) {
+        if let (Some(decision), true) = (&plan.resync, has_keys) {
             entries.push(execute::workspace_entry(&plan.id, decision, dry_run));
         }
         entries
     }
 
-    async fn apply(&self, plan: &WorkspacePlan, keys: &AccountKeys) -> Vec<Entry> {
+    async fn apply(
+        &self,
+        plan: &WorkspacePlan,
+        facts: &AccountFacts,
+        keys: &AccountKeys,
+    ) -> Vec<Entry> {
         let arm = &self.arm;
+        let is_update = |d: &&DatastorePlan| matches!(d.step, Step::Update(_));
         let updates = plan
             .datastores
             .iter()
-            .map(|d| execute::datastore(arm, &plan.id, d, self.facts, keys));
+            .filter(is_update)
+            .map(|d| execute::datastore(arm, &plan.id, d, facts, keys));
+        let mut updated = join_all(updates).await.into_iter();
         let mut entries = listing_error_entry(plan);
-        entries.extend(join_all(updates).await);
+        // Back in plan order: the updates' entries where they were, the rest as planned.
+        entries.extend(plan.datastores.iter().map(|d| {
+            match d.step {
+                Step::Update(_) => updated
+                    .next()
+                    .unwrap_or_else(|| execute::planned_entry(&plan.id, d, false)),
+                _ => execute::planned_entry(&plan.id, d, false),
+            }
+        }));
         match &plan.resync {
             Some(ResyncDecision::Resync) => {
                 let entry = execute::resync(arm, &plan.id).await;
                 if matches!(entry.outcome, Outcome::Resynced | Outcome::Accepted) {
                     self.reconciler
-                        .remember_resync(&plan.id, self.facts.newest_key_time());
+                        .remember_resync(&plan.id, facts.newest_key_time());
                 }
                 entries.push(entry);
             }
@@ -144,6 +199,30 @@ impl Run<'_> {
         }
         entries
     }
+}
+
+/// True when a listed workspace may have to do with `account`: its default storage, a
+/// datastore naming the account (the planner then checks the cloud too), or a failed listing.
+fn may_concern(ws: &ListedWorkspace, account: &StorageAccountId) -> bool {
+    observe::default_storage_is(&ws.workspace, account)
+        || ws
+            .datastores
+            .as_ref()
+            .map_or(true, |list| list.iter().any(|d| names(d, account)))
+}
+
+/// True when the datastore names `account` (whatever its cloud: the planner checks that).
+fn names(datastore: &Datastore, account: &StorageAccountId) -> bool {
+    datastore
+        .account_name()
+        .is_some_and(|n| n.trim().eq_ignore_ascii_case(account.name()))
+}
+
+/// A listed workspace with its parsed id; one whose id does not parse is not ours to touch.
+fn with_id(workspace: Workspace) -> Option<(WorkspaceId, Workspace)> {
+    WorkspaceId::parse(&workspace.id)
+        .ok()
+        .map(|id| (id, workspace))
 }
 
 fn failed_note(message: String) -> Note {

@@ -155,6 +155,12 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// True for a datastore listed only because its workspace has something on the account:
+    /// it is on another account, and nothing was done to it.
+    pub fn is_on_another_account(&self) -> bool {
+        self.outcome == Outcome::Skipped && self.reason.as_deref() == Some(ON_ANOTHER_ACCOUNT)
+    }
+
     /// The workspace's name, the last segment of its id.
     pub fn workspace_name(&self) -> &str {
         self.workspace.rsplit('/').next().unwrap_or(&self.workspace)

@@ -166,7 +166,7 @@ fn note_line(note: &Note, paint: Painter) -> String {
 
 /// A datastore skipped because it is on another account: listed by name only, on one line.
 fn is_elsewhere(entry: &Entry) -> bool {
-    entry.outcome == Outcome::Skipped && entry.reason.as_deref() == Some(super::ON_ANOTHER_ACCOUNT)
+    entry.is_on_another_account()
 }
 
 fn workspaces_in_order(entries: &[Entry]) -> Vec<&str> {

@@ -216,6 +216,7 @@ impl Scope<'_> {
             keys: Some(keys),
             inventory: self.inventory.clone(),
             deadline: self.deadline,
+            report_other_accounts: true,
         }
     }
 }
