@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::Value;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -178,7 +178,9 @@ fn broken_by_rotation(state: &Value) -> bool {
         .any(|i| i["datastores"].as_array().is_some_and(|d| !d.is_empty()))
 }
 
-fn find_app_root(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+/// The folder holding `host.json` and the function folders: `given`, else the current
+/// directory, the binary's folder or the source tree, whichever has a `host.json`.
+pub(crate) fn find_app_root(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let candidates = given.into_iter().chain(std::env::current_dir().ok()).chain(
         std::env::current_exe()
             .ok()
@@ -191,7 +193,7 @@ fn find_app_root(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         .iter()
         .find(|dir| dir.join("host.json").is_file())
         .cloned()
-        .context("no host.json found: run the demo from the repository root or pass --app-root")
+        .context("no host.json found: run from the repository root or pass --app-root")
 }
 
 /// Starts Azurite as the accounts' storage data plane when it is installed; true if it runs.
@@ -237,47 +239,15 @@ async fn start_host(
 
 /// Regenerates key1 through ARM with a portal user's token, as someone in the portal would.
 async fn regenerate_key1(emulator: &RunningEmulator) -> anyhow::Result<()> {
-    let base = emulator.base_url();
-    let client = reqwest::Client::new();
-    let token: Value = client
-        .post(base.join("/_emulator/user-token")?)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let token = token["access_token"]
-        .as_str()
-        .context("the emulator gave no user token")?;
     let account =
         account_id(&emulator.state()).context("the demo scenario has no shared account")?;
-    let url = base.join(&format!("{account}/regenerateKey?api-version=2025-08-01"))?;
-    client
-        .post(url)
-        .bearer_auth(token)
-        .json(&serde_json::json!({"keyName": "key1"}))
-        .send()
-        .await?
-        .error_for_status()
-        .context("regenerating key1")?;
-    Ok(())
+    emulator.regenerate_as_user(&account, "key1").await
 }
 
 async fn wait_for_invocation(
     finished: &mut tokio::sync::broadcast::Receiver<InvocationRecord>,
 ) -> anyhow::Result<InvocationRecord> {
-    let wait = async {
-        loop {
-            match finished.recv().await {
-                Ok(record) if record.function == FUNCTION => return Ok(record),
-                Ok(_) => continue,
-                Err(e) => bail!("the local host stopped: {e}"),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(120), wait)
-        .await
-        .context("no invocation within 120 s")?
+    crate::host::next_invocation(finished, FUNCTION, Duration::from_secs(120)).await
 }
 
 fn print_report(record: &InvocationRecord) {

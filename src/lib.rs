@@ -2,6 +2,7 @@
 //! the storage accounts they use. It runs as an Azure Functions custom handler; see `DESIGN.md`.
 
 pub mod arm;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -91,6 +91,18 @@ pub enum Command {
         #[arg(long)]
         event_webhook: Option<url::Url>,
     },
+    /// Measure how fast keysync converges a large estate against the local emulator.
+    ///
+    /// Generates an estate (by default 100 workspaces of 20 datastores, 50 storage accounts, the
+    /// busiest used by 200 datastores in 40 workspaces), adds a fixed latency to every emulator
+    /// answer, and times the event path (one regeneration of the busiest account) and the sweep
+    /// (every account), each with keysync as configured and with one request in flight, next to
+    /// the lower bound Azure's round trips allow. Also the handler's start-up and memory.
+    ///
+    /// Exits 1 if a run left an invalid key or an unsynced workspace behind.
+    ///
+    /// Example: cargo run --release -- bench
+    Bench(crate::bench::BenchArgs),
     /// Watch keysync work end to end against the local emulator: a key is regenerated, the event
     /// reaches the handler through a local Functions host, and every stale datastore is repaired.
     ///
@@ -224,6 +236,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { app_root, verbose } => crate::demo::run(app_root, verbose).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 

@@ -1,0 +1,365 @@
+//! One measured run: a fresh emulator holding the estate, the real `keysync serve` behind the
+//! local Functions host, one trigger (an Event Grid event, or a timer tick that sweeps), and what
+//! it took: wall time, ARM requests by operation, whether the estate converged, and memory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use super::estate::{self, Shape};
+use super::footprint::{self, Memory};
+use crate::emulator::{EmulatorOptions, RequestRecord, RunningEmulator};
+use crate::host::{BindingEncoding, HostOptions, LocalHost};
+
+/// The function an Event Grid event goes to, and the timer that sweeps.
+const EVENT_FUNCTION: &str = "KeyRegenerated";
+const TIMER_FUNCTION: &str = "RotateKeys";
+/// The longest a measured invocation may take before the run is abandoned.
+const INVOCATION_LIMIT: Duration = Duration::from_secs(3600);
+
+/// What a run reacts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// key1 of the busiest account is regenerated; the event reaches `KeyRegenerated`.
+    Event,
+    /// key1 of every account is regenerated with no event delivered; `RotateKeys` sweeps.
+    Sweep,
+}
+
+/// What every run shares.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub shape: Shape,
+    pub latency: Duration,
+    /// The folder with `host.json` and the function folders.
+    pub app_root: PathBuf,
+    /// The `keysync` binary the host starts.
+    pub executable: PathBuf,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// From the invocation's start to keysync's answer.
+    pub wall: Duration,
+    /// The ARM requests keysync sent, in order (the regenerations that set the run up left out).
+    pub requests: Vec<RequestRecord>,
+    /// Managed identity tokens keysync asked for.
+    pub tokens: u64,
+    /// The handler answered 2xx.
+    pub succeeded: bool,
+    pub convergence: Convergence,
+    /// The handler's memory before the trigger and after it.
+    pub idle: Option<Memory>,
+    pub after: Option<Memory>,
+    /// The emulator's own time per ARM request, the added latency left out.
+    pub emulator_overhead: Option<Duration>,
+    /// The size of the handler's answer to the host (the report travels in it).
+    pub reply_bytes: usize,
+    /// Lines the handler printed during the run (the host ships each to the logs).
+    pub log_lines: usize,
+}
+
+impl Measured {
+    /// Requests by operation name.
+    pub fn by_operation(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for request in &self.requests {
+            *counts.entry(request.operation.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Requests per subscription, busiest first.
+    pub fn per_subscription(&self) -> Vec<usize> {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for request in &self.requests {
+            let subscription = request.path.split('/').nth(2).unwrap_or_default();
+            *counts.entry(subscription.to_ascii_lowercase()).or_default() += 1;
+        }
+        let mut counts: Vec<usize> = counts.into_values().collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        counts
+    }
+
+    /// The number of requests for `operation`.
+    pub fn count(&self, operation: &str) -> usize {
+        self.requests
+            .iter()
+            .filter(|r| r.operation == operation)
+            .count()
+    }
+}
+
+/// Whether the run left the estate repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Convergence {
+    /// AccountKey datastores on the regenerated accounts.
+    pub key_datastores: usize,
+    /// Of those, the ones holding neither current key afterwards.
+    pub invalid: usize,
+    /// Workspaces whose default storage is a regenerated account.
+    pub workspaces: usize,
+    /// Of those, the ones whose cached keys are still old.
+    pub unsynced: usize,
+}
+
+impl Convergence {
+    pub fn converged(&self) -> bool {
+        self.invalid == 0 && self.unsynced == 0
+    }
+}
+
+/// Runs keysync on `path` with `concurrency` ARM requests in flight per subscription.
+pub async fn keysync(setup: &Setup, path: Path, concurrency: usize) -> anyhow::Result<Measured> {
+    let emulator = start_emulator(setup).await?;
+    let accounts = regenerated_accounts(setup, path);
+    if path == Path::Sweep {
+        // Lost events: the sweep has to find every stale datastore by itself.
+        regenerate(&emulator, &accounts).await?;
+    }
+    let host = start_host(setup, &emulator, concurrency).await?;
+    let pid = host.handler_pid();
+    let idle = pid.and_then(footprint::memory);
+    let mark = emulator.requests().len();
+    let lines_before = host.handler_output().len();
+    let (overhead_before, tokens_before) = (emulator.overhead(), tokens(&emulator));
+
+    let record = match path {
+        Path::Event => {
+            emulator.set_event_webhook(Some(host.event_grid_webhook(EVENT_FUNCTION)));
+            let mut finished = host.subscribe();
+            regenerate(&emulator, &accounts).await?;
+            crate::host::next_invocation(&mut finished, EVENT_FUNCTION, INVOCATION_LIMIT).await?
+        }
+        Path::Sweep => host.tick(TIMER_FUNCTION, false).await?,
+    };
+
+    let after = pid.and_then(footprint::memory);
+    let requests = requests_since(&emulator, mark);
+    let measured = Measured {
+        wall: record.elapsed,
+        emulator_overhead: overhead_since(&emulator, overhead_before),
+        tokens: tokens(&emulator).saturating_sub(tokens_before),
+        succeeded: record.succeeded(),
+        reply_bytes: record.body.to_string().len(),
+        log_lines: host.handler_output().len().saturating_sub(lines_before),
+        convergence: convergence(&emulator.state(), &accounts),
+        requests,
+        idle,
+        after,
+    };
+    let _ = host.shutdown().await;
+    emulator.shutdown().await;
+    Ok(measured)
+}
+
+/// The emulator, serving the estate with the setup's latency.
+pub async fn start_emulator(setup: &Setup) -> anyhow::Result<RunningEmulator> {
+    let latency_ms = u64::try_from(setup.latency.as_millis()).unwrap_or(u64::MAX);
+    let scenario = estate::scenario(&setup.shape, latency_ms)?;
+    RunningEmulator::start(scenario, EmulatorOptions::default()).await
+}
+
+/// The ids of the accounts whose key1 the run regenerates.
+pub fn regenerated_accounts(setup: &Setup, path: Path) -> Vec<String> {
+    match path {
+        Path::Event => vec![estate::account_id(&setup.shape, 0)],
+        Path::Sweep => (0..setup.shape.accounts)
+            .map(|a| estate::account_id(&setup.shape, a))
+            .collect(),
+    }
+}
+
+/// The settings of the handler: the emulator's, plus what keeps the measurement about ARM.
+pub fn handler_env(emulator: &RunningEmulator, concurrency: usize) -> Vec<(String, String)> {
+    let mut env = emulator.env();
+    env.extend(
+        [
+            ("KEYSYNC_MAX_CONCURRENCY", concurrency.to_string()),
+            // The estate's storage endpoints are fictional; checking credentials against them
+            // would time the network stack's failures, not keysync.
+            ("KEYSYNC_VERIFY", "false".to_string()),
+            // One call at a time takes far longer than Event Grid's 30 s; the deadlines would cut
+            // the sequential runs short, and the comparison needs them complete.
+            ("KEYSYNC_EVENT_DEADLINE_SECS", "600".to_string()),
+            ("KEYSYNC_TIMER_DEADLINE_SECS", "3600".to_string()),
+            ("RUST_LOG", "info".to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    env
+}
+
+async fn start_host(
+    setup: &Setup,
+    emulator: &RunningEmulator,
+    concurrency: usize,
+) -> anyhow::Result<LocalHost> {
+    LocalHost::start(HostOptions {
+        app_root: setup.app_root.clone(),
+        executable: Some(setup.executable.clone()),
+        env: handler_env(emulator, concurrency),
+        echo_output: false,
+        encoding: BindingEncoding::Object,
+        listen: ([127, 0, 0, 1], 0).into(),
+        function_key: None,
+    })
+    .await
+    .context("starting the handler behind the local host")
+}
+
+/// Regenerates key1 of every account in `accounts` as a portal user would, all at once.
+pub async fn regenerate(emulator: &RunningEmulator, accounts: &[String]) -> anyhow::Result<()> {
+    let calls = accounts
+        .iter()
+        .map(|account| emulator.regenerate_as_user(account, "key1"));
+    futures::future::try_join_all(calls).await?;
+    Ok(())
+}
+
+/// The ARM requests after the first `mark`, without the regenerations that set the run up.
+pub fn requests_since(emulator: &RunningEmulator, mark: usize) -> Vec<RequestRecord> {
+    emulator
+        .requests()
+        .into_iter()
+        .skip(mark)
+        .filter(|r| r.operation != "StorageAccounts_RegenerateKey")
+        .collect()
+}
+
+fn tokens(emulator: &RunningEmulator) -> u64 {
+    emulator.state()["managedIdentityTokensIssued"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+fn overhead_since(emulator: &RunningEmulator, before: (u64, Duration)) -> Option<Duration> {
+    let (requests, spent) = emulator.overhead();
+    let requests = u32::try_from(requests.checked_sub(before.0)?).ok()?;
+    (requests > 0).then(|| spent.saturating_sub(before.1) / requests)
+}
+
+/// Reads the emulator's state: does every AccountKey datastore on `accounts` hold a current key,
+/// and has every workspace on them been resynced?
+pub fn convergence(state: &Value, accounts: &[String]) -> Convergence {
+    let keys = current_keys(state, accounts);
+    let mut found = Convergence::default();
+    for ws in state["workspaces"].as_array().into_iter().flatten() {
+        let home = ws["storageAccount"].as_str().unwrap_or_default();
+        if accounts.iter().any(|a| a.eq_ignore_ascii_case(home)) {
+            found.workspaces += 1;
+            found.unsynced += usize::from(ws["storageKeysInSync"] != true);
+        }
+        for ds in ws["datastores"].as_array().into_iter().flatten() {
+            let properties = &ds["resource"]["properties"];
+            let account = properties["accountName"].as_str().unwrap_or_default();
+            let Some(current) = keys.get(&account.to_ascii_lowercase()) else {
+                continue;
+            };
+            if properties["credentials"]["credentialsType"] != "AccountKey" {
+                continue;
+            }
+            found.key_datastores += 1;
+            let held = &ds["secrets"]["key"];
+            found.invalid += usize::from(!current.contains(held));
+        }
+    }
+    found
+}
+
+/// Both current keys of each of `accounts`, by lower-case account name.
+fn current_keys(state: &Value, accounts: &[String]) -> BTreeMap<String, [Value; 2]> {
+    let mut keys = BTreeMap::new();
+    for account in state["storageAccounts"].as_array().into_iter().flatten() {
+        let id = account["id"].as_str().unwrap_or_default();
+        if !accounts.iter().any(|a| a.eq_ignore_ascii_case(id)) {
+            continue;
+        }
+        let name = id
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let pair = [
+            account["keys"]["key1"].clone(),
+            account["keys"]["key2"].clone(),
+        ];
+        keys.insert(name, pair);
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ACCOUNT: &str =
+        "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/sta";
+
+    fn state(held: &str, in_sync: bool) -> Value {
+        json!({
+            "storageAccounts": [{"id": ACCOUNT, "keys": {"key1": "new-one", "key2": "two"}}],
+            "workspaces": [{
+                "storageAccount": ACCOUNT.to_uppercase(),
+                "storageKeysInSync": in_sync,
+                "datastores": [
+                    {"resource": {"properties": {"accountName": "STA", "credentials": {"credentialsType": "AccountKey"}}}, "secrets": {"key": held}},
+                    {"resource": {"properties": {"accountName": "sta", "credentials": {"credentialsType": "None"}}}},
+                    {"resource": {"properties": {"accountName": "other", "credentials": {"credentialsType": "AccountKey"}}}, "secrets": {"key": "old"}}
+                ]
+            }]
+        })
+    }
+
+    #[test]
+    fn a_datastore_with_an_old_key_or_an_unsynced_workspace_is_not_converged() {
+        let accounts = [ACCOUNT.to_string()];
+        let done = convergence(&state("two", true), &accounts);
+        assert_eq!(
+            done,
+            Convergence {
+                key_datastores: 1,
+                invalid: 0,
+                workspaces: 1,
+                unsynced: 0
+            }
+        );
+        assert!(done.converged());
+        assert_eq!(convergence(&state("old", true), &accounts).invalid, 1);
+        assert!(!convergence(&state("new-one", false), &accounts).converged());
+    }
+
+    #[test]
+    fn requests_are_counted_per_subscription_and_operation() {
+        let record = |path: &str, operation: &str| RequestRecord {
+            method: "GET".into(),
+            path: path.into(),
+            operation: operation.into(),
+            status: 200,
+        };
+        let measured = Measured {
+            wall: Duration::ZERO,
+            requests: vec![
+                record("/subscriptions/A/x", "Datastores_List"),
+                record("/subscriptions/a/y", "Datastores_Get"),
+                record("/subscriptions/b/y", "Datastores_Get"),
+            ],
+            tokens: 1,
+            succeeded: true,
+            convergence: Convergence::default(),
+            idle: None,
+            after: None,
+            emulator_overhead: None,
+            reply_bytes: 0,
+            log_lines: 0,
+        };
+        assert_eq!(measured.per_subscription(), vec![2, 1]);
+        assert_eq!(measured.count("Datastores_Get"), 2);
+        assert_eq!(measured.by_operation()["Datastores_List"], 1);
+    }
+}
