@@ -1,11 +1,14 @@
 //! The emulator over HTTPS: a client that trusts only the certificate the emulator hands out
 //! gets tokens, lists and long-running operations there, and every absolute link it is given
-//! leads back to the HTTPS listener it used, while the plain listener keeps its http links.
+//! leads back to the HTTPS listener it used, while the plain listener keeps its http links. The
+//! requests the Azure ML Python SDK makes for the benchmark's baseline are served as it sends them.
 
 use keysync::emulator::{EmulatorOptions, FaultKind, FaultRule, RunningEmulator, Scenario};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
+const GROUP: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-ml";
+const SUBSCRIPTION: &str = "/subscriptions/11111111-2222-3333-4444-555555555555";
 const WORKSPACE: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/mlw-vision";
 /// The api-version the Azure ML Python SDK lists datastores and resyncs keys with.
 const SDK_API: &str = "api-version=2024-10-01-preview";
@@ -71,12 +74,20 @@ impl Https {
     }
 
     async fn send(&self, method: reqwest::Method, url: &str) -> reqwest::Response {
-        self.client
-            .request(method, url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
+        self.send_json(method, url, None).await
+    }
+
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self.client.request(method, url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.unwrap()
     }
 
     fn url(&self, path_and_query: &str) -> String {
@@ -221,6 +232,88 @@ async fn a_drop_fault_closes_a_tls_connection_without_an_answer() {
     assert_eq!(
         h.send(reqwest::Method::GET, &url).await.status(),
         StatusCode::OK
+    );
+}
+
+/// The requests `scripts/bench/sdk_procedure.py` makes through azure-ai-ml 1.35.2, with the
+/// query parameters and body shapes the SDK sends (captured from a run against the emulator).
+#[tokio::test]
+async fn the_python_sdk_procedure_requests_are_served_over_https() {
+    let h = Https::start().await;
+    let account = format!("{GROUP}/providers/Microsoft.Storage/storageAccounts/stmlshared01");
+    let keys: Value = h
+        .send(
+            reqwest::Method::POST,
+            &h.url(&format!("{account}/listKeys?api-version=2025-08-01")),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key1 = keys["keys"][0]["value"].as_str().unwrap().to_string();
+
+    let workspaces = h.url(&format!(
+        "{SUBSCRIPTION}/providers/Microsoft.MachineLearningServices/workspaces?{SDK_API}"
+    ));
+    let listed: Value = h
+        .send(reqwest::Method::GET, &workspaces)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["value"].as_array().unwrap().len(), 2);
+    let storage = listed["value"][0]["properties"]["storageAccount"].as_str();
+    assert!(storage.unwrap().eq_ignore_ascii_case(&account));
+
+    // The SDK always sends orderByAsc, without orderBy: the stored order stays.
+    let datastores = h.url(&format!(
+        "{WORKSPACE}/datastores?{SDK_API}&count=30&orderByAsc=false"
+    ));
+    let page: Value = h
+        .send(reqwest::Method::GET, &datastores)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names[..2], ["workspaceblobstore", "workspacefilestore"]);
+    assert!(page.get("nextLink").is_none());
+
+    // What the SDK's AzureBlobDatastore entity writes back: no `properties`, no
+    // `serviceDataAccessAuthIdentity`; they are gone from the stored datastore.
+    let body = json!({"properties": {
+        "accountName": "stmlshared01", "containerName": "curated",
+        "credentials": {"credentialsType": "AccountKey",
+                        "secrets": {"secretsType": "AccountKey", "key": key1}},
+        "endpoint": "core.windows.net", "protocol": "https",
+        "tags": {"team": "vision", "tier": "gold"},
+        "description": "Curated training images, reviewed weekly", "datastoreType": "AzureBlob"
+    }});
+    let put = h.url(&format!(
+        "{WORKSPACE}/datastores/curated?{SDK_API}&skipValidation=true"
+    ));
+    let written = h.send_json(reqwest::Method::PUT, &put, Some(&body)).await;
+    assert_eq!(written.status(), StatusCode::OK);
+    let state = h.emulator.state();
+    let curated = &state["workspaces"][0]["datastores"][2];
+    assert_eq!(curated["secrets"]["key"], json!(key1));
+    let properties = &curated["resource"]["properties"];
+    assert!(properties.get("properties").is_none(), "{properties}");
+    assert!(properties.get("serviceDataAccessAuthIdentity").is_none());
+
+    let resync = h.url(&format!("{WORKSPACE}/resyncKeys?{SDK_API}"));
+    let accepted = h.send(reqwest::Method::POST, &resync).await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    assert!(
+        accepted.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("https://")
     );
 }
 
