@@ -31,6 +31,7 @@ pub async fn run(app_root: Option<PathBuf>, verbose: bool) -> anyhow::Result<Exi
         EmulatorOptions {
             listen: ([127, 0, 0, 1], 0).into(),
             event_webhook: None,
+            https: false,
         },
     )
     .await?;

@@ -77,7 +77,10 @@ pub enum Command {
     Rotate(RotateArgs),
     /// Run the local Azure emulator (ARM storage and ML APIs, managed identity, Event Grid).
     ///
-    /// Prints NAME=value lines for a handler once ready, then serves until Ctrl-C.
+    /// Prints NAME=value lines for a handler once ready, then serves until Ctrl-C. With --https
+    /// it also serves HTTPS on a free loopback port and prints two more lines:
+    /// KEYSYNC_EMULATOR_HTTPS (its base URL) and KEYSYNC_EMULATOR_CA_FILE (a PEM file of the
+    /// certificate to trust, e.g. through REQUESTS_CA_BUNDLE; removed when the emulator stops).
     ///
     /// Example: keysync emulator --listen 127.0.0.1:0 --scenario demo --event-webhook http://127.0.0.1:7072/runtime/webhooks/eventgrid?functionName=KeyRegenerated
     Emulator {
@@ -90,6 +93,9 @@ pub enum Command {
         /// Where to post Event Grid events when a key is regenerated.
         #[arg(long)]
         event_webhook: Option<url::Url>,
+        /// Also serve HTTPS, with a certificate made at start for 127.0.0.1 and localhost.
+        #[arg(long)]
+        https: bool,
     },
     /// Measure how fast keysync converges a large estate against the local emulator.
     ///
@@ -226,11 +232,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             scenario,
             event_webhook,
+            https,
         } => {
             let scenario = load_scenario(&scenario)?;
             let options = crate::emulator::EmulatorOptions {
                 listen,
                 event_webhook,
+                https,
             };
             crate::emulator::run_cli(scenario, options).await?;
             Ok(ExitCode::SUCCESS)

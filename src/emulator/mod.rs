@@ -5,7 +5,9 @@
 //! tests under `/_emulator/`.
 //!
 //! One axum server on loopback serves everything: `/msi/token`, `/_emulator/*`, and a fallback
-//! that parses ARM paths itself so that names match case-insensitively, as in Azure.
+//! that parses ARM paths itself so that names match case-insensitively, as in Azure. On request
+//! it also serves the same router over HTTPS, with a certificate made at start, for clients
+//! (such as the Azure ML Python SDK) that refuse bearer tokens over plain HTTP.
 
 pub mod azurite;
 mod clock;
@@ -15,6 +17,7 @@ mod demo;
 mod events;
 mod faults;
 mod identity;
+mod origin;
 mod paging;
 mod query;
 mod random;
@@ -24,6 +27,7 @@ mod routes;
 mod scenario;
 mod server;
 mod state;
+mod tls;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -46,14 +50,18 @@ pub struct EmulatorOptions {
     pub listen: SocketAddr,
     /// The webhook that receives Event Grid events; none are posted when unset.
     pub event_webhook: Option<Url>,
+    /// Also serve HTTPS, on a free loopback port, with a certificate made at start (see
+    /// [`RunningEmulator::https_url`] and [`RunningEmulator::certificate_pem`]).
+    pub https: bool,
 }
 
 impl Default for EmulatorOptions {
-    /// Loopback, a free port, no webhook.
+    /// Loopback, a free port, no webhook, plain HTTP only.
     fn default() -> Self {
         EmulatorOptions {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             event_webhook: None,
+            https: false,
         }
     }
 }
@@ -82,7 +90,7 @@ impl RunningEmulator {
     pub async fn start(scenario: Scenario, options: EmulatorOptions) -> anyhow::Result<Self> {
         let mut state = State::from_scenario(&scenario).context("loading the scenario")?;
         state.webhook = options.event_webhook;
-        let server = Server::start(state, options.listen).await?;
+        let server = Server::start(state, options.listen, options.https).await?;
         Ok(RunningEmulator {
             server,
             subscriptions: scenario.subscriptions(),
@@ -97,6 +105,21 @@ impl RunningEmulator {
     /// `http://127.0.0.1:PORT/`: the ARM endpoint.
     pub fn base_url(&self) -> Url {
         self.server.shared.base_url.clone()
+    }
+
+    /// `https://127.0.0.1:PORT/`: the same endpoint over HTTPS, when started with
+    /// [`EmulatorOptions::https`].
+    pub fn https_url(&self) -> Option<Url> {
+        self.server.https.as_ref().map(|https| https.url.clone())
+    }
+
+    /// The PEM certificate a client must trust to reach [`RunningEmulator::https_url`] (the
+    /// authority that signed the server's certificate for `127.0.0.1` and `localhost`).
+    pub fn certificate_pem(&self) -> Option<&str> {
+        self.server
+            .https
+            .as_ref()
+            .map(|https| https.ca_pem.as_str())
     }
 
     /// The `NAME=value` settings a handler needs to use this emulator: `KEYSYNC_ARM_ENDPOINT`,
@@ -208,24 +231,51 @@ impl RunningEmulator {
 }
 
 /// `keysync emulator`: starts the emulator, prints its settings (one `NAME=value` per line) to
-/// stdout once it is ready, and serves until SIGINT or SIGTERM.
+/// stdout once it is ready, and serves until SIGINT or SIGTERM. With HTTPS, two more lines follow
+/// the usual four: `KEYSYNC_EMULATOR_HTTPS` and `KEYSYNC_EMULATOR_CA_FILE`, a PEM file of the
+/// certificate to trust, removed when the emulator stops.
 pub async fn run_cli(scenario: Scenario, options: EmulatorOptions) -> anyhow::Result<()> {
     let wants_azurite = scenario.storage_accounts.iter().any(|a| a.azurite);
     let emulator = RunningEmulator::start(scenario, options).await?;
     if wants_azurite {
-        match azurite::find_default() {
-            Some(binary) => {
-                let url = emulator.attach_azurite(&binary).await?;
-                tracing::info!(%url, "Azurite attached");
-            }
-            None => eprintln!(
-                "warning: Azurite not found (run `npm ci` in the repository root, or set {}): accounts flagged azurite keep their default endpoints",
-                azurite::AZURITE_ENV
-            ),
-        }
+        attach_azurite_if_installed(&emulator).await?;
     }
-    let lines: String = emulator
-        .env()
+    let mut settings = emulator.env();
+    let ca_file = match (emulator.https_url(), emulator.certificate_pem()) {
+        (Some(url), Some(pem)) => {
+            let file = CaFile::write(pem)?;
+            let url = url.as_str().trim_end_matches('/').to_string();
+            settings.push(("KEYSYNC_EMULATOR_HTTPS".into(), url));
+            settings.push(("KEYSYNC_EMULATOR_CA_FILE".into(), file.display()));
+            Some(file)
+        }
+        _ => None,
+    };
+    print_settings(&settings)?;
+
+    wait_for_stop_signal().await?;
+    tracing::info!("stopping the emulator");
+    emulator.shutdown().await;
+    drop(ca_file);
+    Ok(())
+}
+
+async fn attach_azurite_if_installed(emulator: &RunningEmulator) -> anyhow::Result<()> {
+    match azurite::find_default() {
+        Some(binary) => {
+            let url = emulator.attach_azurite(&binary).await?;
+            tracing::info!(%url, "Azurite attached");
+        }
+        None => eprintln!(
+            "warning: Azurite not found (run `npm ci` in the repository root, or set {}): accounts flagged azurite keep their default endpoints",
+            azurite::AZURITE_ENV
+        ),
+    }
+    Ok(())
+}
+
+fn print_settings(settings: &[(String, String)]) -> anyhow::Result<()> {
+    let lines: String = settings
         .iter()
         .map(|(name, value)| format!("{name}={value}\n"))
         .collect();
@@ -233,13 +283,33 @@ pub async fn run_cli(scenario: Scenario, options: EmulatorOptions) -> anyhow::Re
     stdout
         .write_all(lines.as_bytes())
         .and_then(|()| stdout.flush())
-        .context("writing the emulator settings to stdout")?;
-    drop(stdout);
+        .context("writing the emulator settings to stdout")
+}
 
-    wait_for_stop_signal().await?;
-    tracing::info!("stopping the emulator");
-    emulator.shutdown().await;
-    Ok(())
+/// The emulator's CA certificate written to a file for clients that read trust from one
+/// (`REQUESTS_CA_BUNDLE`); removed on drop. A certificate is public, so the file needs no
+/// protection; the authority's key is never written.
+struct CaFile(std::path::PathBuf);
+
+impl CaFile {
+    fn write(pem: &str) -> anyhow::Result<CaFile> {
+        let name = format!("keysync-emulator-{}-ca.pem", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, pem)
+            .with_context(|| format!("writing the emulator's certificate to {}", path.display()))?;
+        Ok(CaFile(path))
+    }
+
+    fn display(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for CaFile {
+    fn drop(&mut self) {
+        // Best effort: a file left in the temp folder holds only a public certificate.
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<()> {

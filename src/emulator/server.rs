@@ -1,6 +1,7 @@
-//! The HTTP server: binds the listener, assembles the router, and serves each connection with
-//! hyper directly, because a `drop` fault has to close a connection without answering, which
-//! `axum::serve` cannot do. Shutdown stops accepting, lets open connections finish their
+//! The HTTP server: binds the listeners (plain HTTP, and HTTPS when asked for), assembles the
+//! router, and serves each connection with hyper directly, because a `drop` fault has to close
+//! a connection without answering, which `axum::serve` cannot do. Both listeners serve the same
+//! router over the same state. Shutdown stops accepting, lets open connections finish their
 //! current request, and stops event deliveries.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -14,24 +15,32 @@ use axum::extract::ConnectInfo;
 use axum::routing::get;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use url::Url;
 
 use super::data_plane::DataPlane;
+use super::origin::ListenerBase;
 use super::reply::DropConnection;
 use super::state::State;
+use super::tls::TlsIdentity;
 use super::{control, random, routes};
 
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a client has to complete the TLS handshake before its connection is closed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What every handler shares: the state (behind its one mutex) and fixed facts of the run.
 pub(crate) struct Shared {
     state: Mutex<State>,
-    /// `http://127.0.0.1:PORT/`.
+    /// `http://127.0.0.1:PORT/`: the plain listener. Answers build their links on the listener
+    /// each request came in on (see `origin`), not on this.
     pub base_url: Url,
     /// The value `X-IDENTITY-HEADER` must carry on `/msi/token`.
     pub identity_secret: String,
@@ -81,39 +90,81 @@ impl Shared {
 pub(crate) struct Server {
     pub addr: SocketAddr,
     pub shared: Arc<Shared>,
+    /// The HTTPS listener, when one was asked for.
+    pub https: Option<HttpsEndpoint>,
     stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Where the HTTPS listener is, and what a client must trust to reach it.
+pub(crate) struct HttpsEndpoint {
+    /// `https://127.0.0.1:PORT/`.
+    pub url: Url,
+    /// The PEM of the authority that signed the server's certificate.
+    pub ca_pem: String,
+}
+
+/// A bound listener: its socket, its base URL, and for HTTPS the acceptor.
+struct Listener {
+    tcp: TcpListener,
+    addr: SocketAddr,
+    base: Url,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Listener {
+    async fn bind(listen: SocketAddr, tls: Option<TlsAcceptor>) -> anyhow::Result<Listener> {
+        let tcp = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the emulator to {listen}"))?;
+        let addr = tcp.local_addr().context("reading the bound address")?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        Ok(Listener {
+            tcp,
+            addr,
+            base: base_url(scheme, addr)?,
+            tls,
+        })
+    }
 }
 
 impl Server {
-    /// Binds `listen` and starts serving `state`.
-    pub(crate) async fn start(state: State, listen: SocketAddr) -> anyhow::Result<Server> {
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding the emulator to {listen}"))?;
-        let addr = listener.local_addr().context("reading the bound address")?;
+    /// Binds `listen` (and, with `https`, a second listener on a free loopback port) and starts
+    /// serving `state`.
+    pub(crate) async fn start(
+        state: State,
+        listen: SocketAddr,
+        https: bool,
+    ) -> anyhow::Result<Server> {
+        let plain = Listener::bind(listen, None).await?;
+        let secure = if https {
+            Some(bind_https().await?)
+        } else {
+            None
+        };
         let (stop, shutdown) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            state: Mutex::new(state),
-            base_url: base_url(addr)?,
-            identity_secret: random::token(),
-            // Events go to a local webhook: never through a proxy from the environment.
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .context("building the event client")?,
-            shutdown: shutdown.clone(),
-            data_plane: tokio::sync::Mutex::new(None),
-            overhead: Overhead::default(),
-        });
+        let shared = new_shared(state, plain.base.clone(), shutdown.clone())?;
         let app = router(Arc::clone(&shared));
-        let task = tokio::spawn(accept_loop(listener, app, shutdown));
+
+        let addr = plain.addr;
         tracing::info!(%addr, "emulator listening");
+        let mut tasks = vec![tokio::spawn(accept_loop(
+            plain,
+            app.clone(),
+            shutdown.clone(),
+        ))];
+        let https = secure.map(|(listener, ca_pem)| {
+            let url = listener.base.clone();
+            tracing::info!(addr = %listener.addr, "emulator listening for HTTPS");
+            tasks.push(tokio::spawn(accept_loop(listener, app, shutdown)));
+            HttpsEndpoint { url, ca_pem }
+        });
         Ok(Server {
             addr,
             shared,
+            https,
             stop,
-            task: Some(task),
+            tasks,
         })
     }
 
@@ -125,7 +176,7 @@ impl Server {
     /// Stops the server and waits until its connections are closed.
     pub(crate) async fn stop(mut self) {
         self.signal_stop();
-        if let Some(task) = self.task.take() {
+        for task in std::mem::take(&mut self.tasks) {
             // A join error means the accept loop panicked or was aborted: it is gone either way.
             let _ = task.await;
         }
@@ -138,13 +189,41 @@ impl Drop for Server {
     }
 }
 
-fn base_url(addr: SocketAddr) -> anyhow::Result<Url> {
+fn new_shared(
+    state: State,
+    base_url: Url,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Arc<Shared>> {
+    Ok(Arc::new(Shared {
+        state: Mutex::new(state),
+        base_url,
+        identity_secret: random::token(),
+        // Events go to a local webhook: never through a proxy from the environment.
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .context("building the event client")?,
+        shutdown,
+        data_plane: tokio::sync::Mutex::new(None),
+        overhead: Overhead::default(),
+    }))
+}
+
+/// The HTTPS listener, on a free loopback port, with a certificate made for this run.
+async fn bind_https() -> anyhow::Result<(Listener, String)> {
+    let identity = TlsIdentity::generate()?;
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let listener = Listener::bind(listen, Some(identity.acceptor)).await?;
+    Ok((listener, identity.ca_pem))
+}
+
+fn base_url(scheme: &str, addr: SocketAddr) -> anyhow::Result<Url> {
     // A wildcard bind is reached on loopback.
     let ip = match addr.ip() {
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     };
-    let url = Url::parse(&format!("http://{}", SocketAddr::new(ip, addr.port())))?;
+    let url = Url::parse(&format!("{scheme}://{}", SocketAddr::new(ip, addr.port())))?;
     Ok(url)
 }
 
@@ -156,13 +235,18 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn accept_loop(listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(listener: Listener, app: Router, mut shutdown: watch::Receiver<bool>) {
+    let context = Connection {
+        app,
+        base: listener.base,
+        shutdown: shutdown.clone(),
+    };
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.tcp.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(stream, peer, app.clone(), shutdown.clone()));
+                    connections.spawn(open(stream, peer, listener.tls.clone(), context.clone()));
                 }
                 Err(error) => {
                     // Running out of descriptors is transient; back off instead of spinning.
@@ -174,7 +258,7 @@ async fn accept_loop(listener: TcpListener, app: Router, mut shutdown: watch::Re
         }
         while connections.try_join_next().is_some() {}
     }
-    drop(listener);
+    drop(listener.tcp);
     let drained = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         tracing::debug!("connections still open at shutdown were aborted");
@@ -192,14 +276,51 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 #[error("connection dropped by a fault rule")]
 struct Dropped;
 
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+/// What serving a connection needs besides its stream.
+#[derive(Clone)]
+struct Connection {
     app: Router,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    /// The listener's base URL, handed to every request on the connection.
+    base: Url,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Opens an accepted connection (with the TLS handshake, on the HTTPS listener) and serves it.
+async fn open(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, context: Connection) {
+    let Some(acceptor) = tls else {
+        return serve_connection(stream, peer, context).await;
+    };
+    let mut shutdown = context.shutdown.clone();
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let stream = tokio::select! {
+        result = handshake => match result {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                return;
+            }
+        },
+        () = stopped(&mut shutdown) => return,
+    };
+    serve_connection(stream, peer, context).await;
+}
+
+async fn serve_connection<S>(stream: S, peer: SocketAddr, context: Connection)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Connection {
+        app,
+        base,
+        mut shutdown,
+    } = context;
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(ListenerBase(base.clone()));
         let app = app.clone();
         async move {
             let response = match app.oneshot(request.map(axum::body::Body::new)).await {

@@ -47,6 +47,7 @@ impl TestApp {
             EmulatorOptions {
                 listen: ([127, 0, 0, 1], 0).into(),
                 event_webhook: None,
+                https: false,
             },
         )
         .await

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::body::to_bytes;
 use axum::extract::{ConnectInfo, Request, State as AxumState};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
@@ -25,6 +25,7 @@ use super::RequestRecord;
 use super::events::{self, PendingEvent};
 use super::faults::Decision;
 use super::identity::{Principal, auth_failure};
+use super::origin::{ListenerBase, request_base};
 use super::paging;
 use super::query::Query;
 use super::random;
@@ -72,6 +73,8 @@ pub(crate) struct Call<'a> {
     pub query: &'a Query,
     pub body: &'a [u8],
     pub caller: &'a Principal,
+    /// The base of absolute links in the answer: the scheme, host and port the request came in
+    /// on.
     pub base_url: &'a Url,
     pub path: &'a str,
     pub raw_query: Option<&'a str>,
@@ -116,6 +119,8 @@ struct Incoming {
     /// `None` when the body could not be read whole (too large, or the client went away).
     body: Option<Vec<u8>>,
     peer: IpAddr,
+    /// Where links in the answer point (see `origin`).
+    base: Url,
 }
 
 /// The fallback handler: every ARM request comes through here.
@@ -126,6 +131,9 @@ pub(crate) async fn arm(AxumState(shared): AxumState<Arc<Shared>>, request: Requ
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip());
+    let listener = parts.extensions.get::<ListenerBase>();
+    let host = parts.headers.get(HOST).and_then(|v| v.to_str().ok());
+    let base = request_base(listener.map_or(&shared.base_url, |l| &l.0), host);
     let latency = shared.lock().latency;
     pause(latency).await;
     let started = std::time::Instant::now();
@@ -138,6 +146,7 @@ pub(crate) async fn arm(AxumState(shared): AxumState<Arc<Shared>>, request: Requ
         headers: parts.headers,
         body: to_bytes(body, BODY_LIMIT).await.map(|b| b.to_vec()).ok(),
         peer,
+        base,
     };
     let (operation, outcome) = serve(&shared, &incoming, &ids).await;
     if operation == op::REGENERATE_KEY && outcome.reply.status().is_success() {
@@ -164,7 +173,7 @@ async fn serve(shared: &Shared, incoming: &Incoming, ids: &RequestIds) -> (&'sta
         query: &incoming.query,
         body: incoming.body.as_deref().unwrap_or_default(),
         caller: &caller,
-        base_url: &shared.base_url,
+        base_url: &incoming.base,
         path: &incoming.path,
         raw_query: incoming.raw_query.as_deref(),
         ids,
