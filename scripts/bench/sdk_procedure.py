@@ -66,6 +66,8 @@ class Outcome:
     account: str
     key_name: Optional[str] = None
     wall_seconds: float = 0.0
+    #: Of the wall time, the time spent waiting for `begin_sync_keys` pollers to finish.
+    sync_seconds: float = 0.0
     datastores: List[str] = field(default_factory=list)
     workspaces: List[str] = field(default_factory=list)
     errors: List[str] = field(default_factory=list)
@@ -78,6 +80,7 @@ class Outcome:
             "account": self.account,
             "keyName": self.key_name,
             "wallSeconds": round(self.wall_seconds, 3),
+            "syncSeconds": round(self.sync_seconds, 3),
             "datastoresReregistered": self.datastores,
             "workspacesSynced": self.workspaces,
             "errors": self.errors,
@@ -293,11 +296,14 @@ class Procedure:
                 self._fail(f"re-registering {workspace}/{datastore.name}", error)
 
     def _sync(self, client: Any, workspace: str) -> None:
+        started = time.monotonic()
         try:
             client.workspaces.begin_sync_keys(workspace).result()
             self._outcome.workspaces.append(workspace)
         except Exception as error:
             self._fail(f"syncing the keys of {workspace}", error)
+        finally:
+            self._outcome.sync_seconds += time.monotonic() - started
 
     def _fail(self, context: str, error: BaseException) -> None:
         self._outcome.errors.append(self._redactor.describe(context, error))

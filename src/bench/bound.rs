@@ -7,7 +7,8 @@
 //!   keys (`listKeys`, after the account listing's pages in a sweep) alongside the datastores'
 //!   stored secrets (the workspace list's pages, one workspace's datastore pages, `listSecrets`);
 //!   then, when something was stale, the in-place update (`GET`, `PUT`); then, when a workspace
-//!   was resynced, `resyncKeys` and its status polls;
+//!   was resynced, `resyncKeys` and its status polls, each after the `Retry-After` Azure asked
+//!   for;
 //! - **the requests divided by the concurrency cap**: a subscription serves at most `cap`
 //!   requests of keysync's at a time, so its `n` requests take at least `n / cap` round trips.
 
@@ -27,9 +28,17 @@ pub struct Chain {
     pub updated: bool,
     /// Status polls of one resync, when a workspace was resynced.
     pub resync_polls: Option<usize>,
+    /// The `Retry-After` Azure asks for before each status poll.
+    pub poll_wait: Duration,
 }
 
 impl Chain {
+    /// The waits Azure asks for along the chain: one `Retry-After` before each status poll.
+    pub fn waits(&self) -> Duration {
+        let polls = self.resync_polls.unwrap_or(0);
+        self.poll_wait * u32::try_from(polls).unwrap_or(u32::MAX)
+    }
+
     /// The number of round trips one after the other.
     pub fn round_trips(&self) -> usize {
         let token = 1;
@@ -55,7 +64,7 @@ impl LowerBound {
         let busiest = per_subscription.iter().copied().max().unwrap_or(0);
         let rounds = busiest as f64 / cap.max(1) as f64;
         LowerBound {
-            chain: latency * u32::try_from(chain.round_trips()).unwrap_or(u32::MAX),
+            chain: latency * u32::try_from(chain.round_trips()).unwrap_or(u32::MAX) + chain.waits(),
             throughput: latency.mul_f64(rounds),
         }
     }
@@ -89,9 +98,12 @@ mod tests {
             datastore_pages: 1,
             updated: true,
             resync_polls: Some(2),
+            poll_wait: Duration::from_secs(1),
         };
         // token 1 + (5 + 1 + listSecrets 1) + GET and PUT 2 + resync 1 and 2 polls.
         assert_eq!(chain.round_trips(), 13);
+        let bound = LowerBound::new(&chain, &[13], 100, LATENCY);
+        assert_eq!(bound.chain, LATENCY * 13 + Duration::from_secs(2));
     }
 
     #[test]
@@ -102,6 +114,7 @@ mod tests {
             datastore_pages: 1,
             updated: false,
             resync_polls: None,
+            poll_wait: Duration::ZERO,
         };
         assert_eq!(chain.round_trips(), 1 + 10);
     }

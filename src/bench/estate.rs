@@ -106,8 +106,9 @@ fn default_account(shape: &Shape, w: usize) -> usize {
     }
 }
 
-/// The emulator scenario of the estate, with `latency_ms` on every answer.
-pub fn scenario(shape: &Shape, latency_ms: u64) -> anyhow::Result<Scenario> {
+/// The emulator scenario of the estate, with `latency_ms` on every answer and `retry_after`
+/// seconds of `Retry-After` on a resync and its status polls.
+pub fn scenario(shape: &Shape, latency_ms: u64, retry_after: u64) -> anyhow::Result<Scenario> {
     let mut rng = StdRng::seed_from_u64(shape.seed);
     let accounts: Vec<Value> = (0..shape.accounts).map(|a| account(shape, a)).collect();
     let workspaces: Vec<Value> = (0..shape.workspaces)
@@ -117,6 +118,7 @@ pub fn scenario(shape: &Shape, latency_ms: u64) -> anyhow::Result<Scenario> {
         "storageAccounts": accounts,
         "workspaces": workspaces,
         "latencyMs": latency_ms,
+        "lroRetryAfterSeconds": retry_after,
         // The event is posted as soon as the regeneration is answered: the benchmark times the
         // handler, not a delivery delay of its own choosing.
         "eventDelivery": {"delayMs": 0},
@@ -310,7 +312,7 @@ mod tests {
     #[test]
     fn the_default_estate_has_the_shape_the_benchmark_promises() {
         let shape = shape();
-        let value = serde_json::to_value(scenario(&shape, 25).unwrap()).unwrap();
+        let value = serde_json::to_value(scenario(&shape, 25, 0).unwrap()).unwrap();
         let workspaces = value["workspaces"].as_array().unwrap();
         assert_eq!(workspaces.len(), 100);
         let datastores: usize = workspaces
@@ -333,10 +335,10 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_estate_and_another_seed_another() {
-        let one = serde_json::to_value(scenario(&shape(), 0).unwrap()).unwrap();
-        let again = serde_json::to_value(scenario(&shape(), 0).unwrap()).unwrap();
+        let one = serde_json::to_value(scenario(&shape(), 0, 0).unwrap()).unwrap();
+        let again = serde_json::to_value(scenario(&shape(), 0, 0).unwrap()).unwrap();
         let other = Shape { seed: 8, ..shape() };
-        let other = serde_json::to_value(scenario(&other, 0).unwrap()).unwrap();
+        let other = serde_json::to_value(scenario(&other, 0, 0).unwrap()).unwrap();
         assert_eq!(one, again);
         assert_ne!(one["workspaces"], other["workspaces"]);
     }
@@ -367,7 +369,7 @@ mod tests {
             subscriptions: 3,
             ..shape()
         };
-        let value = serde_json::to_value(scenario(&shape, 0).unwrap()).unwrap();
+        let value = serde_json::to_value(scenario(&shape, 0, 0).unwrap()).unwrap();
         let subscriptions: std::collections::BTreeSet<&str> = value["workspaces"]
             .as_array()
             .unwrap()

@@ -8,17 +8,30 @@ mod estate;
 mod footprint;
 mod output;
 mod run;
+mod sdk;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 pub use bound::{Chain, LowerBound};
 pub use estate::Shape;
 use run::{Measured, Path, Setup};
+use sdk::SdkRun;
+
+/// Whether to run the documented procedure with the Azure ML Python SDK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SdkMode {
+    /// When a Python with azure-ai-ml is found (see --python).
+    Auto,
+    /// Never.
+    Skip,
+    /// Always: fail when it cannot run.
+    Require,
+}
 
 /// The options of `keysync bench`.
 #[derive(Debug, Clone, Args)]
@@ -44,6 +57,10 @@ pub struct BenchArgs {
     /// Latency the emulator adds to every answer, in milliseconds.
     #[arg(long, default_value_t = 25)]
     pub latency_ms: u64,
+    /// The `Retry-After` (seconds) of a resync and its status polls. Azure's samples show none;
+    /// the SDK's poller then waits 30 s, keysync polls at once.
+    #[arg(long, default_value_t = 0)]
+    pub retry_after: u64,
     /// ARM requests in flight per subscription for "keysync as configured" (default: keysync's
     /// own default, as KEYSYNC_MAX_CONCURRENCY would set it).
     #[arg(long)]
@@ -57,6 +74,13 @@ pub struct BenchArgs {
     /// Leave out the sequential runs (one call at a time), which take longest.
     #[arg(long)]
     pub skip_sequential: bool,
+    /// Run the documented procedure with the Azure ML Python SDK on the event path.
+    #[arg(long, value_enum, default_value_t = SdkMode::Auto)]
+    pub sdk: SdkMode,
+    /// The Python with azure-ai-ml and azure-identity (default: .bench-venv/bin/python, which
+    /// scripts/bench/setup-sdk.sh makes).
+    #[arg(long, env = "KEYSYNC_BENCH_PYTHON", value_name = "PATH")]
+    pub python: Option<PathBuf>,
     /// The folder holding host.json and the function folders (default: found automatically).
     #[arg(long)]
     pub app_root: Option<PathBuf>,
@@ -90,6 +114,8 @@ pub struct Results {
     pub concurrency: usize,
     pub event: PathResults,
     pub sweep: PathResults,
+    /// The documented procedure on the event path, or why it did not run.
+    pub sdk: Result<SdkRun, String>,
     pub startups: Vec<Duration>,
 }
 
@@ -111,14 +137,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     if let Some(file) = &args.save_estate {
-        let latency_ms = args.latency_ms;
-        let scenario = serde_json::to_vec_pretty(&estate::scenario(&shape, latency_ms)?)?;
+        let scenario = estate::scenario(&shape, args.latency_ms, args.retry_after)?;
+        let scenario = serde_json::to_vec_pretty(&scenario)?;
         std::fs::write(file, scenario).with_context(|| format!("writing {}", file.display()))?;
         return Ok(ExitCode::SUCCESS);
     }
     let setup = Setup {
         shape,
         latency: Duration::from_millis(args.latency_ms),
+        retry_after: args.retry_after,
         app_root: crate::demo::find_app_root(args.app_root.clone())?,
         executable: std::env::current_exe().context("locating the keysync binary")?,
     };
@@ -128,6 +155,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let progress = !args.json;
 
     let event = measure(&setup, Path::Event, concurrency, &args, progress).await?;
+    let sdk = sdk_procedure(&setup, &args, progress).await;
+    if let (SdkMode::Require, Err(why)) = (args.sdk, &sdk) {
+        anyhow::bail!("the SDK procedure could not run: {why}");
+    }
     let sweep = measure(&setup, Path::Sweep, concurrency, &args, progress).await?;
     let startups = startups(&setup, args.startups).await?;
     let results = Results {
@@ -135,12 +166,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         concurrency,
         event,
         sweep,
+        sdk,
         startups,
     };
     if args.json {
         println!("{:#}", output::json(&results));
     } else {
         print!("{}", output::tables(&results));
+    }
+    let sdk_failed = args.sdk == SdkMode::Require
+        && results
+            .sdk
+            .as_ref()
+            .is_ok_and(|run| !run.errors.is_empty() || !run.convergence.converged());
+    if sdk_failed {
+        eprintln!("error: the SDK procedure failed or did not converge");
+        return Ok(ExitCode::FAILURE);
     }
     Ok(if output::all_converged(&results) {
         ExitCode::SUCCESS
@@ -186,6 +227,26 @@ async fn measure(
     })
 }
 
+/// The documented procedure with the SDK, when it can run here; else why not.
+async fn sdk_procedure(setup: &Setup, args: &BenchArgs, progress: bool) -> Result<SdkRun, String> {
+    if args.sdk == SdkMode::Skip {
+        return Err("left out (--sdk skip)".into());
+    }
+    let Some(python) = sdk::find_python(args.python.clone(), &setup.app_root) else {
+        return Err(format!(
+            "no Python with azure-ai-ml: run scripts/bench/setup-sdk.sh (it makes {}), or pass --python",
+            sdk::VENV_PYTHON
+        ));
+    };
+    if let Some(why) = sdk::unavailable(&python).await {
+        return Err(format!("{why}: run scripts/bench/setup-sdk.sh"));
+    }
+    if progress {
+        eprintln!("bench: Event path, the documented procedure with the Azure ML Python SDK");
+    }
+    sdk::run(setup, &python).await.map_err(|e| format!("{e:#}"))
+}
+
 /// The dependent round trips of the run, from the pages it actually read.
 fn chain(setup: &Setup, path: Path, run: &Measured) -> Chain {
     let subscriptions = setup.shape.subscriptions.max(1);
@@ -201,6 +262,7 @@ fn chain(setup: &Setup, path: Path, run: &Measured) -> Chain {
         updated: run.count("Datastores_CreateOrUpdate") > 0,
         resync_polls: (run.count("Workspaces_ResyncKeys") > 0)
             .then(|| run.count("Workspaces_ResyncKeysStatus") / run.count("Workspaces_ResyncKeys")),
+        poll_wait: Duration::from_secs(setup.retry_after),
     }
 }
 

@@ -1,22 +1,82 @@
 //! The benchmark's results as tables for a person and as JSON for a test or a pipeline. Both end
-//! with the ratios the targets are about: sequential / keysync and keysync / lower bound.
+//! with the ratios the targets are about: sequential / keysync, keysync / lower bound, and (on
+//! the event path) SDK procedure / keysync.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::footprint::median;
-use super::run::{Measured, Path};
+use super::run::{Convergence, Measured, Path};
+use super::sdk::SdkRun;
 use super::{PathResults, Results};
 
-/// True when every run left its accounts converged and answered 2xx.
+/// True when every keysync run left its accounts converged and answered 2xx.
 pub fn all_converged(results: &Results) -> bool {
     [&results.event, &results.sweep]
         .iter()
         .flat_map(|p| std::iter::once(&p.keysync).chain(&p.sequential))
         .all(|m| m.succeeded && m.convergence.converged())
+}
+
+/// One column of a path's table: a keysync run or the SDK's.
+struct Column<'a> {
+    name: &'static str,
+    requests: BTreeMap<String, usize>,
+    total: usize,
+    tokens: Option<u64>,
+    reply_bytes: Option<usize>,
+    log_lines: Option<usize>,
+    wall: Duration,
+    converged: &'static str,
+    field_changes: &'a BTreeMap<String, usize>,
+    needless_writes: usize,
+}
+
+impl<'a> Column<'a> {
+    fn keysync(name: &'static str, m: &'a Measured) -> Self {
+        Column {
+            name,
+            requests: m.by_operation(),
+            total: m.requests.len(),
+            tokens: Some(m.tokens),
+            reply_bytes: Some(m.reply_bytes),
+            log_lines: Some(m.log_lines),
+            wall: m.wall,
+            converged: converged(m.succeeded, &m.convergence),
+            field_changes: &m.field_changes,
+            needless_writes: m.needless_writes,
+        }
+    }
+
+    fn sdk(run: &'a SdkRun) -> Self {
+        let mut requests = BTreeMap::new();
+        for request in &run.requests {
+            *requests.entry(request.operation.clone()).or_default() += 1;
+        }
+        Column {
+            name: "SDK procedure",
+            requests,
+            total: run.requests.len(),
+            tokens: None,
+            reply_bytes: None,
+            log_lines: None,
+            wall: run.wall,
+            converged: converged(run.errors.is_empty(), &run.convergence),
+            field_changes: &run.field_changes,
+            needless_writes: run.needless_writes,
+        }
+    }
+}
+
+fn converged(succeeded: bool, convergence: &Convergence) -> &'static str {
+    match (succeeded, convergence.converged()) {
+        (true, true) => "yes",
+        (false, _) => "FAILED",
+        (true, false) => "NO",
+    }
 }
 
 /// The readable report.
@@ -36,8 +96,10 @@ pub fn tables(results: &Results) -> String {
         results.setup.latency.as_millis(),
         results.concurrency,
     );
-    path_table(&mut out, &results.event, results.concurrency);
-    path_table(&mut out, &results.sweep, results.concurrency);
+    let sdk = results.sdk.as_ref().ok();
+    path_table(&mut out, &results.event, sdk, results.concurrency);
+    sdk_lines(&mut out, results);
+    path_table(&mut out, &results.sweep, None, results.concurrency);
     footprint_lines(&mut out, results);
     let _ = writeln!(out, "\n{}", ratio_line(results));
     out
@@ -54,39 +116,53 @@ fn title(path: Path) -> &'static str {
     }
 }
 
-fn path_table(out: &mut String, results: &PathResults, cap: usize) {
-    let runs: Vec<(&str, &Measured)> = std::iter::once(("keysync", &results.keysync))
-        .chain(results.sequential.iter().map(|m| ("sequential", m)))
-        .collect();
-    let _ = writeln!(out, "{}", title(results.path));
-    let header: String = runs.iter().map(|(name, _)| format!("{name:>12}")).collect();
-    let _ = writeln!(out, "  {:<34}{header}", "requests by operation");
-    let operations: BTreeSet<String> = runs
-        .iter()
-        .flat_map(|(_, m)| m.by_operation().into_keys())
-        .collect();
-    for operation in &operations {
-        let cells: String = runs
+fn path_table(out: &mut String, results: &PathResults, sdk: Option<&SdkRun>, cap: usize) {
+    let mut columns = vec![Column::keysync("keysync", &results.keysync)];
+    columns.extend(
+        results
+            .sequential
             .iter()
-            .map(|(_, m)| format!("{:>12}", m.count(operation)))
+            .map(|m| Column::keysync("sequential", m)),
+    );
+    columns.extend(sdk.map(Column::sdk));
+    let _ = writeln!(out, "{}", title(results.path));
+    let header: String = columns.iter().map(|c| format!("{:>15}", c.name)).collect();
+    let _ = writeln!(out, "  {:<34}{header}", "requests by operation");
+    let operations: BTreeSet<&String> = columns.iter().flat_map(|c| c.requests.keys()).collect();
+    for operation in operations {
+        let cells: String = columns
+            .iter()
+            .map(|c| format!("{:>15}", c.requests.get(operation).copied().unwrap_or(0)))
             .collect();
         let _ = writeln!(out, "    {operation:<32}{cells}");
     }
-    let row = |out: &mut String, label: &str, cell: &dyn Fn(&Measured) -> String| {
-        let cells: String = runs
-            .iter()
-            .map(|(_, m)| format!("{:>12}", cell(m)))
-            .collect();
+    let row = |out: &mut String, label: &str, cell: &dyn Fn(&Column) -> String| {
+        let cells: String = columns.iter().map(|c| format!("{:>15}", cell(c))).collect();
         let _ = writeln!(out, "  {label:<34}{cells}");
     };
-    row(out, "total ARM requests", &|m| m.requests.len().to_string());
-    row(out, "managed identity tokens", &|m| m.tokens.to_string());
-    row(out, "handler's reply (bytes)", &|m| {
-        m.reply_bytes.to_string()
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    row(out, "total ARM requests", &|c| c.total.to_string());
+    row(out, "managed identity tokens", &|c| {
+        or_dash(c.tokens.map(|t| t.to_string()))
     });
-    row(out, "handler's log lines", &|m| m.log_lines.to_string());
-    row(out, "wall time", &|m| seconds(m.wall));
-    row(out, "converged", &|m| converged(m).to_string());
+    row(out, "handler's reply (bytes)", &|c| {
+        or_dash(c.reply_bytes.map(|b| b.to_string()))
+    });
+    row(out, "handler's log lines", &|c| {
+        or_dash(c.log_lines.map(|l| l.to_string()))
+    });
+    row(out, "wall time", &|c| seconds(c.wall));
+    row(out, "converged", &|c| c.converged.to_string());
+    row(out, "other datastore fields changed", &|c| {
+        c.field_changes.values().sum::<usize>().to_string()
+    });
+    row(out, "still-valid keys rewritten", &|c| {
+        c.needless_writes.to_string()
+    });
+    bound_lines(out, results, cap);
+}
+
+fn bound_lines(out: &mut String, results: &PathResults, cap: usize) {
     let bound = &results.bound;
     let busiest = results
         .keysync
@@ -102,14 +178,49 @@ fn path_table(out: &mut String, results: &PathResults, cap: usize) {
         seconds(bound.chain),
         seconds(bound.throughput),
     );
+    if let Some(sequential) = &results.sequential {
+        let requests = sequential.requests.len().max(1) as u32;
+        let _ = writeln!(
+            out,
+            "  one request at a time took {} per request: the latency plus loopback, emulator and client",
+            millis(sequential.wall / requests)
+        );
+    }
     let _ = writeln!(out, "  {}\n", path_ratios(results));
 }
 
-fn converged(m: &Measured) -> &'static str {
-    match (m.succeeded, m.convergence.converged()) {
-        (true, true) => "yes",
-        (false, _) => "FAILED",
-        (true, false) => "NO",
+fn sdk_lines(out: &mut String, results: &Results) {
+    match &results.sdk {
+        Ok(run) => {
+            let version = run.sdk_version.as_deref().unwrap_or("?");
+            let _ = writeln!(
+                out,
+                "SDK procedure (azure-ai-ml {version}): {} re-registered, {} workspaces synced, {} in all, of which {} waiting in the resync pollers",
+                run.reregistered,
+                run.synced,
+                seconds(run.wall),
+                seconds(run.sync_wait),
+            );
+            let _ = writeln!(
+                out,
+                "  SDK procedure / keysync {:.1} (without the pollers' waits {:.1})",
+                ratio(run.wall, results.event.keysync.wall),
+                ratio(
+                    run.wall.saturating_sub(run.sync_wait),
+                    results.event.keysync.wall
+                ),
+            );
+            for (change, count) in &run.field_changes {
+                let _ = writeln!(out, "  its re-registration: {change} in {count} datastores");
+            }
+            for error in &run.errors {
+                let _ = writeln!(out, "  error: {error}");
+            }
+            let _ = writeln!(out);
+        }
+        Err(why) => {
+            let _ = writeln!(out, "SDK procedure not run: {why}\n");
+        }
     }
 }
 
@@ -129,6 +240,11 @@ fn sequential_ratio(results: &PathResults) -> Option<f64> {
 
 fn bound_ratio(results: &PathResults) -> f64 {
     ratio(results.keysync.wall, results.bound.value())
+}
+
+fn sdk_ratio(results: &Results) -> Option<f64> {
+    let run = results.sdk.as_ref().ok()?;
+    Some(ratio(run.wall, results.event.keysync.wall))
 }
 
 fn ratio(a: Duration, b: Duration) -> f64 {
@@ -153,10 +269,10 @@ fn footprint_lines(out: &mut String, results: &Results) {
             megabytes(after.peak)
         );
     }
-    if let Some(overhead) = results.event.keysync.emulator_overhead {
+    if let Some(overhead) = results.sweep.keysync.emulator_overhead {
         let _ = writeln!(
             out,
-            "Emulator: {:.0} us of its own per request, next to the {} ms latency it adds",
+            "Emulator: {:.0} us of its own per request during the sweep, next to the {} ms latency it adds",
             overhead.as_secs_f64() * 1e6,
             results.setup.latency.as_millis()
         );
@@ -172,8 +288,9 @@ pub fn ratio_line(results: &Results) -> String {
             bound_ratio(p)
         )
     };
+    let sdk = sdk_ratio(results).map_or("-".to_string(), |r| format!("{r:.1}"));
     format!(
-        "ratios {}; {}",
+        "ratios {} sdk/keysync={sdk}; {}",
         path("event", &results.event),
         path("sweep", &results.sweep)
     )
@@ -207,12 +324,17 @@ pub fn json(results: &Results) -> Value {
         "latencyMs": results.setup.latency.as_millis() as u64,
         "concurrency": results.concurrency,
         "event": path_json(&results.event),
+        "sdk": match &results.sdk {
+            Ok(run) => sdk_json(run),
+            Err(why) => json!({"notRun": why}),
+        },
         "sweep": path_json(&results.sweep),
         "startupMs": results.startups.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>(),
         "startupMedianMs": median(&results.startups).map(|d| d.as_secs_f64() * 1e3),
         "idleResidentBytes": results.sweep.keysync.idle.map(|m| m.resident),
         "peakResidentBytes": results.sweep.keysync.after.map(|m| m.peak),
-        "emulatorOverheadMicros": results.event.keysync.emulator_overhead.map(|d| d.as_secs_f64() * 1e6),
+        "emulatorOverheadMicros": results.sweep.keysync.emulator_overhead.map(|d| d.as_secs_f64() * 1e6),
+        "sdkOverKeysync": sdk_ratio(results),
         "ratios": ratio_line(results),
         "converged": all_converged(results),
     })
@@ -234,6 +356,16 @@ fn path_json(results: &PathResults) -> Value {
     })
 }
 
+fn convergence_json(c: &Convergence) -> Value {
+    json!({
+        "converged": c.converged(),
+        "accountKeyDatastores": c.key_datastores,
+        "invalidDatastores": c.invalid,
+        "workspacesOnAccounts": c.workspaces,
+        "unsyncedWorkspaces": c.unsynced,
+    })
+}
+
 fn measured_json(m: &Measured) -> Value {
     json!({
         "seconds": m.wall.as_secs_f64(),
@@ -243,11 +375,29 @@ fn measured_json(m: &Measured) -> Value {
         "replyBytes": m.reply_bytes,
         "logLines": m.log_lines,
         "succeeded": m.succeeded,
-        "converged": m.convergence.converged(),
-        "accountKeyDatastores": m.convergence.key_datastores,
-        "invalidDatastores": m.convergence.invalid,
-        "workspacesOnAccounts": m.convergence.workspaces,
-        "unsyncedWorkspaces": m.convergence.unsynced,
+        "convergence": convergence_json(&m.convergence),
+        "fieldChanges": m.field_changes,
+        "needlessWrites": m.needless_writes,
         "failedRequests": m.requests.iter().filter(|r| !(200..300).contains(&r.status)).count(),
+    })
+}
+
+fn sdk_json(run: &SdkRun) -> Value {
+    let mut by_operation: BTreeMap<&str, usize> = BTreeMap::new();
+    for request in &run.requests {
+        *by_operation.entry(request.operation.as_str()).or_default() += 1;
+    }
+    json!({
+        "sdkVersion": run.sdk_version,
+        "seconds": run.wall.as_secs_f64(),
+        "syncWaitSeconds": run.sync_wait.as_secs_f64(),
+        "requests": run.requests.len(),
+        "byOperation": by_operation,
+        "reregistered": run.reregistered,
+        "synced": run.synced,
+        "convergence": convergence_json(&run.convergence),
+        "fieldChanges": run.field_changes,
+        "needlessWrites": run.needless_writes,
+        "errors": run.errors,
     })
 }

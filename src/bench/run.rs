@@ -34,6 +34,8 @@ pub enum Path {
 pub struct Setup {
     pub shape: Shape,
     pub latency: Duration,
+    /// The `Retry-After` of a resync and its status polls, in seconds.
+    pub retry_after: u64,
     /// The folder with `host.json` and the function folders.
     pub app_root: PathBuf,
     /// The `keysync` binary the host starts.
@@ -61,6 +63,11 @@ pub struct Measured {
     pub reply_bytes: usize,
     /// Lines the handler printed during the run (the host ships each to the logs).
     pub log_lines: usize,
+    /// Datastore fields besides the credentials that the run changed, with how many datastores
+    /// each changed in (see [`field_changes`]).
+    pub field_changes: BTreeMap<String, usize>,
+    /// Datastores whose still-valid key was overwritten (see [`needless_writes`]).
+    pub needless_writes: usize,
 }
 
 impl Measured {
@@ -124,6 +131,7 @@ pub async fn keysync(setup: &Setup, path: Path, concurrency: usize) -> anyhow::R
     let host = start_host(setup, &emulator, concurrency).await?;
     let pid = host.handler_pid();
     let idle = pid.and_then(footprint::memory);
+    let before = emulator.state();
     let mark = emulator.requests().len();
     let lines_before = host.handler_output().len();
     let (overhead_before, tokens_before) = (emulator.overhead(), tokens(&emulator));
@@ -140,6 +148,7 @@ pub async fn keysync(setup: &Setup, path: Path, concurrency: usize) -> anyhow::R
 
     let after = pid.and_then(footprint::memory);
     let requests = requests_since(&emulator, mark);
+    let after_state = emulator.state();
     let measured = Measured {
         wall: record.elapsed,
         emulator_overhead: overhead_since(&emulator, overhead_before),
@@ -147,7 +156,9 @@ pub async fn keysync(setup: &Setup, path: Path, concurrency: usize) -> anyhow::R
         succeeded: record.succeeded(),
         reply_bytes: record.body.to_string().len(),
         log_lines: host.handler_output().len().saturating_sub(lines_before),
-        convergence: convergence(&emulator.state(), &accounts),
+        convergence: convergence(&after_state, &accounts),
+        field_changes: field_changes(&before, &after_state),
+        needless_writes: needless_writes(&before, &after_state, &accounts),
         requests,
         idle,
         after,
@@ -157,11 +168,17 @@ pub async fn keysync(setup: &Setup, path: Path, concurrency: usize) -> anyhow::R
     Ok(measured)
 }
 
+impl Setup {
+    /// The estate as an emulator scenario, with the setup's latency and `Retry-After`.
+    pub fn scenario(&self) -> anyhow::Result<crate::emulator::Scenario> {
+        let latency_ms = u64::try_from(self.latency.as_millis()).unwrap_or(u64::MAX);
+        estate::scenario(&self.shape, latency_ms, self.retry_after)
+    }
+}
+
 /// The emulator, serving the estate with the setup's latency.
 pub async fn start_emulator(setup: &Setup) -> anyhow::Result<RunningEmulator> {
-    let latency_ms = u64::try_from(setup.latency.as_millis()).unwrap_or(u64::MAX);
-    let scenario = estate::scenario(&setup.shape, latency_ms)?;
-    RunningEmulator::start(scenario, EmulatorOptions::default()).await
+    RunningEmulator::start(setup.scenario()?, EmulatorOptions::default()).await
 }
 
 /// The ids of the accounts whose key1 the run regenerates.
@@ -271,6 +288,105 @@ pub fn convergence(state: &Value, accounts: &[String]) -> Convergence {
     found
 }
 
+/// Every change a run made to a datastore other than to its credentials (which are meant to
+/// change) and `systemData` (which Azure stamps): `properties.<name> removed`, `... changed`,
+/// `... added` or `datastore deleted`, each with the number of datastores it happened to.
+pub fn field_changes(before: &Value, after: &Value) -> BTreeMap<String, usize> {
+    let mut changes = BTreeMap::new();
+    let after = resources(after);
+    for (id, old) in resources(before) {
+        let Some(new) = after.get(&id) else {
+            *changes.entry("datastore deleted".to_string()).or_default() += 1;
+            continue;
+        };
+        for change in differences(&old, new) {
+            *changes.entry(change).or_default() += 1;
+        }
+    }
+    changes
+}
+
+/// Each datastore resource by lower-case id, without `systemData` and credentials.
+fn resources(state: &Value) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for ws in state["workspaces"].as_array().into_iter().flatten() {
+        for ds in ws["datastores"].as_array().into_iter().flatten() {
+            let mut resource = ds["resource"].clone();
+            if let Some(map) = resource.as_object_mut() {
+                map.remove("systemData");
+            }
+            if let Some(properties) = resource["properties"].as_object_mut() {
+                properties.remove("credentials");
+            }
+            let id = ds["id"].as_str().unwrap_or_default().to_ascii_lowercase();
+            out.insert(id, resource);
+        }
+    }
+    out
+}
+
+/// The fields (top level, and one level into `properties`) that differ between two resources.
+fn differences(old: &Value, new: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let fields = |v: &Value| {
+        let mut fields: Vec<(String, Value)> = Vec::new();
+        for (k, val) in v.as_object().unwrap_or(&empty) {
+            match (k.as_str(), val.as_object()) {
+                ("properties", Some(props)) => fields.extend(
+                    props
+                        .iter()
+                        .map(|(p, pv)| (format!("properties.{p}"), pv.clone())),
+                ),
+                _ => fields.push((k.clone(), val.clone())),
+            }
+        }
+        fields.into_iter().collect::<BTreeMap<String, Value>>()
+    };
+    let (old, new) = (fields(old), fields(new));
+    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    names
+        .into_iter()
+        .filter_map(|name| match (old.get(name), new.get(name)) {
+            (Some(_), None) => Some(format!("{name} removed")),
+            (None, Some(_)) => Some(format!("{name} added")),
+            (Some(a), Some(b)) if a != b => Some(format!("{name} changed")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// AccountKey datastores on `accounts` whose key was still valid at the end and was rewritten
+/// anyway: writes a careful run does not make (and, on a real estate, a moment in which a
+/// consumer may read a half-updated datastore for nothing).
+pub fn needless_writes(before: &Value, after: &Value, accounts: &[String]) -> usize {
+    let keys = current_keys(after, accounts);
+    let secrets_after: BTreeMap<String, &Value> = key_datastores(after)
+        .map(|(id, _, secret)| (id, secret))
+        .collect();
+    key_datastores(before)
+        .filter(|(id, account, secret)| {
+            let valid = keys.get(account).is_some_and(|k| k.contains(secret));
+            valid && secrets_after.get(id).is_some_and(|now| now != secret)
+        })
+        .count()
+}
+
+/// Every AccountKey datastore: its lower-case id, lower-case account name and stored key.
+fn key_datastores(state: &Value) -> impl Iterator<Item = (String, String, &Value)> {
+    let workspaces = state["workspaces"].as_array().into_iter().flatten();
+    workspaces
+        .flat_map(|ws| ws["datastores"].as_array().into_iter().flatten())
+        .filter(|ds| ds["resource"]["properties"]["credentials"]["credentialsType"] == "AccountKey")
+        .map(|ds| {
+            let id = ds["id"].as_str().unwrap_or_default().to_ascii_lowercase();
+            let account = ds["resource"]["properties"]["accountName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            (id, account, &ds["secrets"]["key"])
+        })
+}
+
 /// Both current keys of each of `accounts`, by lower-case account name.
 fn current_keys(state: &Value, accounts: &[String]) -> BTreeMap<String, [Value; 2]> {
     let mut keys = BTreeMap::new();
@@ -308,9 +424,9 @@ mod tests {
                 "storageAccount": ACCOUNT.to_uppercase(),
                 "storageKeysInSync": in_sync,
                 "datastores": [
-                    {"resource": {"properties": {"accountName": "STA", "credentials": {"credentialsType": "AccountKey"}}}, "secrets": {"key": held}},
-                    {"resource": {"properties": {"accountName": "sta", "credentials": {"credentialsType": "None"}}}},
-                    {"resource": {"properties": {"accountName": "other", "credentials": {"credentialsType": "AccountKey"}}}, "secrets": {"key": "old"}}
+                    {"id": "w/one", "resource": {"properties": {"accountName": "STA", "credentials": {"credentialsType": "AccountKey"}}}, "secrets": {"key": held}},
+                    {"id": "w/two", "resource": {"properties": {"accountName": "sta", "credentials": {"credentialsType": "None"}}}},
+                    {"id": "w/three", "resource": {"properties": {"accountName": "other", "credentials": {"credentialsType": "AccountKey"}}}, "secrets": {"key": "old"}}
                 ]
             }]
         })
@@ -332,6 +448,53 @@ mod tests {
         assert!(done.converged());
         assert_eq!(convergence(&state("old", true), &accounts).invalid, 1);
         assert!(!convergence(&state("new-one", false), &accounts).converged());
+    }
+
+    #[test]
+    fn changed_removed_and_deleted_datastores_are_counted_but_credentials_are_not() {
+        let state = |datastores: Value| json!({"workspaces": [{"datastores": datastores}]});
+        let ds = |id: &str, props: Value| json!({"id": id, "resource": {"name": "ds", "systemData": {"lastModifiedAt": id}, "properties": props}});
+        let before = state(json!([
+            ds(
+                "A",
+                json!({"description": "d", "tags": {"t": "1"}, "credentials": {"x": 1}})
+            ),
+            ds("B", json!({"description": "d"})),
+            ds("C", json!({"description": "d"}))
+        ]));
+        let after = state(json!([
+            ds("a", json!({"tags": {"t": "2"}, "credentials": {"x": 2}})),
+            ds("B", json!({"description": "d", "isDefault": false}))
+        ]));
+        let changes = field_changes(&before, &after);
+        let expected: BTreeMap<String, usize> = [
+            ("datastore deleted", 1),
+            ("properties.description removed", 1),
+            ("properties.isDefault added", 1),
+            ("properties.tags changed", 1),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .into();
+        assert_eq!(changes, expected);
+        assert!(field_changes(&before, &before).is_empty());
+    }
+
+    #[test]
+    fn rewriting_a_key_that_is_still_valid_is_a_needless_write() {
+        let accounts = [ACCOUNT.to_string()];
+        // Before: the first datastore holds "two", which stays valid.
+        let before = state("two", true);
+        assert_eq!(
+            needless_writes(&before, &state("new-one", true), &accounts),
+            1
+        );
+        assert_eq!(needless_writes(&before, &state("two", true), &accounts), 0);
+        // A stale key moved to a current one is the point of the run.
+        let stale = state("old", true);
+        assert_eq!(
+            needless_writes(&stale, &state("new-one", true), &accounts),
+            0
+        );
     }
 
     #[test]
@@ -357,6 +520,8 @@ mod tests {
             emulator_overhead: None,
             reply_bytes: 0,
             log_lines: 0,
+            field_changes: BTreeMap::new(),
+            needless_writes: 0,
         };
         assert_eq!(measured.per_subscription(), vec![2, 1]);
         assert_eq!(measured.count("Datastores_Get"), 2);
