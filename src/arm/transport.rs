@@ -51,11 +51,14 @@ impl ArmClient {
         attempt: u32,
     ) -> Result<RawResponse, Failure> {
         let fatal = |error| Failure::fatal(error, attempt);
-        let timeout = self.attempt_timeout(request).map_err(fatal)?;
+        self.attempt_timeout(request).map_err(fatal)?;
         let authorization = self.authorization(request).await.map_err(fatal)?;
 
-        // The permit covers the HTTP exchange only, never a retry sleep or a token request.
-        let permit = self.inner.limits.acquire(request.subscription).await;
+        // The permit covers the HTTP exchange only, never a retry sleep or a token request. A
+        // request may queue for it behind many others, so the deadline bounds the wait too, and
+        // the attempt's timeout is measured from the moment it can really be sent.
+        let permit = self.permit(request).await.map_err(fatal)?;
+        let timeout = self.attempt_timeout(request).map_err(fatal)?;
         let started = Instant::now();
         let result = self.exchange(request, authorization, timeout).await;
         drop(permit);
@@ -74,6 +77,23 @@ impl ArmClient {
         } else {
             Err(self.status_failure(request, &response, attempt))
         }
+    }
+
+    /// A slot in the subscription's concurrency limit, waited for until the deadline at most.
+    async fn permit(
+        &self,
+        request: &ArmRequest<'_>,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ArmError> {
+        let acquire = self.inner.limits.acquire(request.subscription);
+        let Some(deadline) = self.deadline_for(request) else {
+            return Ok(acquire.await);
+        };
+        tokio::time::timeout_at(deadline, acquire)
+            .await
+            .map_err(|_| {
+                let message = "the deadline passed while the request waited for a free slot";
+                request.error(ArmErrorKind::Deadline, message)
+            })
     }
 
     /// The client's request timeout, shortened so the attempt ends by the deadline.

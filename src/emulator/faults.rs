@@ -63,6 +63,10 @@ pub struct FaultRule {
     /// For `delay`: how long to wait.
     #[serde(default)]
     pub delay_ms: u64,
+    /// Let this many matching requests through before the rule starts firing (such as the
+    /// first page of a listing, to fail the second).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skip: u32,
     /// Fire for at most this many requests, then stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
@@ -82,6 +86,10 @@ fn one_second() -> u64 {
     1
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl FaultRule {
     /// A rule of `kind` on `operation` that fires on every matching request.
     pub fn new(operation: &str, kind: FaultKind) -> Self {
@@ -93,6 +101,7 @@ impl FaultRule {
             retry_after: None,
             retry_after_seconds: one_second(),
             delay_ms: 0,
+            skip: 0,
             count: None,
             rate: None,
             seed: 0,
@@ -141,12 +150,18 @@ pub(crate) struct FaultEngine {
 #[derive(Debug)]
 struct ActiveRule {
     rule: FaultRule,
+    /// Matching requests let through unharmed so far under `skip`.
+    skipped: u32,
     fired: u32,
     rng: StdRng,
 }
 
 impl ActiveRule {
     fn fires(&mut self) -> bool {
+        if self.skipped < self.rule.skip {
+            self.skipped += 1;
+            return false;
+        }
         if self.rule.count.is_some_and(|count| self.fired >= count) {
             return false;
         }
@@ -169,6 +184,7 @@ impl FaultEngine {
             .map(|rule| ActiveRule {
                 rng: StdRng::seed_from_u64(rule.seed),
                 rule,
+                skipped: 0,
                 fired: 0,
             })
             .collect();

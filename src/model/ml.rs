@@ -105,6 +105,13 @@ impl Datastore {
         self.property("accountName")
     }
 
+    /// True when the datastore names storage account `name` (ignoring case and blanks around);
+    /// whether it is on the same cloud is another question (see `AccountFacts::holds`).
+    pub fn names_account(&self, name: &str) -> bool {
+        self.account_name()
+            .is_some_and(|own| own.trim().eq_ignore_ascii_case(name.trim()))
+    }
+
     /// The storage DNS suffix the datastore points at, such as `core.windows.net`.
     pub fn endpoint(&self) -> Option<&str> {
         self.property("endpoint")

@@ -94,11 +94,21 @@ fn past_deadline(arm: &ArmClient) -> bool {
         .is_some_and(|d| tokio::time::Instant::now() >= d)
 }
 
+/// The entry of a workspace whose datastores the deadline kept from being listed.
+pub fn deferred_listing(workspace: &WorkspaceId) -> Entry {
+    let mut entry = workspace_entry(workspace, &ResyncDecision::UpToDate(String::new()), false);
+    defer(&mut entry);
+    entry
+}
+
+/// Why work was left for later.
+pub const DEFERRED: &str =
+    "the invocation's deadline came first; a redelivery or the next sweep does it";
+
 /// Marks work the deadline kept from being done; a redelivery or the next sweep does it.
 fn defer(entry: &mut Entry) {
     entry.outcome = Outcome::Deferred;
-    entry.reason =
-        Some("the invocation's deadline came first; a redelivery or the next sweep does it".into());
+    entry.reason = Some(DEFERRED.into());
 }
 
 enum UpdateError {

@@ -58,9 +58,14 @@ impl Request {
         }
     }
 
-    /// A plain reconcile: the kind a duplicate can share the result of.
+    /// A plain reconcile that reads everything itself: the kind a duplicate can share the result
+    /// of. A run from a sweep's inventory is not: the inventory may have been listed before the
+    /// regeneration a later event is about, and its report leaves out other accounts' lines.
     fn is_shareable(&self) -> bool {
-        !self.dry_run && self.target == Target::Newest && self.keys.is_none()
+        !self.dry_run
+            && self.target == Target::Newest
+            && self.keys.is_none()
+            && self.inventory.is_none()
     }
 }
 

@@ -72,6 +72,7 @@ async fn stored_key(arm: &ArmClient, id: &DatastoreId, keys: &AccountKeys) -> Se
     match arm.list_datastore_secrets(id).await {
         Ok(secrets) => classify(secrets.key.as_ref(), keys),
         Err(e) if e.is_not_found() => SecretState::Missing,
+        Err(e) if e.kind == crate::arm::ArmErrorKind::Deadline => SecretState::Deferred,
         Err(e) => SecretState::Unreadable(crate::report::explain::explain(&e)),
     }
 }

@@ -51,9 +51,7 @@ impl AccountFacts {
 
     /// True when `datastore` reaches this account: same account name and the same cloud.
     pub fn holds(&self, datastore: &Datastore) -> bool {
-        let same_name = datastore
-            .account_name()
-            .is_some_and(|name| name.trim().eq_ignore_ascii_case(&self.name));
+        let same_name = datastore.names_account(&self.name);
         let same_cloud = match (datastore.endpoint(), self.endpoint_suffix.as_deref()) {
             (Some(endpoint), Some(suffix)) => endpoint
                 .trim()
@@ -86,6 +84,8 @@ pub enum SecretState {
     Missing,
     /// It could not be read; the reason is safe to report.
     Unreadable(String),
+    /// The invocation's deadline came before it could be read.
+    Deferred,
 }
 
 /// A datastore as observed.
@@ -320,6 +320,14 @@ fn plan_account_key(
         Some(SecretState::Unreadable(reason)) => (
             None,
             Step::Fail(format!("could not read the stored key: {reason}")),
+        ),
+        Some(SecretState::Deferred) => (
+            None,
+            Step::Leave {
+                outcome: Outcome::Deferred,
+                reason: Some(crate::reconcile::execute::DEFERRED.to_string()),
+                attention: false,
+            },
         ),
         None => (None, Step::Fail("the stored key was not read".to_string())),
     };

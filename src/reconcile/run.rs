@@ -10,7 +10,7 @@ use super::plan::{
     self, AccountFacts, DatastorePlan, ObservedWorkspace, ResyncDecision, Step, WorkspacePlan,
 };
 use super::{AccountRead, ReconcileError, Reconciler, Request, execute, observe};
-use crate::arm::{ArmClient, ArmError};
+use crate::arm::{ArmClient, ArmError, ArmErrorKind};
 use crate::model::ml::{Datastore, Workspace};
 use crate::model::storage::AccountKeys;
 use crate::report::{Action, Entry, Note, ObjectKind, Outcome};
@@ -57,21 +57,24 @@ impl Run<'_> {
             .map(|s| self.subscription(s));
         let mut entries = Vec::new();
         let mut notes = Vec::new();
-        for result in join_all(subscriptions).await {
-            match result {
-                Ok(mut found) => entries.append(&mut found),
-                Err(e) => notes.push(failed_note(format!(
-                    "could not list the workspaces: {}",
+        for (mut found, failure) in join_all(subscriptions).await {
+            // Workspaces on the pages before a failed one have been worked on already: their
+            // entries stay, so that every change made in Azure is reported.
+            entries.append(&mut found);
+            if let Some(e) = failure {
+                notes.push(failed_note(format!(
+                    "could not list all the workspaces: {}",
                     execute::explain(&e)
-                ))),
+                )));
             }
         }
         (entries, notes)
     }
 
     /// The workspaces of one subscription, each started as soon as its page of the listing
-    /// arrives rather than after the last page; entries come back in listing order.
-    async fn subscription(&self, subscription: &str) -> Result<Vec<Entry>, ArmError> {
+    /// arrives rather than after the last page; entries come back in listing order, with the
+    /// listing's failure if a page could not be read.
+    async fn subscription(&self, subscription: &str) -> (Vec<Entry>, Option<ArmError>) {
         let (pages, listed) = futures::channel::mpsc::unbounded::<Vec<Workspace>>();
         let listing = async move {
             let send = |page| {
@@ -82,19 +85,27 @@ impl Run<'_> {
         };
         let work = listed
             .flat_map(|page| futures::stream::iter(page.into_iter().filter_map(with_id)))
-            .map(|(id, ws)| async move {
-                let listed = self
-                    .arm
-                    .list_datastores(&id)
-                    .await
-                    .map_err(|e| execute::explain(&e));
-                self.workspace(id, &ws, listed).await
-            })
+            .map(|(id, ws)| self.listed_workspace(id, ws))
             .buffered(WORKSPACES_IN_FLIGHT)
             .collect::<Vec<_>>();
         let (listed, entries) = futures::join!(listing, work);
-        listed?;
-        Ok(entries.into_iter().flatten().collect())
+        (entries.into_iter().flatten().collect(), listed.err())
+    }
+
+    /// Lists one workspace's datastores, then works on it.
+    async fn listed_workspace(&self, id: WorkspaceId, workspace: Workspace) -> Vec<Entry> {
+        let listed = match self.arm.list_datastores(&id).await {
+            Err(e) if e.kind == ArmErrorKind::Deadline => {
+                return vec![execute::deferred_listing(&id)];
+            }
+            Err(e) => Err(execute::explain(&e)),
+            Ok(all) if !self.request.report_other_accounts => Ok(all
+                .into_iter()
+                .filter(|d| names(d, &self.request.account))
+                .collect()),
+            Ok(all) => Ok(all),
+        };
+        self.workspace(id, &workspace, listed).await
     }
 
     /// A listed workspace's datastores as this run needs them: all of them, or only those that
@@ -213,9 +224,7 @@ fn may_concern(ws: &ListedWorkspace, account: &StorageAccountId) -> bool {
 
 /// True when the datastore names `account` (whatever its cloud: the planner checks that).
 fn names(datastore: &Datastore, account: &StorageAccountId) -> bool {
-    datastore
-        .account_name()
-        .is_some_and(|n| n.trim().eq_ignore_ascii_case(account.name()))
+    datastore.names_account(account.name())
 }
 
 /// A listed workspace with its parsed id; one whose id does not parse is not ours to touch.

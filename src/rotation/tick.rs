@@ -19,11 +19,16 @@ use crate::resource_id::StorageAccountId;
 pub const HOST_STORAGE_REASON: &str =
     "the Function App runs on this account: list it in KEYSYNC_ROTATE_ACCOUNTS to rotate it anyway";
 
-/// Accounts rotated or reconciled at once in a tick. Their ARM requests share the
-/// subscription's concurrency limit anyway; this keeps enough accounts going that one account's
-/// slow tail (a resync being polled) leaves no slot idle, while bounding the memory the runs in
-/// flight hold (measured with `keysync bench`: 4 left the limit half used, 64 doubled the peak).
+/// Accounts the sweep reconciles at once. Their ARM requests share the subscription's
+/// concurrency limit anyway; this keeps enough accounts going that one account's slow tail (a
+/// resync being polled) leaves no slot idle, while bounding the memory the runs in flight hold
+/// (measured with `keysync bench`: 4 left the limit half used, 64 doubled the peak).
 pub const ACCOUNT_CONCURRENCY: usize = 16;
+
+/// Accounts rotated at once in a tick: fewer than the sweep, because each regenerates a key and
+/// rewrites its datastores, all of which count against ARM's write limits, and a rotation cut
+/// short by the deadline is finished only at the next tick.
+pub const ROTATION_CONCURRENCY: usize = 4;
 
 /// Everything a tick did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -77,7 +82,7 @@ impl Reconciler {
             .map(|(account, blocked)| {
                 self.rotate_candidate(account, blocked, limits, inventory.clone(), deadline)
             })
-            .buffered(ACCOUNT_CONCURRENCY)
+            .buffered(ROTATION_CONCURRENCY)
             .collect()
             .await;
 

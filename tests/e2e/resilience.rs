@@ -139,6 +139,46 @@ fn paged_scenario() -> Scenario {
 }
 
 #[tokio::test]
+async fn a_listing_that_fails_on_a_later_page_still_reports_the_changes_made() {
+    let app = TestApp::start(paged_scenario()).await;
+    // The first page (three workspaces) is served; every later page fails for good.
+    app.emulator.set_faults(vec![fault(json!({
+        "operation": "Workspaces_ListBySubscription", "kind": "error", "status": 400, "skip": 1
+    }))]);
+
+    let record = app.deliver(&regeneration_event(SHARED)).await;
+
+    // The listing failed, so the invocation fails and Event Grid delivers again...
+    assert!(!record.succeeded(), "{:#}", record.body);
+    let report = report(&record);
+    let notes = report["notes"].as_array().unwrap();
+    assert!(
+        notes.iter().any(|n| n["outcome"] == "failed"
+            && n["message"]
+                .as_str()
+                .unwrap()
+                .contains("could not list all the workspaces")),
+        "{notes:#?}"
+    );
+    // ...but the first page's workspaces were repaired, and each change made is in the report.
+    let puts = app
+        .writes()
+        .iter()
+        .filter(|r| r.operation == "Datastores_CreateOrUpdate")
+        .count();
+    let updated = report["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"] == "updated")
+        .count();
+    assert_eq!(puts, 82, "80 in mlw-0, one each in mlw-1 and mlw-2");
+    assert_eq!(updated, puts);
+    assert_eq!(app.state().held("mlw-2", "ds000", "stmlshared01"), "key1");
+    assert_eq!(app.state().held("mlw-3", "ds000", "stmlshared01"), "stale");
+}
+
+#[tokio::test]
 async fn every_page_of_workspaces_and_datastores_is_reconciled() {
     let app = TestApp::start(paged_scenario()).await;
 

@@ -239,6 +239,24 @@ fn unreadable_secrets_fail_instead_of_guessing() {
 }
 
 #[test]
+fn a_key_the_deadline_kept_from_being_read_is_deferred_not_failed() {
+    let ws = workspace(
+        false,
+        vec![datastore(
+            "d",
+            "AccountKey",
+            "stmlshared01",
+            Some(SecretState::Deferred),
+        )],
+    );
+    let plan = plan(&account(), &[ws], Target::Newest, NOW);
+    assert!(matches!(
+        &steps(&plan)[0].2,
+        Step::Leave { outcome: Outcome::Deferred, reason: Some(r), .. } if r.contains("deadline")
+    ));
+}
+
+#[test]
 fn workspaces_with_nothing_on_the_account_are_left_out() {
     let ws = workspace(
         false,
