@@ -57,6 +57,9 @@ pub(crate) struct TokenStore {
     tokens: HashMap<String, Issued>,
     /// Tokens issued by `/msi/token`, i.e. to a client using managed identity.
     managed_identity_issued: u64,
+    /// Every token ever issued, expired ones too, so that a test can search its output for any
+    /// of them.
+    issued: Vec<String>,
 }
 
 impl TokenStore {
@@ -80,7 +83,13 @@ impl TokenStore {
             principal,
         };
         self.tokens.insert(token.clone(), issued);
+        self.issued.push(token.clone());
         (token, expires_on)
+    }
+
+    /// Every token issued since start, in order.
+    pub(crate) fn all_issued(&self) -> &[String] {
+        &self.issued
     }
 
     /// How many managed-identity tokens were issued since start.

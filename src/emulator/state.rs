@@ -351,6 +351,7 @@ impl State {
             "events": self.events,
             "keyInvalidations": self.key_invalidations,
             "managedIdentityTokensIssued": self.tokens.managed_identity_issued(),
+            "issuedTokens": self.tokens.all_issued(),
             "latencyMs": u64::try_from(self.latency.as_millis()).unwrap_or(u64::MAX),
             "faults": self.faults.rules(),
         })

@@ -276,9 +276,16 @@ impl State {
         out
     }
 
-    /// Every secret value the emulator holds: account keys and datastore secrets.
+    /// Every secret value the emulator holds: account keys, datastore secrets and the bearer
+    /// tokens it issued.
     pub fn secrets(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out: Vec<String> = self.0["issuedTokens"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
         for account in self.0["storageAccounts"].as_array().unwrap() {
             for slot in ["key1", "key2"] {
                 out.extend(account["keys"][slot].as_str().map(str::to_string));

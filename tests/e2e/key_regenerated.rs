@@ -1,6 +1,6 @@
 //! The `KeyRegenerated` function against the demo scenario.
 
-use keysync::emulator::Scenario;
+use keysync::emulator::{RequestRecord, Scenario};
 use keysync::host::BindingEncoding;
 use serde_json::json;
 
@@ -120,6 +120,19 @@ async fn only_the_workspace_whose_default_storage_is_the_account_is_resynced() {
     assert_eq!(state.workspace("mlw-vision")["resyncCount"], 1);
     assert_eq!(state.workspace("mlw-vision")["storageKeysInSync"], true);
     assert_eq!(state.workspace("mlw-forecast")["resyncCount"], 0);
+
+    // The resync comes after the writes to the workspace's datastores: a workspace that synced
+    // its keys first would cache a datastore's old key until its own hourly refresh.
+    let requests = app.emulator.requests();
+    let position = |wanted: &dyn Fn(&RequestRecord) -> bool| requests.iter().rposition(wanted);
+    let last_vision_put = position(&|r| {
+        r.operation == "Datastores_CreateOrUpdate" && r.path.contains("/workspaces/mlw-vision/")
+    });
+    let resync = position(&|r| r.operation == "Workspaces_ResyncKeys");
+    assert!(
+        last_vision_put.is_some() && resync > last_vision_put,
+        "{requests:#?}"
+    );
 }
 
 #[tokio::test]
@@ -192,11 +205,22 @@ async fn events_that_are_not_key_regenerations_are_acknowledged_without_writes()
     let mut blob_service = regeneration_event(SHARED);
     blob_service["data"]["resourceUri"] = json!(format!("{SHARED}/blobServices/default"));
     blob_service["subject"] = json!(format!("{SHARED}/blobServices/default"));
+    // keysync's own listKeys on the very account it watches fires the same event type.
+    let mut list_keys = regeneration_event(SHARED);
+    let list_keys_action = "Microsoft.Storage/storageAccounts/listKeys/action";
+    list_keys["data"]["operationName"] = json!(list_keys_action);
+    list_keys["data"]["authorization"]["action"] = json!(list_keys_action);
+    // A regeneration that Azure refused arrives as its own event type.
+    let mut refused = regeneration_event(SHARED);
+    refused["eventType"] = json!("Microsoft.Resources.ResourceActionFailure");
+    refused["data"]["status"] = json!("Failed");
     let events = [
         fixture("eventgrid_egschema_resource_action_success.json"),
         fixture("eventgrid_cloudevents_resource_action_success.json"),
         failed,
         blob_service,
+        list_keys,
+        refused,
         fixture("eventgrid_docs_subscription_validation_event.json")[0].clone(),
     ];
 
