@@ -154,26 +154,7 @@ fn workspace(shape: &Shape, w: usize, rng: &mut StdRng) -> Value {
             false,
         ),
     ];
-    // The default datastores of a workspace whose home is the busy account count among its busy
-    // datastores.
-    let busy_home = if home == 0 { 2 } else { 0 };
-    let busy = shape.busy_in(w) - busy_home;
-    for d in datastores.len()..shape.datastores_per_workspace {
-        let on_busy = d - 2 < busy;
-        let account = if on_busy {
-            0
-        } else {
-            rng.random_range(1..shape.accounts)
-        };
-        let (kind, credentials) = pick(rng);
-        datastores.push(datastore(
-            &format!("ds_{d:03}"),
-            kind,
-            account,
-            credentials,
-            false,
-        ));
-    }
+    datastores.extend(others(shape, w, home, rng));
     json!({
         "id": workspace_id(shape, w),
         "location": "westeurope",
@@ -181,6 +162,26 @@ fn workspace(shape: &Shape, w: usize, rng: &mut StdRng) -> Value {
         "properties": {"friendlyName": format!("Bench workspace {w}")},
         "datastores": datastores,
     })
+}
+
+/// The datastores of workspace `w` besides its two defaults: its share of the busy account's
+/// first, the rest on other accounts picked at random.
+fn others(shape: &Shape, w: usize, home: usize, rng: &mut StdRng) -> Vec<Value> {
+    // The default datastores of a workspace whose home is the busy account count among its busy
+    // datastores (`default_account` only makes it the home when they fit).
+    let busy_home = if home == 0 { 2 } else { 0 };
+    let busy = shape.busy_in(w) - busy_home;
+    (2..shape.datastores_per_workspace)
+        .map(|d| {
+            let account = if d - 2 < busy {
+                0
+            } else {
+                rng.random_range(1..shape.accounts)
+            };
+            let (kind, credentials) = pick(rng);
+            datastore(&format!("ds_{d:03}"), kind, account, credentials, false)
+        })
+        .collect()
 }
 
 /// What a datastore authenticates with.

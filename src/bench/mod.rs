@@ -137,9 +137,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     if let Some(file) = &args.save_estate {
-        let scenario = estate::scenario(&shape, args.latency_ms, args.retry_after)?;
-        let scenario = serde_json::to_vec_pretty(&scenario)?;
-        std::fs::write(file, scenario).with_context(|| format!("writing {}", file.display()))?;
+        save_estate(&shape, &args, file)?;
         return Ok(ExitCode::SUCCESS);
     }
     let setup = Setup {
@@ -149,46 +147,60 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         app_root: crate::demo::find_app_root(args.app_root.clone())?,
         executable: std::env::current_exe().context("locating the keysync binary")?,
     };
+    let results = measure_all(setup, &args).await?;
+    if args.json {
+        println!("{:#}", output::json(&results));
+    } else {
+        print!("{}", output::tables(&results));
+    }
+    Ok(verdict(&results, args.sdk))
+}
+
+fn save_estate(shape: &Shape, args: &BenchArgs, file: &std::path::Path) -> anyhow::Result<()> {
+    let scenario = estate::scenario(shape, args.latency_ms, args.retry_after)?;
+    let scenario = serde_json::to_vec_pretty(&scenario)?;
+    std::fs::write(file, scenario).with_context(|| format!("writing {}", file.display()))
+}
+
+/// Every run, in the order the results are printed.
+async fn measure_all(setup: Setup, args: &BenchArgs) -> anyhow::Result<Results> {
     let concurrency = args
         .concurrency
         .unwrap_or(crate::config::DEFAULT_MAX_CONCURRENCY);
     let progress = !args.json;
-
-    let event = measure(&setup, Path::Event, concurrency, &args, progress).await?;
-    let sdk = sdk_procedure(&setup, &args, progress).await;
+    let event = measure(&setup, Path::Event, concurrency, args, progress).await?;
+    let sdk = sdk_procedure(&setup, args, progress).await;
     if let (SdkMode::Require, Err(why)) = (args.sdk, &sdk) {
         anyhow::bail!("the SDK procedure could not run: {why}");
     }
-    let sweep = measure(&setup, Path::Sweep, concurrency, &args, progress).await?;
+    let sweep = measure(&setup, Path::Sweep, concurrency, args, progress).await?;
     let startups = startups(&setup, args.startups).await?;
-    let results = Results {
+    Ok(Results {
         setup,
         concurrency,
         event,
         sweep,
         sdk,
         startups,
-    };
-    if args.json {
-        println!("{:#}", output::json(&results));
-    } else {
-        print!("{}", output::tables(&results));
-    }
-    let sdk_failed = args.sdk == SdkMode::Require
+    })
+}
+
+/// 1 when a keysync run did not converge, or a required SDK run failed; 0 otherwise.
+fn verdict(results: &Results, sdk: SdkMode) -> ExitCode {
+    let sdk_failed = sdk == SdkMode::Require
         && results
             .sdk
             .as_ref()
             .is_ok_and(|run| !run.errors.is_empty() || !run.convergence.converged());
     if sdk_failed {
         eprintln!("error: the SDK procedure failed or did not converge");
-        return Ok(ExitCode::FAILURE);
+        return ExitCode::FAILURE;
     }
-    Ok(if output::all_converged(&results) {
-        ExitCode::SUCCESS
-    } else {
+    if !output::all_converged(results) {
         eprintln!("error: a run left datastores with invalid keys or workspaces unsynced");
-        ExitCode::FAILURE
-    })
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 async fn measure(
@@ -211,7 +223,7 @@ async fn measure(
         say("keysync with 1 request in flight");
         Some(run::keysync(setup, path, 1).await?)
     };
-    let chain = chain(setup, path, &keysync);
+    let chain = chain(setup, path)?;
     let bound = LowerBound::new(
         &chain,
         &keysync.per_subscription(),
@@ -247,23 +259,18 @@ async fn sdk_procedure(setup: &Setup, args: &BenchArgs, progress: bool) -> Resul
     sdk::run(setup, &python).await.map_err(|e| format!("{e:#}"))
 }
 
-/// The dependent round trips of the run, from the pages it actually read.
-fn chain(setup: &Setup, path: Path, run: &Measured) -> Chain {
-    let subscriptions = setup.shape.subscriptions.max(1);
-    let per_subscription = |operation: &str| run.count(operation).div_ceil(subscriptions);
-    let workspaces = setup.shape.workspaces.max(1);
-    Chain {
-        account_pages: match path {
-            Path::Event => 0,
-            Path::Sweep => per_subscription("StorageAccounts_List"),
-        },
-        workspace_pages: per_subscription("Workspaces_ListBySubscription"),
-        datastore_pages: run.count("Datastores_List").div_ceil(workspaces),
-        updated: run.count("Datastores_CreateOrUpdate") > 0,
-        resync_polls: (run.count("Workspaces_ResyncKeys") > 0)
-            .then(|| run.count("Workspaces_ResyncKeysStatus") / run.count("Workspaces_ResyncKeys")),
-        poll_wait: Duration::from_secs(setup.retry_after),
-    }
+/// The longest chain of dependent requests the estate holds for `path`.
+fn chain(setup: &Setup, path: Path) -> anyhow::Result<Chain> {
+    let scenario = serde_json::to_value(setup.scenario()?)?;
+    let regenerated: Vec<String> = run::regenerated_accounts(setup, path)
+        .iter()
+        .filter_map(|id| id.rsplit('/').next().map(str::to_string))
+        .collect();
+    let needs = bound::needs(&scenario, &regenerated, path == Path::Sweep);
+    // The status URL says "still running" `resyncPolls` times, then "done".
+    let polls = scenario["resyncPolls"].as_u64().unwrap_or(1) as usize + 1;
+    let poll_wait = Duration::from_secs(setup.retry_after);
+    Ok(Chain::longest(&needs, polls, poll_wait, setup.latency))
 }
 
 async fn startups(setup: &Setup, runs: usize) -> anyhow::Result<Vec<Duration>> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::footprint::median;
-use super::run::{Convergence, Measured, Path};
+use super::run::{Convergence, Measured, Path, by_operation};
 use super::sdk::SdkRun;
 use super::{PathResults, Results};
 
@@ -52,13 +52,9 @@ impl<'a> Column<'a> {
     }
 
     fn sdk(run: &'a SdkRun) -> Self {
-        let mut requests = BTreeMap::new();
-        for request in &run.requests {
-            *requests.entry(request.operation.clone()).or_default() += 1;
-        }
         Column {
             name: "SDK procedure",
-            requests,
+            requests: by_operation(&run.requests),
             total: run.requests.len(),
             tokens: None,
             reply_bytes: None,
@@ -86,7 +82,8 @@ pub fn tables(results: &Results) -> String {
     let _ = writeln!(
         out,
         "keysync bench: {} workspaces x {} datastores, {} storage accounts, {} subscription(s); the busiest account\n\
-         has {} datastores in {} workspaces; {} ms on every answer; keysync at {} requests in flight per subscription\n",
+         has {} datastores in {} workspaces; {} ms on every answer; keysync at {} requests in flight per subscription,\n\
+         storage checks off (the estate's storage endpoints are fictional)\n",
         shape.workspaces,
         shape.datastores_per_workspace,
         shape.accounts,
@@ -136,21 +133,24 @@ fn path_table(out: &mut String, results: &PathResults, sdk: Option<&SdkRun>, cap
             .collect();
         let _ = writeln!(out, "    {operation:<32}{cells}");
     }
+    summary_rows(out, &columns);
+    bound_lines(out, results, cap);
+}
+
+/// The rows under the requests: totals, what the handler said, time, and what it did to the
+/// estate.
+fn summary_rows(out: &mut String, columns: &[Column]) {
     let row = |out: &mut String, label: &str, cell: &dyn Fn(&Column) -> String| {
         let cells: String = columns.iter().map(|c| format!("{:>15}", cell(c))).collect();
         let _ = writeln!(out, "  {label:<34}{cells}");
     };
-    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let or_dash = |v: Option<usize>| v.map_or_else(|| "-".into(), |n| n.to_string());
     row(out, "total ARM requests", &|c| c.total.to_string());
     row(out, "managed identity tokens", &|c| {
-        or_dash(c.tokens.map(|t| t.to_string()))
+        or_dash(c.tokens.map(|t| t as usize))
     });
-    row(out, "handler's reply (bytes)", &|c| {
-        or_dash(c.reply_bytes.map(|b| b.to_string()))
-    });
-    row(out, "handler's log lines", &|c| {
-        or_dash(c.log_lines.map(|l| l.to_string()))
-    });
+    row(out, "handler's reply (bytes)", &|c| or_dash(c.reply_bytes));
+    row(out, "handler's log lines", &|c| or_dash(c.log_lines));
     row(out, "wall time", &|c| seconds(c.wall));
     row(out, "converged", &|c| c.converged.to_string());
     row(out, "other datastore fields changed", &|c| {
@@ -159,7 +159,6 @@ fn path_table(out: &mut String, results: &PathResults, sdk: Option<&SdkRun>, cap
     row(out, "still-valid keys rewritten", &|c| {
         c.needless_writes.to_string()
     });
-    bound_lines(out, results, cap);
 }
 
 fn bound_lines(out: &mut String, results: &PathResults, cap: usize) {
@@ -174,7 +173,7 @@ fn bound_lines(out: &mut String, results: &PathResults, cap: usize) {
         out,
         "  lower bound {}: the larger of {} dependent round trips ({}) and {busiest} requests / {cap} in flight ({})",
         seconds(bound.value()),
-        results.chain.round_trips(),
+        results.chain.round_trips,
         seconds(bound.chain),
         seconds(bound.throughput),
     );
@@ -346,7 +345,7 @@ fn path_json(results: &PathResults) -> Value {
         "sequential": results.sequential.as_ref().map(measured_json),
         "lowerBound": {
             "seconds": results.bound.value().as_secs_f64(),
-            "chainRoundTrips": results.chain.round_trips(),
+            "chainRoundTrips": results.chain.round_trips,
             "chainSeconds": results.bound.chain.as_secs_f64(),
             "throughputSeconds": results.bound.throughput.as_secs_f64(),
             "boundBy": results.bound.bound_by(),
@@ -383,16 +382,12 @@ fn measured_json(m: &Measured) -> Value {
 }
 
 fn sdk_json(run: &SdkRun) -> Value {
-    let mut by_operation: BTreeMap<&str, usize> = BTreeMap::new();
-    for request in &run.requests {
-        *by_operation.entry(request.operation.as_str()).or_default() += 1;
-    }
     json!({
         "sdkVersion": run.sdk_version,
         "seconds": run.wall.as_secs_f64(),
         "syncWaitSeconds": run.sync_wait.as_secs_f64(),
         "requests": run.requests.len(),
-        "byOperation": by_operation,
+        "byOperation": by_operation(&run.requests),
         "reregistered": run.reregistered,
         "synced": run.synced,
         "convergence": convergence_json(&run.convergence),

@@ -73,11 +73,7 @@ pub struct Measured {
 impl Measured {
     /// Requests by operation name.
     pub fn by_operation(&self) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for request in &self.requests {
-            *counts.entry(request.operation.clone()).or_default() += 1;
-        }
-        counts
+        by_operation(&self.requests)
     }
 
     /// Requests per subscription, busiest first.
@@ -99,6 +95,15 @@ impl Measured {
             .filter(|r| r.operation == operation)
             .count()
     }
+}
+
+/// How many of `requests` each operation had.
+pub fn by_operation(requests: &[RequestRecord]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for request in requests {
+        *counts.entry(request.operation.clone()).or_default() += 1;
+    }
+    counts
 }
 
 /// Whether the run left the estate repaired.
@@ -129,13 +134,7 @@ pub async fn keysync(setup: &Setup, path: Path, concurrency: usize) -> anyhow::R
         regenerate(&emulator, &accounts).await?;
     }
     let host = start_host(setup, &emulator, concurrency).await?;
-    let pid = host.handler_pid();
-    let idle = pid.and_then(footprint::memory);
-    let before = emulator.state();
-    let mark = emulator.requests().len();
-    let lines_before = host.handler_output().len();
-    let (overhead_before, tokens_before) = (emulator.overhead(), tokens(&emulator));
-
+    let before = Snapshot::take(&emulator, &host);
     let record = match path {
         Path::Event => {
             emulator.set_event_webhook(Some(host.event_grid_webhook(EVENT_FUNCTION)));
@@ -145,27 +144,68 @@ pub async fn keysync(setup: &Setup, path: Path, concurrency: usize) -> anyhow::R
         }
         Path::Sweep => host.tick(TIMER_FUNCTION, false).await?,
     };
-
-    let after = pid.and_then(footprint::memory);
-    let requests = requests_since(&emulator, mark);
+    let after = pid_memory(&host);
+    let log_lines = settled_output(&host).await.saturating_sub(before.lines);
+    // The event path's own regeneration is the run's first request; keysync's come after it.
+    let ours = usize::from(path == Path::Event);
     let after_state = emulator.state();
     let measured = Measured {
         wall: record.elapsed,
-        emulator_overhead: overhead_since(&emulator, overhead_before),
-        tokens: tokens(&emulator).saturating_sub(tokens_before),
+        requests: requests_since(&emulator, before.requests, ours),
+        emulator_overhead: overhead_since(&emulator, before.overhead),
+        tokens: tokens(&after_state).saturating_sub(tokens(&before.state)),
         succeeded: record.succeeded(),
         reply_bytes: record.body.to_string().len(),
-        log_lines: host.handler_output().len().saturating_sub(lines_before),
+        log_lines,
         convergence: convergence(&after_state, &accounts),
-        field_changes: field_changes(&before, &after_state),
-        needless_writes: needless_writes(&before, &after_state, &accounts),
-        requests,
-        idle,
+        field_changes: field_changes(&before.state, &after_state),
+        needless_writes: needless_writes(&before.state, &after_state, &accounts),
+        idle: before.memory,
         after,
     };
     let _ = host.shutdown().await;
     emulator.shutdown().await;
     Ok(measured)
+}
+
+/// What the emulator and the handler looked like just before the trigger.
+struct Snapshot {
+    state: Value,
+    requests: usize,
+    lines: usize,
+    overhead: (u64, Duration),
+    memory: Option<Memory>,
+}
+
+impl Snapshot {
+    fn take(emulator: &RunningEmulator, host: &LocalHost) -> Snapshot {
+        Snapshot {
+            state: emulator.state(),
+            requests: emulator.requests().len(),
+            lines: host.handler_output().len(),
+            overhead: emulator.overhead(),
+            memory: pid_memory(host),
+        }
+    }
+}
+
+fn pid_memory(host: &LocalHost) -> Option<Memory> {
+    host.handler_pid().and_then(footprint::memory)
+}
+
+/// The number of lines the handler has printed, once its output has stopped arriving: the
+/// host reads the pipes on their own tasks, so the last lines can land after the answer.
+async fn settled_output(host: &LocalHost) -> usize {
+    let mut lines = host.handler_output().len();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let now = host.handler_output().len();
+        if now == lines {
+            break;
+        }
+        lines = now;
+    }
+    lines
 }
 
 impl Setup {
@@ -238,20 +278,22 @@ pub async fn regenerate(emulator: &RunningEmulator, accounts: &[String]) -> anyh
     Ok(())
 }
 
-/// The ARM requests after the first `mark`, without the regenerations that set the run up.
-pub fn requests_since(emulator: &RunningEmulator, mark: usize) -> Vec<RequestRecord> {
-    emulator
-        .requests()
-        .into_iter()
-        .skip(mark)
-        .filter(|r| r.operation != "StorageAccounts_RegenerateKey")
-        .collect()
+/// The ARM requests after the first `mark`, without the first `ours` regenerations among them
+/// (the benchmark's own, which set the run up).
+pub fn requests_since(emulator: &RunningEmulator, mark: usize, ours: usize) -> Vec<RequestRecord> {
+    let mut ours = ours;
+    let mut requests = emulator.requests();
+    requests.drain(..mark.min(requests.len()));
+    requests.retain(|r| {
+        let setup = ours > 0 && r.operation == "StorageAccounts_RegenerateKey";
+        ours -= usize::from(setup);
+        !setup
+    });
+    requests
 }
 
-fn tokens(emulator: &RunningEmulator) -> u64 {
-    emulator.state()["managedIdentityTokensIssued"]
-        .as_u64()
-        .unwrap_or(0)
+fn tokens(state: &Value) -> u64 {
+    state["managedIdentityTokensIssued"].as_u64().unwrap_or(0)
 }
 
 fn overhead_since(emulator: &RunningEmulator, before: (u64, Duration)) -> Option<Duration> {
@@ -288,25 +330,31 @@ pub fn convergence(state: &Value, accounts: &[String]) -> Convergence {
     found
 }
 
-/// Every change a run made to a datastore other than to its credentials (which are meant to
-/// change) and `systemData` (which Azure stamps): `properties.<name> removed`, `... changed`,
-/// `... added` or `datastore deleted`, each with the number of datastores it happened to.
+/// Every change a run made to a datastore other than to its secret (which is meant to change)
+/// and `systemData` (which Azure stamps): `properties.<name> removed`, `... changed`, `...
+/// added`, `datastore deleted` or `datastore added`, each with the number of datastores it
+/// happened to.
 pub fn field_changes(before: &Value, after: &Value) -> BTreeMap<String, usize> {
-    let mut changes = BTreeMap::new();
+    let mut changes: BTreeMap<String, usize> = BTreeMap::new();
+    let before = resources(before);
     let after = resources(after);
-    for (id, old) in resources(before) {
-        let Some(new) = after.get(&id) else {
+    for (id, old) in &before {
+        let Some(new) = after.get(id) else {
             *changes.entry("datastore deleted".to_string()).or_default() += 1;
             continue;
         };
-        for change in differences(&old, new) {
+        for change in differences(old, new) {
             *changes.entry(change).or_default() += 1;
         }
+    }
+    let added = after.keys().filter(|id| !before.contains_key(*id)).count();
+    if added > 0 {
+        changes.insert("datastore added".to_string(), added);
     }
     changes
 }
 
-/// Each datastore resource by lower-case id, without `systemData` and credentials.
+/// Each datastore resource by lower-case id, without `systemData` and the secret.
 fn resources(state: &Value) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for ws in state["workspaces"].as_array().into_iter().flatten() {
@@ -315,8 +363,12 @@ fn resources(state: &Value) -> BTreeMap<String, Value> {
             if let Some(map) = resource.as_object_mut() {
                 map.remove("systemData");
             }
-            if let Some(properties) = resource["properties"].as_object_mut() {
-                properties.remove("credentials");
+            let credentials = resource
+                .get_mut("properties")
+                .and_then(|p| p.get_mut("credentials"))
+                .and_then(Value::as_object_mut);
+            if let Some(credentials) = credentials {
+                credentials.remove("secrets");
             }
             let id = ds["id"].as_str().unwrap_or_default().to_ascii_lowercase();
             out.insert(id, resource);
@@ -457,17 +509,22 @@ mod tests {
         let before = state(json!([
             ds(
                 "A",
-                json!({"description": "d", "tags": {"t": "1"}, "credentials": {"x": 1}})
+                json!({"description": "d", "tags": {"t": "1"}, "credentials": {"credentialsType": "AccountKey", "secrets": {"key": 1}}})
             ),
             ds("B", json!({"description": "d"})),
             ds("C", json!({"description": "d"}))
         ]));
         let after = state(json!([
-            ds("a", json!({"tags": {"t": "2"}, "credentials": {"x": 2}})),
+            ds(
+                "a",
+                json!({"tags": {"t": "2"}, "credentials": {"credentialsType": "AccountKey", "secrets": {"key": 2}}})
+            ),
+            ds("D", json!({})),
             ds("B", json!({"description": "d", "isDefault": false}))
         ]));
         let changes = field_changes(&before, &after);
         let expected: BTreeMap<String, usize> = [
+            ("datastore added", 1),
             ("datastore deleted", 1),
             ("properties.description removed", 1),
             ("properties.isDefault added", 1),

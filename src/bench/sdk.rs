@@ -94,14 +94,14 @@ pub async fn run(setup: &Setup, python: &Path) -> anyhow::Result<SdkRun> {
 
     let answer = run_script(setup, python, &emulator).await;
     let after = emulator.state();
-    let requests = run::requests_since(&emulator, mark);
+    let requests = run::requests_since(&emulator, mark, 0);
     emulator.shutdown().await;
     let answer = answer?;
 
     let accounts = [account];
     Ok(SdkRun {
-        wall: Duration::from_secs_f64(answer.wall_seconds.max(0.0)),
-        sync_wait: Duration::from_secs_f64(answer.sync_seconds.max(0.0)),
+        wall: seconds(answer.wall_seconds)?,
+        sync_wait: seconds(answer.sync_seconds)?,
         requests,
         convergence: run::convergence(&after, &accounts),
         field_changes: run::field_changes(&before, &after),
@@ -111,6 +111,12 @@ pub async fn run(setup: &Setup, python: &Path) -> anyhow::Result<SdkRun> {
         errors: answer.errors,
         sdk_version: answer.sdk_version,
     })
+}
+
+/// A duration the script reported, refused when it is not one.
+fn seconds(value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| anyhow::anyhow!("the SDK procedure reported {value} seconds"))
 }
 
 async fn run_script(
@@ -133,11 +139,10 @@ async fn run_script(
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    let subscriptions = setting("KEYSYNC_SUBSCRIPTIONS");
     let output = tokio::process::Command::new(python)
         .arg(setup.app_root.join(SCRIPT))
         .args(["--arm-endpoint", https.as_str().trim_end_matches('/')])
-        .args(["--subscription", &subscriptions])
+        .args(["--subscription", &setting("KEYSYNC_SUBSCRIPTIONS")])
         .args(["--account", &estate::account_name(0)])
         .env("IDENTITY_ENDPOINT", setting("IDENTITY_ENDPOINT"))
         .env("IDENTITY_HEADER", setting("IDENTITY_HEADER"))
@@ -149,21 +154,25 @@ async fn run_script(
     let output = output
         .context("the SDK procedure did not finish in time")?
         .context("running the SDK procedure")?;
+    answer(&output)
+}
+
+/// The script's JSON line, or what its last lines of stderr said when there is none.
+fn answer(output: &std::process::Output) -> anyhow::Result<Answer> {
     let stdout = String::from_utf8_lossy(&output.stdout);
-    match stdout
+    let found = stdout
         .lines()
         .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-    {
-        Some(answer) => Ok(answer),
-        None => {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-            bail!(
-                "the SDK procedure gave no result ({}): {}",
-                output.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-            )
-        }
+        .find_map(|l| serde_json::from_str(l).ok());
+    if let Some(answer) = found {
+        return Ok(answer);
     }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+    tail.reverse();
+    bail!(
+        "the SDK procedure gave no result ({}): {}",
+        output.status,
+        tail.join(" / ")
+    )
 }

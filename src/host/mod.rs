@@ -225,7 +225,8 @@ pub async fn next_invocation(
         loop {
             match finished.recv().await {
                 Ok(record) if record.function == function => return Ok(record),
-                Ok(_) => continue,
+                // Missed records were older invocations: the one awaited is still to come.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(e) => anyhow::bail!("the local host stopped: {e}"),
             }
         }
