@@ -274,14 +274,37 @@ async fn rotate_rotates_a_due_account_leaves_a_young_one_and_force_lifts_the_age
         "{}",
         young.stdout
     );
+    // The regeneration first; then each workspace's datastores, and mlw-forecast's resync after
+    // its own datastore (the workspaces run side by side, so the other one's write may come
+    // before or after that resync).
+    let written: Vec<(String, String)> = emulator
+        .requests()
+        .into_iter()
+        .filter(|r| (200..300).contains(&r.status) && WRITES.contains(&r.operation.as_str()))
+        .map(|r| (r.operation, r.path))
+        .collect();
+    let operations: Vec<&str> = written.iter().map(|(op, _)| op.as_str()).collect();
+    assert_eq!(operations[0], "StorageAccounts_RegenerateKey");
+    let mut rest = operations[1..].to_vec();
+    rest.sort_unstable();
     assert_eq!(
-        writes(&emulator),
+        rest,
         [
-            "StorageAccounts_RegenerateKey",
             "Datastores_CreateOrUpdate",
             "Datastores_CreateOrUpdate",
             "Workspaces_ResyncKeys"
         ]
+    );
+    let position = |op: &str, path: &str| {
+        written
+            .iter()
+            .position(|(o, p)| o == op && p.contains(path))
+            .unwrap()
+    };
+    assert!(
+        position("Workspaces_ResyncKeys", "/workspaces/mlw-forecast")
+            > position("Datastores_CreateOrUpdate", "/workspaces/mlw-forecast/"),
+        "{written:#?}"
     );
 
     let forced = keysync(
