@@ -329,6 +329,23 @@ fn key_datastores(state: &Value) -> Vec<(String, &'static str)> {
 }
 
 fn print_datastores(state: &Value) {
+    // Which key1 a datastore holds is only told apart by when that key was created.
+    if let Some(account) = accounts(state)
+        .into_iter()
+        .find(|a| a["id"].as_str().is_some_and(|id| id.ends_with(ACCOUNT)))
+    {
+        let created = |slot: &str| {
+            account["keyCreationTime"][slot]
+                .as_str()
+                .unwrap_or("never regenerated")
+                .to_string()
+        };
+        println!(
+            "   ({ACCOUNT}'s key1 was created {}, its key2 {})",
+            created("key1"),
+            created("key2")
+        );
+    }
     for (name, held) in key_datastores(state) {
         println!("   {name:<36} AccountKey  holds {held}");
     }

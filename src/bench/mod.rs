@@ -63,11 +63,11 @@ pub struct BenchArgs {
     pub retry_after: u64,
     /// ARM requests in flight per subscription for "keysync as configured" (default: keysync's
     /// own default, as KEYSYNC_MAX_CONCURRENCY would set it).
-    #[arg(long)]
-    pub concurrency: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: Option<u16>,
     /// Starts of the handler for the start-up median.
-    #[arg(long, default_value_t = 21)]
-    pub startups: usize,
+    #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u16).range(1..))]
+    pub startups: u16,
     /// Seed of the estate's layout.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -147,6 +147,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         app_root: crate::demo::find_app_root(args.app_root.clone())?,
         executable: std::env::current_exe().context("locating the keysync binary")?,
     };
+    if args.sdk == SdkMode::Require
+        && let Err(why) = sdk_python(&setup, &args).await
+    {
+        eprintln!("error: --sdk require, but {why}");
+        return Ok(ExitCode::from(2));
+    }
     let results = measure_all(setup, &args).await?;
     if args.json {
         println!("{:#}", output::json(&results));
@@ -166,7 +172,7 @@ fn save_estate(shape: &Shape, args: &BenchArgs, file: &std::path::Path) -> anyho
 async fn measure_all(setup: Setup, args: &BenchArgs) -> anyhow::Result<Results> {
     let concurrency = args
         .concurrency
-        .unwrap_or(crate::config::DEFAULT_MAX_CONCURRENCY);
+        .map_or(crate::config::DEFAULT_MAX_CONCURRENCY, usize::from);
     let progress = !args.json;
     let event = measure(&setup, Path::Event, concurrency, args, progress).await?;
     let sdk = sdk_procedure(&setup, args, progress).await;
@@ -174,7 +180,7 @@ async fn measure_all(setup: Setup, args: &BenchArgs) -> anyhow::Result<Results> 
         anyhow::bail!("the SDK procedure could not run: {why}");
     }
     let sweep = measure(&setup, Path::Sweep, concurrency, args, progress).await?;
-    let startups = startups(&setup, args.startups).await?;
+    let startups = startups(&setup, usize::from(args.startups)).await?;
     Ok(Results {
         setup,
         concurrency,
@@ -244,19 +250,27 @@ async fn sdk_procedure(setup: &Setup, args: &BenchArgs, progress: bool) -> Resul
     if args.sdk == SdkMode::Skip {
         return Err("left out (--sdk skip)".into());
     }
+    let python = sdk_python(setup, args).await?;
+    if progress {
+        eprintln!("bench: Event path, the documented procedure with the Azure ML Python SDK");
+    }
+    sdk::run(setup, &python).await.map_err(|e| format!("{e:#}"))
+}
+
+/// The Python to run the SDK with, checked; or what is missing, in words.
+async fn sdk_python(setup: &Setup, args: &BenchArgs) -> Result<PathBuf, String> {
+    let given = args.python.is_some();
     let Some(python) = sdk::find_python(args.python.clone(), &setup.app_root) else {
         return Err(format!(
             "no Python with azure-ai-ml: run scripts/bench/setup-sdk.sh (it makes {}), or pass --python",
             sdk::VENV_PYTHON
         ));
     };
-    if let Some(why) = sdk::unavailable(&python).await {
-        return Err(format!("{why}: run scripts/bench/setup-sdk.sh"));
+    match sdk::unavailable(&python).await {
+        None => Ok(python),
+        Some(why) if given => Err(why),
+        Some(why) => Err(format!("{why}: run scripts/bench/setup-sdk.sh")),
     }
-    if progress {
-        eprintln!("bench: Event path, the documented procedure with the Azure ML Python SDK");
-    }
-    sdk::run(setup, &python).await.map_err(|e| format!("{e:#}"))
 }
 
 /// The longest chain of dependent requests the estate holds for `path`.
