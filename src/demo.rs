@@ -272,26 +272,21 @@ fn indent(text: &str) -> String {
 }
 
 fn account_id(state: &Value) -> Option<String> {
-    accounts(state)
-        .into_iter()
-        .find(|a| a["id"].as_str().is_some_and(|id| id.ends_with(ACCOUNT)))
-        .and_then(|a| a["id"].as_str().map(str::to_string))
+    shared_account(state).and_then(|a| a["id"].as_str().map(str::to_string))
 }
 
-fn accounts(state: &Value) -> Vec<Value> {
+/// The demo's shared account, as the emulator's state shows it.
+fn shared_account(state: &Value) -> Option<&Value> {
     state["storageAccounts"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+        .as_array()?
+        .iter()
+        .find(|a| a["id"].as_str().is_some_and(|id| id.ends_with(ACCOUNT)))
 }
 
 /// Each AccountKey datastore on the demo account: `(workspace/datastore, held)` where held is
 /// `key1`, `key2` or `INVALID`.
 fn key_datastores(state: &Value) -> Vec<(String, &'static str)> {
-    let Some(account) = accounts(state)
-        .into_iter()
-        .find(|a| a["id"].as_str().is_some_and(|id| id.ends_with(ACCOUNT)))
-    else {
+    let Some(account) = shared_account(state) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -330,10 +325,7 @@ fn key_datastores(state: &Value) -> Vec<(String, &'static str)> {
 
 fn print_datastores(state: &Value) {
     // Which key1 a datastore holds is only told apart by when that key was created.
-    if let Some(account) = accounts(state)
-        .into_iter()
-        .find(|a| a["id"].as_str().is_some_and(|id| id.ends_with(ACCOUNT)))
-    {
+    if let Some(account) = shared_account(state) {
         let created = |slot: &str| {
             account["keyCreationTime"][slot]
                 .as_str()
@@ -357,10 +349,7 @@ fn print_datastores(state: &Value) {
 /// Each SAS datastore on the demo account: `(workspace/datastore, signer)` where signer is
 /// `key1`, `key2` or `a regenerated key`, found by signing the token's fields again.
 fn sas_datastores(state: &Value) -> Vec<(String, &'static str)> {
-    let Some(account) = accounts(state)
-        .into_iter()
-        .find(|a| a["id"].as_str().is_some_and(|id| id.ends_with(ACCOUNT)))
-    else {
+    let Some(account) = shared_account(state) else {
         return Vec::new();
     };
     let mut out = Vec::new();

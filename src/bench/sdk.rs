@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::estate;
 use super::run::{self, Convergence, Setup};
-use crate::emulator::{EmulatorOptions, RequestRecord, RunningEmulator};
+use crate::emulator::{CaFile, EmulatorOptions, RequestRecord, RunningEmulator};
 
 /// Where the script is, from the app root.
 const SCRIPT: &str = "scripts/bench/sdk_procedure.py";
@@ -130,8 +130,7 @@ async fn run_script(
     let pem = emulator
         .certificate_pem()
         .context("the emulator has no certificate")?;
-    let ca_file = std::env::temp_dir().join(format!("keysync-bench-{}-ca.pem", std::process::id()));
-    std::fs::write(&ca_file, pem).context("writing the emulator's certificate")?;
+    let ca_file = CaFile::write(pem)?;
     let env = emulator.env();
     let setting = |name: &str| {
         env.iter()
@@ -146,12 +145,11 @@ async fn run_script(
         .args(["--account", &estate::account_name(0)])
         .env("IDENTITY_ENDPOINT", setting("IDENTITY_ENDPOINT"))
         .env("IDENTITY_HEADER", setting("IDENTITY_HEADER"))
-        .env("REQUESTS_CA_BUNDLE", &ca_file)
+        .env("REQUESTS_CA_BUNDLE", ca_file.path())
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(LIMIT, output).await;
-    let _ = std::fs::remove_file(&ca_file);
-    let output = output
+    let output = tokio::time::timeout(LIMIT, output)
+        .await
         .context("the SDK procedure did not finish in time")?
         .context("running the SDK procedure")?;
     answer(&output)

@@ -289,15 +289,21 @@ fn print_settings(settings: &[(String, String)]) -> anyhow::Result<()> {
 /// The emulator's CA certificate written to a file for clients that read trust from one
 /// (`REQUESTS_CA_BUNDLE`); removed on drop. A certificate is public, so the file needs no
 /// protection; the authority's key is never written.
-struct CaFile(std::path::PathBuf);
+pub struct CaFile(std::path::PathBuf);
 
 impl CaFile {
-    fn write(pem: &str) -> anyhow::Result<CaFile> {
+    /// Writes `pem` (from [`RunningEmulator::certificate_pem`]) to a file of this process's in
+    /// the temporary folder.
+    pub fn write(pem: &str) -> anyhow::Result<CaFile> {
         let name = format!("keysync-emulator-{}-ca.pem", std::process::id());
         let path = std::env::temp_dir().join(name);
         std::fs::write(&path, pem)
             .with_context(|| format!("writing the emulator's certificate to {}", path.display()))?;
         Ok(CaFile(path))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
     }
 
     fn display(&self) -> String {

@@ -99,25 +99,23 @@ impl Run<'_> {
                 return vec![execute::deferred_listing(&id)];
             }
             Err(e) => Err(execute::explain(&e)),
-            Ok(all) if !self.request.report_other_accounts => Ok(all
-                .into_iter()
-                .filter(|d| names(d, &self.request.account))
-                .collect()),
-            Ok(all) => Ok(all),
+            Ok(all) => Ok(all.into_iter().filter(|d| self.needs(d)).collect()),
         };
         self.workspace(id, &workspace, listed).await
     }
 
-    /// A listed workspace's datastores as this run needs them: all of them, or only those that
-    /// name the account when the report leaves out the others.
+    /// A listed workspace's datastores as this run needs them (see [`Run::needs`]).
     fn listed(&self, ws: &ListedWorkspace) -> Result<Vec<Datastore>, String> {
-        let account = &self.request.account;
         match &ws.datastores {
-            Ok(all) if !self.request.report_other_accounts => {
-                Ok(all.iter().filter(|d| names(d, account)).cloned().collect())
-            }
-            other => other.clone(),
+            Ok(all) => Ok(all.iter().filter(|d| self.needs(d)).cloned().collect()),
+            Err(reason) => Err(reason.clone()),
         }
+    }
+
+    /// True for a datastore this run works on or reports: every one when the report lists the
+    /// other accounts' too, else only those that name the account.
+    fn needs(&self, datastore: &Datastore) -> bool {
+        self.request.report_other_accounts || names(datastore, &self.request.account)
     }
 
     /// Observe, plan and carry out one workspace; its resync comes after its datastore updates.

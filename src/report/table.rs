@@ -56,7 +56,7 @@ impl Report {
             .entries
             .iter()
             .filter(|e| e.workspace == workspace)
-            .partition(|e| is_elsewhere(e));
+            .partition(|e| e.is_on_another_account());
         for entry in here {
             let _ = writeln!(out, "    {}", line(entry, width, paint));
         }
@@ -162,11 +162,6 @@ fn note_line(note: &Note, paint: Painter) -> String {
     };
     let mark = paint.apply(style, &format!("! {}", note.outcome));
     format!("{mark}: {}", note.message)
-}
-
-/// A datastore skipped because it is on another account: listed by name only, on one line.
-fn is_elsewhere(entry: &Entry) -> bool {
-    entry.is_on_another_account()
 }
 
 fn workspaces_in_order(entries: &[Entry]) -> Vec<&str> {

@@ -89,31 +89,9 @@ impl TestApp {
 
     /// Regenerates a key through ARM as a portal user would.
     pub async fn regenerate(&self, account: &str, key: &str) {
-        let base = self.emulator.base_url();
-        let client = reqwest::Client::new();
-        let token: Value = client
-            .post(base.join("/_emulator/user-token").unwrap())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let url = base
-            .join(&format!("{account}/regenerateKey?api-version=2025-08-01"))
-            .unwrap();
-        let response = client
-            .post(url)
-            .bearer_auth(token["access_token"].as_str().unwrap())
-            .json(&json!({"keyName": key}))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "regenerateKey: {}",
-            response.status()
-        );
+        if let Err(e) = self.emulator.regenerate_as_user(account, key).await {
+            panic!("regenerateKey: {e:#}");
+        }
     }
 
     pub fn state(&self) -> State {
