@@ -42,6 +42,7 @@ use url::Url;
 use super::STORAGE_VERSION;
 use super::sas::{SasKind, SasToken};
 use super::shared_key::{self, AccountKey};
+use crate::config::is_loopback;
 use crate::report::{CredentialUsed, Verification, VerifyOutcome};
 
 /// The characters escaped in a container or share name put into a path.
@@ -313,15 +314,6 @@ fn operation(service: Service, service_sas: bool) -> (&'static str, &'static str
             "List Directories and Files",
             "restype=directory&comp=list&maxresults=1",
         ),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
     }
 }
 
