@@ -83,10 +83,11 @@ impl Verification {
         self
     }
 
-    /// `verified`, or `rejected (AuthenticationFailed)`: the outcome with its code, for tables.
+    /// `verified`, `rejected (AuthenticationFailed)` or `not checked: <why>`: the outcome with
+    /// its code, for tables. A check that never ran says why, since nothing else on the line does.
     pub fn label(&self) -> String {
         match (&self.code, self.outcome) {
-            (_, VerifyOutcome::NotChecked) => "not checked".to_string(),
+            (_, VerifyOutcome::NotChecked) => format!("not checked: {}", self.detail),
             (Some(code), outcome) if outcome != VerifyOutcome::Verified => {
                 format!("{outcome} ({code})")
             }
@@ -112,6 +113,15 @@ mod tests {
         assert_eq!(json["credential"], "accountKey");
         assert_eq!(json["code"], "AuthenticationFailed");
         assert_eq!(v.label(), "rejected (AuthenticationFailed)");
+        let share = Verification::new(
+            VerifyOutcome::NotChecked,
+            CredentialUsed::AccountKey,
+            "the account lists no file endpoint".into(),
+        );
+        assert_eq!(
+            share.label(),
+            "not checked: the account lists no file endpoint"
+        );
         let not = Verification::new(VerifyOutcome::NotChecked, CredentialUsed::Sas, "x".into());
         assert_eq!(serde_json::to_value(&not).unwrap()["outcome"], "notChecked");
         assert!(serde_json::to_value(&not).unwrap().get("code").is_none());
