@@ -9,7 +9,7 @@
 #
 # Every step can be run again: a second run changes nothing that is already in place.
 #
-#   infra/deploy.sh LOCATION [PARAMETERS_FILE]      # e.g. infra/deploy.sh swedencentral my.bicepparam
+#   infra/deploy.sh LOCATION [PARAMETERS_FILE]      # e.g. infra/deploy.sh swedencentral infra/my.bicepparam
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

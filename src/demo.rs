@@ -460,7 +460,7 @@ fn verdict(
     if problems.is_empty() && handler_exit == Some(0) {
         match azurite {
             true => println!(
-                "Result: every AccountKey datastore on {ACCOUNT} holds a valid key that storage (Azurite) accepts,\n        the dead SAS token was re-minted and works, and the workspace is resynced;"
+                "Result: every AccountKey datastore on {ACCOUNT} holds a valid key, which storage (Azurite) accepts\n        for every blob datastore (Azurite has no Azure Files, so the file share is not checked),\n        the dead SAS token was re-minted and works, and the workspace is resynced;"
             ),
             false => println!(
                 "Result: every AccountKey datastore on {ACCOUNT} holds a valid key and its workspace is resynced\n        (storage checks need Azurite: `npm ci`);"

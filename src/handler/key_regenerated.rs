@@ -35,7 +35,7 @@ struct EventResult {
 
 impl EventResult {
     fn ignored(event: &Event, reason: String) -> Self {
-        tracing::info!(event = %event.id, outcome = "ignored", reason = %reason, "event");
+        tracing::info!(event = %event.id, outcome = %"ignored", reason = %reason, "event");
         let summary = format!("event {} ignored: {reason}", event.id);
         EventResult {
             event: event.id.clone(),
@@ -47,7 +47,7 @@ impl EventResult {
     }
 
     fn failed(event: &Event, account: &str, reason: String) -> Self {
-        tracing::error!(event = %event.id, account, outcome = "failed", error = %reason, "event");
+        tracing::error!(event = %event.id, account, outcome = %"failed", error = %reason, "event");
         let summary = format!("account {account}: failed: {reason}");
         EventResult {
             event: event.id.clone(),
@@ -69,7 +69,7 @@ impl EventResult {
             "reconciled"
         };
         let summary = format!("account {account}: {}", report.summary());
-        tracing::info!(event = %event.id, account, outcome, summary = %report.summary(), "event done");
+        tracing::info!(event = %event.id, account, outcome = %outcome, summary = %report.summary(), "event done");
         EventResult {
             event: event.id.clone(),
             outcome,
