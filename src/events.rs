@@ -125,11 +125,19 @@ impl Event {
                 printable(operation)
             ));
         }
-        if let Some(status) = field("status").filter(|s| !s.eq_ignore_ascii_case("Succeeded")) {
-            return Decision::Ignore(format!(
-                "the regeneration did not succeed (status {})",
-                printable(status)
-            ));
+        // ARM writes `status` as a string; anything else there was not written by ARM.
+        match self.data.get("status") {
+            None => {}
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("Succeeded") => {}
+            Some(other) => {
+                let status = other
+                    .as_str()
+                    .map_or_else(|| other.to_string(), str::to_string);
+                return Decision::Ignore(format!(
+                    "the regeneration did not succeed (status {})",
+                    printable(&status)
+                ));
+            }
         }
         self.account(field("resourceUri"), &in_scope)
     }
@@ -161,10 +169,15 @@ fn unwrap_data(data: &Value) -> Value {
     unwrap_strings(data).unwrap_or(Value::Null)
 }
 
-/// Makes a value from an event safe to put in a log line: no control characters, bounded length.
+/// Makes a value from an event safe to put in a log line: no control characters, line separators
+/// or bidirectional overrides (which could make it read as another line), bounded length.
 fn printable(text: &str) -> String {
     const MAX: usize = 120;
-    let mut out: String = text.chars().filter(|c| !c.is_control()).take(MAX).collect();
+    let mut out: String = text
+        .chars()
+        .filter(|c| !c.is_control() && !crate::resource_id::is_invisible(*c))
+        .take(MAX)
+        .collect();
     if text.chars().count() > MAX {
         out.push('…');
     }
@@ -274,10 +287,26 @@ mod tests {
     }
 
     #[test]
+    fn values_from_an_event_cannot_break_or_reverse_a_log_line() {
+        let mut event = fixture("regenerate_key_cloudevents.json");
+        event["type"] = json!("Other\u{2028}\u{202e}FAKE outcome=reconciled\n");
+        let Decision::Ignore(reason) = decide_one(&event) else {
+            panic!("an event of another type must be ignored");
+        };
+        assert_eq!(
+            reason,
+            format!("event type OtherFAKE outcome=reconciled is not {RESOURCE_ACTION_SUCCESS}")
+        );
+    }
+
+    #[test]
     fn failed_regenerations_are_ignored() {
         let mut event = fixture("regenerate_key_cloudevents.json");
         event["data"]["status"] = json!("Failed");
         assert!(matches!(decide_one(&event), Decision::Ignore(r) if r.contains("status Failed")));
+        // A status ARM never writes (not a string) is not taken for success either.
+        event["data"]["status"] = json!(3);
+        assert!(matches!(decide_one(&event), Decision::Ignore(r) if r.contains("status 3")));
     }
 
     #[test]

@@ -15,6 +15,11 @@ pub enum ResourceIdError {
         expected: &'static str,
         found: String,
     },
+    #[error("not a valid {kind} name ({rule})")]
+    BadName {
+        kind: &'static str,
+        rule: &'static str,
+    },
 }
 
 /// A parsed ARM resource id in a resource group: `/subscriptions/{s}/resourceGroups/{rg}/providers/{ns}/{type}/{name}[/{type}/{name}]...`.
@@ -108,11 +113,38 @@ impl ResourceId {
     }
 }
 
+/// A segment ARM could have issued: not empty, not `.` or `..` (which a URL would resolve into
+/// another path), and free of what would end the path or forge a log line.
 fn is_valid_segment(segment: &str) -> bool {
     !segment.is_empty()
+        && segment != "."
+        && segment != ".."
         && !segment
             .chars()
-            .any(|c| c.is_control() || c == '?' || c == '#')
+            .any(|c| c.is_control() || c == '?' || c == '#' || is_invisible(c))
+}
+
+/// Line and paragraph separators, zero-width and bidirectional formatting characters: none is
+/// allowed in an ARM name, and each can make a log line read as something it is not.
+pub(crate) fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}'
+        | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{2069}'
+        | '\u{FEFF}')
+}
+
+/// Azure's rule for storage account names: 3 to 24 lower-case letters and digits. ARM compares
+/// names without regard to case, so upper case is accepted here and compared the same way.
+fn check_storage_account_name(name: &str) -> Result<(), ResourceIdError> {
+    let fits = (3..=24).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric());
+    match fits {
+        true => Ok(()),
+        false => Err(ResourceIdError::BadName {
+            kind: "storage account",
+            rule: "3 to 24 letters and digits",
+        }),
+    }
 }
 
 impl PartialEq for ResourceId {
@@ -143,6 +175,9 @@ impl fmt::Debug for ResourceId {
 
 macro_rules! typed_id {
     ($(#[$doc:meta])* $name:ident, $full_type:literal) => {
+        typed_id!($(#[$doc])* $name, $full_type, |_: &str| Ok(()));
+    };
+    ($(#[$doc:meta])* $name:ident, $full_type:literal, $check_name:expr) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash)]
         pub struct $name(ResourceId);
@@ -160,6 +195,8 @@ macro_rules! typed_id {
                         found: id.resource_type(),
                     });
                 }
+                let check_name: fn(&str) -> Result<(), ResourceIdError> = $check_name;
+                check_name(id.name())?;
                 Ok(Self(id))
             }
 
@@ -209,7 +246,8 @@ macro_rules! typed_id {
 typed_id!(
     /// The id of a storage account.
     StorageAccountId,
-    "Microsoft.Storage/storageAccounts"
+    "Microsoft.Storage/storageAccounts",
+    check_storage_account_name
 );
 typed_id!(
     /// The id of an Azure Machine Learning workspace.
@@ -297,6 +335,43 @@ mod tests {
                 ResourceId::parse(bad).err(),
                 Some(ResourceIdError::Malformed),
                 "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn dot_segments_and_invisible_characters_are_refused() {
+        for name in [".", "..", "x\u{2028}y", "x\u{202e}y", "x\u{200b}"] {
+            let id =
+                format!("/subscriptions/s/resourceGroups/r/providers/Microsoft.Foo/bars/{name}");
+            assert_eq!(
+                ResourceId::parse(&id).err(),
+                Some(ResourceIdError::Malformed),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_storage_account_name_follows_azures_rule() {
+        let with = |name: &str| ACCOUNT.replace("stmlshared01", name);
+        assert!(StorageAccountId::parse(&with("StMlShared01")).is_ok());
+        for bad in [
+            "st",
+            "st-ml",
+            "st ml",
+            "stml.shared",
+            &"s".repeat(25),
+            "stmlß01",
+        ] {
+            let err = StorageAccountId::parse(&with(bad)).unwrap_err();
+            assert!(
+                matches!(err, ResourceIdError::BadName { .. }),
+                "{bad:?}: {err:?}"
+            );
+            assert_eq!(
+                err.to_string(),
+                "not a valid storage account name (3 to 24 letters and digits)"
             );
         }
     }

@@ -20,8 +20,8 @@ pub fn init(default_filter: &str) {
         .try_init();
 }
 
-/// Logging for the operator commands (`plan`, `sync`, `rotate`): every line on stderr, because
-/// stdout carries the table or the JSON. `RUST_LOG` overrides `default_filter`.
+/// Logging for every command but `serve`: every line on stderr, because stdout carries what the
+/// command is for (a table, JSON, the emulator's settings). `RUST_LOG` overrides `default_filter`.
 pub fn init_stderr(default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));

@@ -17,7 +17,7 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just("Microsoft.Resources.ResourceActionSuccess".to_string()),
         Just("Microsoft.Storage/storageAccounts/regenerateKey/action".to_string()),
         Just(format!(
-            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st"
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/stx"
         )),
         "[a-zA-Z/{}\"\\\\:.]{0,40}",
     ];

@@ -181,7 +181,7 @@ mod tests {
     fn urls_percent_encode_segments_and_pin_the_api_version() {
         let endpoint = Url::parse("http://127.0.0.1:8080/arm/").unwrap();
         let id = StorageAccountId::parse(
-            "/subscriptions/s/resourceGroups/rg with space%/providers/Microsoft.Storage/storageAccounts/a",
+            "/subscriptions/s/resourceGroups/rg with space%/providers/Microsoft.Storage/storageAccounts/stacct",
         )
         .unwrap();
         let mut path = account_path(&id);
@@ -190,7 +190,7 @@ mod tests {
         let url = resource_url(&endpoint, op, &path, &[("count", "100")]).unwrap();
         assert_eq!(
             url.as_str(),
-            "http://127.0.0.1:8080/arm/subscriptions/s/resourceGroups/rg%20with%20space%25/providers/Microsoft.Storage/storageAccounts/a/listKeys?api-version=2025-08-01&count=100"
+            "http://127.0.0.1:8080/arm/subscriptions/s/resourceGroups/rg%20with%20space%25/providers/Microsoft.Storage/storageAccounts/stacct/listKeys?api-version=2025-08-01&count=100"
         );
         let opaque = Url::parse("mailto:someone@example.com").unwrap();
         assert!(resource_url(&opaque, op, &path, &[]).is_none());

@@ -197,10 +197,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { .. } => crate::telemetry::init("info"),
-        Command::Plan(_) | Command::Sync(_) | Command::Rotate(_) => {
-            crate::telemetry::init_stderr("warn")
-        }
-        _ => crate::telemetry::init("warn"),
+        // The others print what they are for on stdout (a table, JSON, the emulator's NAME=value
+        // lines that a script sources), so their own log lines go to stderr.
+        _ => crate::telemetry::init_stderr("warn"),
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

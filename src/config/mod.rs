@@ -101,7 +101,7 @@ impl Config {
         )?;
         let credential = match (get("IDENTITY_ENDPOINT"), get("IDENTITY_HEADER")) {
             (Some(_), Some(_)) => CredentialChoice::ManagedIdentity {
-                client_id: get("AZURE_CLIENT_ID"),
+                client_id: parse_client_id(get("AZURE_CLIENT_ID"))?,
             },
             _ => CredentialChoice::DeveloperTools,
         };
@@ -174,20 +174,40 @@ fn parse_subscriptions(value: Option<String>) -> Result<Vec<String>, ConfigError
     })?;
     let mut subscriptions: Vec<String> = Vec::new();
     for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if uuid::Uuid::try_parse(item).is_err() {
+        let Ok(id) = uuid::Uuid::try_parse(item) else {
             return Err(ConfigError::new(
                 NAME,
-                format!("'{item}' is not a subscription id (a GUID)"),
+                format!("'{}' is not a subscription id (a GUID)", short(item)),
             ));
-        }
-        if !subscriptions.iter().any(|s| s.eq_ignore_ascii_case(item)) {
-            subscriptions.push(item.to_ascii_lowercase());
+        };
+        // ARM writes subscription ids hyphenated and in lower case; a braced or unhyphenated
+        // GUID would never equal the one in an event or a resource id.
+        let id = id.hyphenated().to_string();
+        if !subscriptions.contains(&id) {
+            subscriptions.push(id);
         }
     }
     if subscriptions.is_empty() {
         return Err(ConfigError::new(NAME, "lists no subscription"));
     }
     Ok(subscriptions)
+}
+
+/// A user-assigned identity is chosen by its client id, a GUID; anything else would only fail
+/// later, at the first token request, with a message that does not name the setting.
+fn parse_client_id(value: Option<String>) -> Result<Option<String>, ConfigError> {
+    match value {
+        Some(id) if uuid::Uuid::try_parse(&id).is_err() => Err(ConfigError::new(
+            "AZURE_CLIENT_ID",
+            format!("'{}' is not a client id (a GUID)", short(&id)),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// A setting's value as quoted in an error: at most 60 characters, no control characters.
+fn short(value: &str) -> String {
+    value.chars().filter(|c| !c.is_control()).take(60).collect()
 }
 
 fn seconds(
@@ -227,6 +247,7 @@ mod tests {
     use std::collections::HashMap;
 
     const SUB: &str = "11111111-2222-3333-4444-555555555555";
+    const CLIENT: &str = "9e2c5a41-7d3b-4f60-8c1e-2b7a90d4e315";
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = pairs
@@ -251,14 +272,25 @@ mod tests {
             ("KEYSYNC_SUBSCRIPTIONS", SUB),
             ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token"),
             ("IDENTITY_HEADER", "h"),
-            ("AZURE_CLIENT_ID", "cid"),
+            ("AZURE_CLIENT_ID", CLIENT),
         ])
         .unwrap();
         assert_eq!(
             c.credential,
             CredentialChoice::ManagedIdentity {
-                client_id: Some("cid".into())
+                client_id: Some(CLIENT.into())
             }
+        );
+        let err = config(&[
+            ("KEYSYNC_SUBSCRIPTIONS", SUB),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token"),
+            ("IDENTITY_HEADER", "h"),
+            ("AZURE_CLIENT_ID", "id-keysync"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "AZURE_CLIENT_ID: 'id-keysync' is not a client id (a GUID)"
         );
         let c = config(&[
             ("KEYSYNC_SUBSCRIPTIONS", SUB),
@@ -276,6 +308,11 @@ mod tests {
         assert!(c.in_scope(&upper));
         let err = config(&[("KEYSYNC_SUBSCRIPTIONS", "prod")]).unwrap_err();
         assert_eq!(err.setting, "KEYSYNC_SUBSCRIPTIONS");
+        // Braced and unhyphenated forms are the same GUID, written as ARM writes it.
+        let braced = format!("{{{upper}}}");
+        let simple = SUB.replace('-', "");
+        let c = config(&[("KEYSYNC_SUBSCRIPTIONS", &format!("{braced},{simple}"))]).unwrap();
+        assert_eq!(c.subscriptions, vec![SUB.to_string()]);
         assert_eq!(config(&[]).unwrap_err().setting, "KEYSYNC_SUBSCRIPTIONS");
     }
 

@@ -82,6 +82,11 @@ pub struct FaultRule {
     pub while_running: bool,
 }
 
+/// The longest `Retry-After` a rule may ask for, in seconds.
+const MAX_RETRY_AFTER_SECONDS: u64 = 86_400;
+/// The longest `delay` a rule may add, in milliseconds.
+const MAX_DELAY_MS: u64 = 3_600_000;
+
 fn one_second() -> u64 {
     1
 }
@@ -123,6 +128,20 @@ impl FaultRule {
             && !(400..=599).contains(&status)
         {
             return Err(format!("status {status} is not an error status (400-599)"));
+        }
+        // An HTTP date is written for now plus this wait, so it must stay a date httpdate can
+        // write; a day is more than any test or benchmark asks for.
+        if self.retry_after_seconds > MAX_RETRY_AFTER_SECONDS {
+            return Err(format!(
+                "retryAfterSeconds {} is over {MAX_RETRY_AFTER_SECONDS} (a day)",
+                self.retry_after_seconds
+            ));
+        }
+        if self.delay_ms > MAX_DELAY_MS {
+            return Err(format!(
+                "delayMs {} is over {MAX_DELAY_MS} (an hour)",
+                self.delay_ms
+            ));
         }
         Ok(())
     }
@@ -410,5 +429,14 @@ mod tests {
             ..FaultRule::new("*", FaultKind::Error)
         };
         assert!(bad_status.validate().is_err());
+        let far = FaultRule {
+            retry_after: Some(RetryAfterFormat::HttpDate),
+            retry_after_seconds: u64::MAX,
+            ..FaultRule::new("*", FaultKind::Throttle)
+        };
+        assert_eq!(
+            far.validate().unwrap_err(),
+            format!("retryAfterSeconds {} is over 86400 (a day)", u64::MAX)
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The `KeyRegenerated` function: an Event Grid event in, a reconcile of the account it names out.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -15,6 +16,7 @@ use super::envelope::{Invocation, InvocationResponse};
 use crate::events::{self, Decision, Event};
 use crate::reconcile::{ReconcileError, Request};
 use crate::report::Report;
+use crate::resource_id::StorageAccountId;
 
 /// The binding name in `functions/KeyRegenerated/function.json`.
 pub const BINDING: &str = "event";
@@ -79,6 +81,22 @@ impl EventResult {
         }
     }
 
+    /// An event for an account that an earlier event of the same batch already reconciled: it
+    /// shares that outcome rather than running (and reporting) the same reconcile again.
+    fn same_as(event: &Event, first: &EventResult) -> Self {
+        let reason = format!(
+            "same account as event {}: reconciled once for both",
+            first.event
+        );
+        EventResult {
+            event: event.id.clone(),
+            outcome: first.outcome,
+            summary: format!("event {}: {reason}", event.id),
+            reason: Some(reason),
+            report: None,
+        }
+    }
+
     fn succeeded(&self) -> bool {
         !matches!(self.outcome, "failed" | "deferred")
     }
@@ -96,9 +114,25 @@ pub async fn invoke(
     };
     // One deadline for the whole invocation: Event Grid waits for the answer, not per event.
     let deadline = Instant::now() + handler.config.event_deadline;
-    let mut results = Vec::with_capacity(events.len());
+    let mut results: Vec<EventResult> = Vec::with_capacity(events.len());
+    let mut reconciled: HashMap<StorageAccountId, usize> = HashMap::new();
     for event in &events {
-        results.push(handle(&handler, event, deadline).await);
+        let account = match event.decide(|sub| handler.config.in_scope(sub)) {
+            Decision::Ignore(reason) => {
+                results.push(EventResult::ignored(event, reason));
+                continue;
+            }
+            Decision::Reconcile(account) => account,
+        };
+        // A batch that names one account many times costs one reconcile, not one per copy.
+        let result = match reconciled.get(&account) {
+            Some(&first) => EventResult::same_as(event, &results[first]),
+            None => {
+                reconciled.insert(account.clone(), results.len());
+                handle(&handler, event, account, deadline).await
+            }
+        };
+        results.push(result);
     }
     let status = match results.iter().all(EventResult::succeeded) {
         true => StatusCode::OK,
@@ -125,12 +159,14 @@ fn rejected(message: &str) -> (StatusCode, Json<InvocationResponse>) {
     (StatusCode::BAD_REQUEST, Json(body))
 }
 
-async fn handle(handler: &Handler, event: &Event, deadline: Instant) -> EventResult {
-    let account = match event.decide(|sub| handler.config.in_scope(sub)) {
-        Decision::Ignore(reason) => return EventResult::ignored(event, reason),
-        Decision::Reconcile(account) => account,
-    };
-    tracing::info!(event = %event.id, account = %account, "key regeneration event: reconciling");
+async fn handle(
+    handler: &Handler,
+    event: &Event,
+    account: StorageAccountId,
+    deadline: Instant,
+) -> EventResult {
+    // Quoted (Debug), as every name from an event is logged: it cannot pose as another field.
+    tracing::info!(event = %event.id, account = account.as_str(), "key regeneration event: reconciling");
     let request = Request {
         deadline: Some(deadline),
         ..Request::apply(account.clone())

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `keysync serve` binary behind the local Functions host, against the
 //! local Azure emulator. One test binary, so the crate is built once.
 
+mod batches;
 mod chaos;
 mod guarantees;
 mod helpers;
