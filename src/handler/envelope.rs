@@ -1,8 +1,15 @@
 //! The custom-handler protocol: the invocation request the Functions host posts for a
 //! non-HTTP trigger, and the response it expects back.
 
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
+
+/// The reply to an invocation that cannot be run.
+pub type Refusal = (StatusCode, Json<InvocationResponse>);
 
 /// An invocation body keysync cannot use. The message is safe to log and to return.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +75,36 @@ impl InvocationResponse {
             return_value,
         }
     }
+}
+
+/// Refuses an invocation: non-2xx, so the host fails it (Event Grid delivers again, then
+/// dead-letters), with the reason on stderr (the host keeps `Logs` only on success) and in the
+/// JSON reply the host expects.
+pub fn refuse(function: &str, status: StatusCode, message: &str) -> Refusal {
+    tracing::error!(function, error = message, "invocation rejected");
+    let body = InvocationResponse::new(vec![], json!({ "error": message }));
+    (status, Json(body))
+}
+
+/// The invocation's body, or its refusal when it could not be read: too large (413), or cut
+/// off. The reply stays the host's JSON rather than axum's plain text.
+pub fn read_body(
+    function: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, Box<Refusal>> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        let message = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                format!(
+                    "the invocation body is larger than {} bytes",
+                    super::MAX_BODY_BYTES
+                )
+            }
+            _ => "the invocation body could not be read".to_string(),
+        };
+        Box::new(refuse(function, status, &message))
+    })
 }
 
 #[cfg(test)]

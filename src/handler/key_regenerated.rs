@@ -6,13 +6,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::Handler;
-use super::envelope::{Invocation, InvocationResponse};
+use super::envelope::{Invocation, InvocationResponse, read_body, refuse};
 use crate::events::{self, Decision, Event};
 use crate::reconcile::{ReconcileError, Request};
 use crate::report::Report;
@@ -20,6 +21,9 @@ use crate::resource_id::StorageAccountId;
 
 /// The binding name in `functions/KeyRegenerated/function.json`.
 pub const BINDING: &str = "event";
+
+/// The function's name, as its folder is named.
+const FUNCTION: &str = "KeyRegenerated";
 
 /// What became of one event; the invocation's `ReturnValue` is the list of these.
 #[derive(Debug, Serialize)]
@@ -106,11 +110,15 @@ impl EventResult {
 /// and dead-letters it) or when any work failed (so it is delivered again and converges).
 pub async fn invoke(
     State(handler): State<Arc<Handler>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> (StatusCode, Json<InvocationResponse>) {
+    let body = match read_body(FUNCTION, body) {
+        Ok(body) => body,
+        Err(refusal) => return *refusal,
+    };
     let events = match decode(&body) {
         Ok(events) => events,
-        Err(message) => return rejected(&message),
+        Err(message) => return refuse(FUNCTION, StatusCode::BAD_REQUEST, &message),
     };
     // One deadline for the whole invocation: Event Grid waits for the answer, not per event.
     let deadline = Instant::now() + handler.config.event_deadline;
@@ -147,16 +155,6 @@ fn decode(body: &[u8]) -> Result<Vec<Event>, String> {
     let invocation = Invocation::parse(body).map_err(|e| e.to_string())?;
     let value = invocation.binding(BINDING).map_err(|e| e.to_string())?;
     events::decode(value).map_err(|e| e.to_string())
-}
-
-fn rejected(message: &str) -> (StatusCode, Json<InvocationResponse>) {
-    tracing::error!(
-        function = "KeyRegenerated",
-        error = message,
-        "invocation rejected"
-    );
-    let body = InvocationResponse::new(vec![], json!({ "error": message }));
-    (StatusCode::BAD_REQUEST, Json(body))
 }
 
 async fn handle(

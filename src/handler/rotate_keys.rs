@@ -5,11 +5,12 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Handler;
-use super::envelope::{Invocation, InvocationResponse};
+use super::envelope::{Invocation, InvocationResponse, read_body, refuse};
 use super::timer::TimerInfo;
 
 /// The binding name in `functions/RotateKeys/function.json`.
@@ -20,24 +21,19 @@ pub const BINDING: &str = "timer";
 /// host records the failure; the next tick repairs what is left.
 pub async fn invoke(
     State(handler): State<Arc<Handler>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> (StatusCode, Json<InvocationResponse>) {
+    let body = match read_body("RotateKeys", body) {
+        Ok(body) => body,
+        Err(refusal) => return *refusal,
+    };
     let timer = match Invocation::parse(&body) {
         // A missing or unreadable timer value changes nothing about what is due.
         Ok(invocation) => invocation
             .binding(BINDING)
             .map(TimerInfo::read)
             .unwrap_or_default(),
-        Err(e) => {
-            tracing::error!(function = "RotateKeys", error = %e, "invocation rejected");
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(InvocationResponse::new(
-                    vec![],
-                    json!({"error": e.to_string()}),
-                )),
-            );
-        }
+        Err(e) => return refuse("RotateKeys", StatusCode::BAD_REQUEST, &e.to_string()),
     };
     tracing::info!(
         function = "RotateKeys",

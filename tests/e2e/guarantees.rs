@@ -236,14 +236,12 @@ async fn oversized_garbage_and_deeply_nested_bodies_are_refused_and_the_handler_
     }
 
     for function in [FUNCTION, "RotateKeys"] {
+        let record = app.host.post_raw(function, &oversized).await.unwrap();
+        assert_eq!(record.status, 413, "{function}");
         assert_eq!(
-            app.host
-                .post_raw(function, &oversized)
-                .await
-                .unwrap()
-                .status,
-            413,
-            "{function}"
+            record.body["ReturnValue"]["error"], "the invocation body is larger than 1048576 bytes",
+            "{function}: {}",
+            record.body
         );
         let record = app.host.post_raw(function, deep.as_bytes()).await.unwrap();
         assert_eq!(record.status, 400, "{function}: {}", record.body);
