@@ -10,6 +10,8 @@ use common::*;
 use keysync::arm::{ArmClient, ArmErrorKind, Operation};
 use keysync::model::ml::DatastoreBody;
 use keysync::model::storage::KeySlot;
+use keysync::reconcile::execute;
+use keysync::report::Outcome;
 use keysync::resource_id::WorkspaceId;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -716,6 +718,93 @@ async fn a_status_url_on_another_host_is_not_polled() {
 
     assert_eq!(err.kind, ArmErrorKind::Decode);
     assert!(received(&elsewhere).await.is_empty());
+}
+
+/// A resync that ARM accepts, pointing at its status the way the ML provider does.
+async fn mount_accepted_resync(server: &MockServer) -> String {
+    let status_path = format!(
+        "/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/westeurope/workspaceOperationsStatus/op-9"
+    );
+    let status_url = format!("{}{status_path}?api-version={ML_VERSION}", server.uri());
+    Mock::given(method("POST"))
+        .and(path(format!("{WORKSPACE}/resyncKeys")))
+        .respond_with(
+            ResponseTemplate::new(202)
+                .insert_header("Location", status_url.as_str())
+                .insert_header("Retry-After", "0"),
+        )
+        .mount(server)
+        .await;
+    status_path
+}
+
+const STATUS_READ: &str =
+    "Microsoft.MachineLearningServices/locations/workspaceOperationsStatus/read";
+
+#[tokio::test]
+async fn a_refused_status_poll_leaves_the_resync_accepted_and_names_the_permission() {
+    let server = MockServer::start().await;
+    let status_path = mount_accepted_resync(&server).await;
+    let refusal = format!(
+        "The client 'keysync' does not have authorization to perform action '{STATUS_READ}'."
+    );
+    Mock::given(method("GET"))
+        .and(path(status_path))
+        .respond_with(
+            json_response(403, arm_error("AuthorizationFailed", &refusal))
+                .insert_header("x-ms-correlation-request-id", "corr-403"),
+        )
+        .mount(&server)
+        .await;
+
+    let err = client(&server).resync_keys(&workspace()).await.unwrap_err();
+    let entry = execute::resync(&client(&server), &workspace()).await;
+
+    assert_eq!(err.kind, ArmErrorKind::Unconfirmed);
+    assert_eq!(err.operation, Operation::WorkspacesResyncKeysStatus);
+    assert_eq!(err.status, Some(403));
+    assert_eq!(err.correlation_id.as_deref(), Some("corr-403"));
+    // The poll is authorized apart from the resync, and the custom role grants it.
+    assert_eq!(err.operation.rbac_action(), STATUS_READ);
+    assert!(Operation::rbac_actions().contains(&STATUS_READ));
+    assert_eq!(entry.outcome, Outcome::Accepted);
+    assert_eq!(
+        entry.reason.as_deref(),
+        Some(
+            "resync accepted by Azure, which finishes it; Azure refused keysync its status \
+             (HTTP 403 AuthorizationFailed): grant keysync's identity \
+             Microsoft.MachineLearningServices/locations/workspaceOperationsStatus/read to follow it"
+        )
+    );
+    // A refusal is not retried: one resync and one poll, twice.
+    assert_eq!(received(&server).await.len(), 4);
+}
+
+#[tokio::test]
+async fn a_status_poll_failing_past_the_retries_leaves_the_resync_accepted() {
+    let server = MockServer::start().await;
+    let status_path = mount_accepted_resync(&server).await;
+    Mock::given(method("GET"))
+        .and(path(status_path))
+        .respond_with(gateway_page())
+        .mount(&server)
+        .await;
+
+    let entry = execute::resync(&client(&server), &workspace()).await;
+
+    assert_eq!(entry.outcome, Outcome::Accepted);
+    let reason = entry.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with(
+            "resync accepted by Azure, which finishes it; its status could not be read: \
+             non-JSON error body (text/html, "
+        ),
+        "{reason}"
+    );
+    assert_eq!(
+        received(&server).await.len(),
+        1 + 1 + settings().max_retries
+    );
 }
 
 // ---- concurrency ------------------------------------------------------------------------------

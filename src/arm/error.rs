@@ -23,6 +23,10 @@ pub enum ArmErrorKind {
     /// ARM accepted a long-running operation, which was still running at the caller's deadline.
     /// Azure finishes it on its own.
     StillRunning,
+    /// ARM accepted a long-running operation whose status keysync could not read (the poll was
+    /// refused, or kept failing past the retries). Azure finishes it on its own; the message
+    /// says why it was not followed, naming the missing permission for a refusal.
+    Unconfirmed,
 }
 
 /// A failed ARM call.

@@ -54,10 +54,16 @@ impl<'a> ArmRequest<'a> {
         self
     }
 
-    /// A `GET` of `url` on behalf of the same operation: a next page or an LRO status.
+    /// A `GET` of `url` on behalf of the same operation, such as the next page of a list.
     pub fn follow(&self, url: Url) -> ArmRequest<'a> {
+        self.follow_as(self.operation, url)
+    }
+
+    /// A `GET` of `url` about the same resource as another operation, such as a long-running
+    /// operation's status, which ARM authorizes with an action of its own.
+    pub fn follow_as(&self, operation: Operation, url: Url) -> ArmRequest<'a> {
         ArmRequest::new(
-            self.operation,
+            operation,
             self.resource,
             self.subscription,
             Method::GET,
