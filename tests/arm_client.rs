@@ -485,6 +485,45 @@ async fn a_refused_connection_is_a_transport_error() {
     assert_eq!(err.status, None);
     assert!(err.message.contains("could not connect"), "{err}");
     assert!(!err.message.contains("api-version"), "{err}");
+    let id = err.client_request_id.unwrap_or_default();
+    assert!(!id.is_nil(), "{err:?}");
+    assert!(
+        err.to_string()
+            .ends_with(&format!("(client request id {id})"))
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_carries_the_client_request_id_it_was_sent_with() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            json_response(200, sample("aml_workspace_get")).set_delay(Duration::from_secs(5)),
+        )
+        .mount(&server)
+        .await;
+    let mut options = options(&server.uri(), 4);
+    options.request_timeout = Duration::from_millis(200);
+    let client = ArmClient::new(options, Arc::new(FixedToken)).unwrap();
+
+    let err = client.get_workspace(&workspace()).await.unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::Transport);
+    assert!(err.message.starts_with("timed out ("), "{err}");
+    assert_eq!(err.correlation_id, None);
+    // The id is the one the last attempt carried, so Azure's logs can be searched for it.
+    let requests = received(&server).await;
+    assert_eq!(requests.len(), 1 + settings().max_retries);
+    let sent = requests[requests.len() - 1].headers["x-ms-client-request-id"]
+        .to_str()
+        .unwrap();
+    let carried = err.client_request_id.map(|id| id.to_string());
+    assert_eq!(carried.as_deref(), Some(sent));
+    assert!(
+        err.to_string()
+            .ends_with(&format!("(client request id {sent})")),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -60,10 +60,18 @@ impl ArmClient {
         let permit = self.permit(request).await.map_err(fatal)?;
         let timeout = self.attempt_timeout(request).map_err(fatal)?;
         let started = Instant::now();
-        let result = self.exchange(request, authorization, timeout).await;
+        let client_request_id = uuid::Uuid::new_v4();
+        let result = self
+            .exchange(request, authorization, timeout, client_request_id)
+            .await;
         drop(permit);
 
-        let response = result.map_err(|e| transport_failure(request, e, attempt))?;
+        // The id sent is the one trace of an attempt that got no answer.
+        let traced = |mut failure: Failure| {
+            failure.error.client_request_id = Some(client_request_id);
+            failure
+        };
+        let response = result.map_err(|e| traced(transport_failure(request, e, attempt)))?;
         debug!(
             operation = %request.operation,
             resource = %request.resource,
@@ -75,7 +83,7 @@ impl ArmClient {
         if response.status.is_success() {
             Ok(response)
         } else {
-            Err(self.status_failure(request, &response, attempt))
+            Err(traced(self.status_failure(request, &response, attempt)))
         }
     }
 
@@ -143,6 +151,7 @@ impl ArmClient {
         request: &ArmRequest<'_>,
         authorization: HeaderValue,
         timeout: Duration,
+        client_request_id: uuid::Uuid,
     ) -> Result<RawResponse, reqwest::Error> {
         let mut builder = self
             .inner
@@ -151,7 +160,7 @@ impl ArmClient {
             .timeout(timeout)
             .header(AUTHORIZATION, authorization)
             .header(ACCEPT, "application/json")
-            .header("x-ms-client-request-id", uuid::Uuid::new_v4().to_string());
+            .header("x-ms-client-request-id", client_request_id.to_string());
         builder = match &request.body {
             Some(body) => builder
                 .header(CONTENT_TYPE, "application/json")
