@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::*;
 use keysync::arm::{ArmClient, ArmErrorKind, Operation};
@@ -322,45 +322,71 @@ async fn a_next_link_loop_is_stopped() {
 
 // ---- retries ----------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn throttling_with_retry_after_seconds_is_waited_out() {
+/// Answers the first request 429 with the `Retry-After` that `retry_after` writes for the time
+/// it arrived, then the sample; records when each request arrived.
+struct Throttled {
+    arrivals: Arc<Mutex<Vec<SystemTime>>>,
+    retry_after: fn(SystemTime) -> String,
+}
+
+impl Respond for Throttled {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let now = SystemTime::now();
+        let mut arrivals = self.arrivals.lock().unwrap();
+        arrivals.push(now);
+        match arrivals.len() {
+            1 => ResponseTemplate::new(429).insert_header("Retry-After", (self.retry_after)(now)),
+            _ => json_response(200, sample("aml_datastore_get")),
+        }
+    }
+}
+
+/// When each request of a `get_datastore` that was throttled once arrived.
+async fn throttled_once(retry_after: fn(SystemTime) -> String) -> Vec<SystemTime> {
     let server = MockServer::start().await;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
     Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .respond_with(json_response(200, sample("aml_datastore_get")))
+        .respond_with(Throttled {
+            arrivals: Arc::clone(&arrivals),
+            retry_after,
+        })
         .mount(&server)
         .await;
 
-    let started = Instant::now();
     client(&server).get_datastore(&datastore()).await.unwrap();
 
-    assert!(started.elapsed() >= Duration::from_millis(950));
-    let requests = received(&server).await;
-    assert_eq!(requests.len(), 2);
-    assert_common_headers(&requests);
+    assert_common_headers(&received(&server).await);
+    arrivals.lock().unwrap().clone()
+}
+
+/// Clock readings on both sides of the wait differ by a little more than the wait.
+const CLOCK_SLACK: Duration = Duration::from_millis(20);
+
+#[tokio::test]
+async fn throttling_with_retry_after_seconds_is_waited_out() {
+    let arrivals = throttled_once(|_| "2".to_string()).await;
+
+    assert_eq!(arrivals.len(), 2);
+    // The client's own backoff is 1 ms: only Retry-After explains a wait of 2 s.
+    let waited = arrivals[1].duration_since(arrivals[0]).unwrap_or_default();
+    assert!(waited + CLOCK_SLACK >= Duration::from_secs(2), "{waited:?}");
 }
 
 #[tokio::test]
 async fn throttling_with_an_http_date_retry_after_is_waited_out() {
-    let server = MockServer::start().await;
-    let at = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(1));
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", at.as_str()))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .respond_with(json_response(200, sample("aml_datastore_get")))
-        .mount(&server)
-        .await;
+    // A date has whole seconds: 3 s ahead, cut to the second, is between 2 and 3 s ahead.
+    let at = |now: SystemTime| httpdate::fmt_http_date(now + Duration::from_secs(3));
+    let arrivals = throttled_once(at).await;
 
-    client(&server).get_datastore(&datastore()).await.unwrap();
-
-    assert_eq!(received(&server).await.len(), 2);
+    assert_eq!(arrivals.len(), 2);
+    let named = httpdate::parse_http_date(&at(arrivals[0])).unwrap();
+    assert!(named >= arrivals[0] + Duration::from_secs(2));
+    // The retry came no earlier than the date the 429 named.
+    assert!(
+        arrivals[1] + CLOCK_SLACK >= named,
+        "retried {:?} before the date named",
+        named.duration_since(arrivals[1]).unwrap_or_default()
+    );
 }
 
 fn gateway_page() -> ResponseTemplate {
