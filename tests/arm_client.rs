@@ -16,7 +16,7 @@ use keysync::resource_id::WorkspaceId;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use wiremock::matchers::{body_json, header, method, path, query_param};
+use wiremock::matchers::{body_bytes, body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 // ---- each operation: method, path, api-version, body -------------------------------------------
@@ -183,7 +183,7 @@ async fn put_datastore_sends_the_body_as_is() {
         .and(path(datastore().as_str()))
         .and(query_param("api-version", ML_VERSION))
         .and(header("content-type", "application/json"))
-        .and(body_json(body.expose()))
+        .and(body_bytes(body.to_json().unwrap().to_vec()))
         .respond_with(json_response(
             200,
             sample("aml_datastore_AzureBlobWAccountKey_createOrUpdate"),

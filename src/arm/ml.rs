@@ -107,7 +107,7 @@ impl ArmClient {
         let operation = Operation::DatastoresCreateOrUpdate;
         let resource = id.as_str();
         let url = self.url(operation, resource, &datastore_path(id), &[])?;
-        let bytes = serde_json::to_vec(body.expose()).map_err(|_| {
+        let bytes = body.to_json().map_err(|_| {
             let message = "the datastore body could not be serialized";
             ArmError::new(ArmErrorKind::Decode, operation, resource, message)
         })?;

@@ -2,6 +2,7 @@
 
 use reqwest::Method;
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use crate::model::storage::{AccountKeyList, AccountKeys, KeySlot, StorageAccount};
 use crate::resource_id::StorageAccountId;
@@ -51,7 +52,7 @@ impl ArmClient {
         slot: KeySlot,
     ) -> Result<AccountKeys, ArmError> {
         let operation = Operation::StorageAccountsRegenerateKey;
-        let body = json!({ "keyName": slot.as_str() }).to_string().into_bytes();
+        let body = Zeroizing::new(json!({ "keyName": slot.as_str() }).to_string().into_bytes());
         let response = self
             .account_action(operation, id, "regenerateKey", Some(body))
             .await?;
@@ -64,7 +65,7 @@ impl ArmClient {
         operation: Operation,
         id: &StorageAccountId,
         action: &str,
-        body: Option<Vec<u8>>,
+        body: Option<Zeroizing<Vec<u8>>>,
     ) -> Result<RawResponse, ArmError> {
         let resource = id.as_str();
         let mut path = account_path(id);

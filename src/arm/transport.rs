@@ -4,14 +4,18 @@
 use std::time::Duration;
 
 use azure_core::credentials::AccessToken;
+use bytes::Bytes;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
-use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tracing::debug;
+use zeroize::Zeroizing;
 
 use super::request::ArmRequest;
-use super::response::RawResponse;
+use super::response::{RawResponse, ResponseBody};
 use super::{ArmClient, ArmError, ArmErrorKind};
+
+/// The scheme of the `Authorization` header.
+const BEARER: &[u8] = b"Bearer ";
 
 /// Statuses worth another attempt: timeouts, throttling and transient server failures.
 const RETRYABLE_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
@@ -118,11 +122,17 @@ impl ArmClient {
         Ok(timeout.min(left))
     }
 
-    /// `Bearer <token>`, marked sensitive so no `Debug` of the request shows it.
+    /// `Bearer <token>`, marked sensitive so no `Debug` of the request shows it. Its bytes are
+    /// written once, into a buffer of their size that is zeroed when the header is dropped.
     async fn authorization(&self, request: &ArmRequest<'_>) -> Result<HeaderValue, ArmError> {
         let token = self.token(request).await?;
+        let secret = token.token.secret().as_bytes();
+        let mut bearer = Zeroizing::new(Vec::with_capacity(BEARER.len() + secret.len()));
+        bearer.extend_from_slice(BEARER);
+        bearer.extend_from_slice(secret);
+        // From `Bytes`, the header value takes the buffer as it is rather than copying it.
         let mut value =
-            HeaderValue::try_from(format!("Bearer {}", token.token.secret())).map_err(|_| {
+            HeaderValue::from_maybe_shared(Bytes::from_owner(bearer)).map_err(|_| {
                 let message = "the credential returned a token that is not a valid header value";
                 request.error(ArmErrorKind::Credential, message)
             })?;
@@ -162,9 +172,12 @@ impl ArmClient {
             .header(ACCEPT, "application/json")
             .header("x-ms-client-request-id", client_request_id.to_string());
         builder = match &request.body {
+            // The attempt shares the request's zeroed-on-drop bytes. hyper, and rustls over
+            // HTTPS, copy them (and the bearer token) into write buffers of their own, which are
+            // freed without zeroing: keysync cannot reach those.
             Some(body) => builder
                 .header(CONTENT_TYPE, "application/json")
-                .body(body.expose_secret().to_vec()),
+                .body(body.expose()),
             // ARM's front door answers 411 to a POST without a length, and hyper sends none for
             // an empty body, so a bodiless POST such as listKeys says `Content-Length: 0`.
             None if request.method == reqwest::Method::POST => builder.header(CONTENT_LENGTH, "0"),
@@ -174,7 +187,7 @@ impl ArmClient {
         let response = builder.send().await?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await?;
+        let body = ResponseBody::new(response.bytes().await?, request.operation);
         Ok(RawResponse {
             status,
             headers,
