@@ -52,6 +52,12 @@ impl ArmClient {
         slot: KeySlot,
     ) -> Result<AccountKeys, ArmError> {
         let operation = Operation::StorageAccountsRegenerateKey;
+        // Not idempotent, yet retried like every call on timeouts, dropped connections and 5xx:
+        // an attempt whose answer was lost may already have regenerated the key, and the retry
+        // regenerates it once more. That is safe because keysync regenerates only the standby
+        // key, which no datastore holds (rotation checks this just before), and the keys returned
+        // are those after the last attempt, so the reconcile that follows targets the key as it
+        // now is. The extra regeneration's event finds everything in sync.
         let body = Zeroizing::new(json!({ "keyName": slot.as_str() }).to_string().into_bytes());
         let response = self
             .account_action(operation, id, "regenerateKey", Some(body))
