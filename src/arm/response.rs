@@ -20,8 +20,8 @@ pub(super) struct RawResponse {
     pub body: ResponseBody,
 }
 
-/// A response body. The answers of operations that carry keys or secrets are moved into a buffer
-/// of their size that is zeroed on drop, and decoded from there.
+/// A response body. The answer of an operation that can carry keys or secrets is copied into a
+/// buffer of its size that is zeroed on drop, and decoded from there; the original is zeroed.
 pub(super) enum ResponseBody {
     Plain(Bytes),
     Secret(Zeroizing<Vec<u8>>),

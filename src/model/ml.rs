@@ -179,7 +179,7 @@ pub struct DatastoreBody {
     secrets: NewSecrets,
 }
 
-/// Where the new secret goes, and what it is called there.
+/// The object whose `secrets` a `PUT` replaces: `properties.credentials`.
 const SECRETS_PATH: [&str; 2] = ["properties", "credentials"];
 
 impl DatastoreBody {
@@ -225,9 +225,10 @@ impl Serialize for NewSecrets {
     }
 }
 
-/// `object` with `secrets` under `path` and then `secrets`, written as `Map::insert` would have
-/// put them (in place of the old value, or after the last field), without `systemData` at the
-/// top. Serializing this view never puts the secret in a `Value`, whose `String` is not zeroed.
+/// `object` with `secrets` as the `secrets` field of the object at `path`, where `Map::insert`
+/// would have put it (in place of the old value, or after the last field), and without
+/// `systemData` at the top. Serializing this view never puts the secret in a `Value`, whose
+/// `String` is not zeroed on drop.
 struct WithSecrets<'a> {
     object: &'a Map<String, Value>,
     path: &'a [&'a str],
@@ -236,6 +237,7 @@ struct WithSecrets<'a> {
 
 impl Serialize for WithSecrets<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // The walk starts at the resource with the whole path ahead.
         let top = self.path.len() == SECRETS_PATH.len();
         let (next, rest) = match self.path {
             [next, rest @ ..] => (Some(*next), rest),
@@ -246,10 +248,9 @@ impl Serialize for WithSecrets<'_> {
             match (next, value.as_object()) {
                 _ if top && name == "systemData" => {}
                 (Some(next), Some(object)) if name == next => {
-                    let path = rest;
                     let inner = WithSecrets {
                         object,
-                        path,
+                        path: rest,
                         ..*self
                     };
                     map.serialize_entry(name, &inner)?;
