@@ -4,17 +4,19 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::*;
 use keysync::arm::{ArmClient, ArmErrorKind, Operation};
 use keysync::model::ml::DatastoreBody;
 use keysync::model::storage::KeySlot;
+use keysync::reconcile::execute;
+use keysync::report::Outcome;
 use keysync::resource_id::WorkspaceId;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use wiremock::matchers::{body_json, header, method, path, query_param};
+use wiremock::matchers::{body_bytes, body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 // ---- each operation: method, path, api-version, body -------------------------------------------
@@ -181,7 +183,7 @@ async fn put_datastore_sends_the_body_as_is() {
         .and(path(datastore().as_str()))
         .and(query_param("api-version", ML_VERSION))
         .and(header("content-type", "application/json"))
-        .and(body_json(body.expose()))
+        .and(body_bytes(body.to_json().unwrap().to_vec()))
         .respond_with(json_response(
             200,
             sample("aml_datastore_AzureBlobWAccountKey_createOrUpdate"),
@@ -320,45 +322,71 @@ async fn a_next_link_loop_is_stopped() {
 
 // ---- retries ----------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn throttling_with_retry_after_seconds_is_waited_out() {
+/// Answers the first request 429 with the `Retry-After` that `retry_after` writes for the time
+/// it arrived, then the sample; records when each request arrived.
+struct Throttled {
+    arrivals: Arc<Mutex<Vec<SystemTime>>>,
+    retry_after: fn(SystemTime) -> String,
+}
+
+impl Respond for Throttled {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let now = SystemTime::now();
+        let mut arrivals = self.arrivals.lock().unwrap();
+        arrivals.push(now);
+        match arrivals.len() {
+            1 => ResponseTemplate::new(429).insert_header("Retry-After", (self.retry_after)(now)),
+            _ => json_response(200, sample("aml_datastore_get")),
+        }
+    }
+}
+
+/// When each request of a `get_datastore` that was throttled once arrived.
+async fn throttled_once(retry_after: fn(SystemTime) -> String) -> Vec<SystemTime> {
     let server = MockServer::start().await;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
     Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .respond_with(json_response(200, sample("aml_datastore_get")))
+        .respond_with(Throttled {
+            arrivals: Arc::clone(&arrivals),
+            retry_after,
+        })
         .mount(&server)
         .await;
 
-    let started = Instant::now();
     client(&server).get_datastore(&datastore()).await.unwrap();
 
-    assert!(started.elapsed() >= Duration::from_millis(950));
-    let requests = received(&server).await;
-    assert_eq!(requests.len(), 2);
-    assert_common_headers(&requests);
+    assert_common_headers(&received(&server).await);
+    arrivals.lock().unwrap().clone()
+}
+
+/// Clock readings on both sides of the wait differ by a little more than the wait.
+const CLOCK_SLACK: Duration = Duration::from_millis(20);
+
+#[tokio::test]
+async fn throttling_with_retry_after_seconds_is_waited_out() {
+    let arrivals = throttled_once(|_| "2".to_string()).await;
+
+    assert_eq!(arrivals.len(), 2);
+    // The client's own backoff is 1 ms: only Retry-After explains a wait of 2 s.
+    let waited = arrivals[1].duration_since(arrivals[0]).unwrap_or_default();
+    assert!(waited + CLOCK_SLACK >= Duration::from_secs(2), "{waited:?}");
 }
 
 #[tokio::test]
 async fn throttling_with_an_http_date_retry_after_is_waited_out() {
-    let server = MockServer::start().await;
-    let at = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(1));
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", at.as_str()))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .respond_with(json_response(200, sample("aml_datastore_get")))
-        .mount(&server)
-        .await;
+    // A date has whole seconds: 3 s ahead, cut to the second, is between 2 and 3 s ahead.
+    let at = |now: SystemTime| httpdate::fmt_http_date(now + Duration::from_secs(3));
+    let arrivals = throttled_once(at).await;
 
-    client(&server).get_datastore(&datastore()).await.unwrap();
-
-    assert_eq!(received(&server).await.len(), 2);
+    assert_eq!(arrivals.len(), 2);
+    let named = httpdate::parse_http_date(&at(arrivals[0])).unwrap();
+    assert!(named >= arrivals[0] + Duration::from_secs(2));
+    // The retry came no earlier than the date the 429 named.
+    assert!(
+        arrivals[1] + CLOCK_SLACK >= named,
+        "retried {:?} before the date named",
+        named.duration_since(arrivals[1]).unwrap_or_default()
+    );
 }
 
 fn gateway_page() -> ResponseTemplate {
@@ -483,6 +511,45 @@ async fn a_refused_connection_is_a_transport_error() {
     assert_eq!(err.status, None);
     assert!(err.message.contains("could not connect"), "{err}");
     assert!(!err.message.contains("api-version"), "{err}");
+    let id = err.client_request_id.unwrap_or_default();
+    assert!(!id.is_nil(), "{err:?}");
+    assert!(
+        err.to_string()
+            .ends_with(&format!("(client request id {id})"))
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_carries_the_client_request_id_it_was_sent_with() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            json_response(200, sample("aml_workspace_get")).set_delay(Duration::from_secs(5)),
+        )
+        .mount(&server)
+        .await;
+    let mut options = options(&server.uri(), 4);
+    options.request_timeout = Duration::from_millis(200);
+    let client = ArmClient::new(options, Arc::new(FixedToken)).unwrap();
+
+    let err = client.get_workspace(&workspace()).await.unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::Transport);
+    assert!(err.message.starts_with("timed out ("), "{err}");
+    assert_eq!(err.correlation_id, None);
+    // The id is the one the last attempt carried, so Azure's logs can be searched for it.
+    let requests = received(&server).await;
+    assert_eq!(requests.len(), 1 + settings().max_retries);
+    let sent = requests[requests.len() - 1].headers["x-ms-client-request-id"]
+        .to_str()
+        .unwrap();
+    let carried = err.client_request_id.map(|id| id.to_string());
+    assert_eq!(carried.as_deref(), Some(sent));
+    assert!(
+        err.to_string()
+            .ends_with(&format!("(client request id {sent})")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -716,6 +783,93 @@ async fn a_status_url_on_another_host_is_not_polled() {
 
     assert_eq!(err.kind, ArmErrorKind::Decode);
     assert!(received(&elsewhere).await.is_empty());
+}
+
+/// A resync that ARM accepts, pointing at its status the way the ML provider does.
+async fn mount_accepted_resync(server: &MockServer) -> String {
+    let status_path = format!(
+        "/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/westeurope/workspaceOperationsStatus/op-9"
+    );
+    let status_url = format!("{}{status_path}?api-version={ML_VERSION}", server.uri());
+    Mock::given(method("POST"))
+        .and(path(format!("{WORKSPACE}/resyncKeys")))
+        .respond_with(
+            ResponseTemplate::new(202)
+                .insert_header("Location", status_url.as_str())
+                .insert_header("Retry-After", "0"),
+        )
+        .mount(server)
+        .await;
+    status_path
+}
+
+const STATUS_READ: &str =
+    "Microsoft.MachineLearningServices/locations/workspaceOperationsStatus/read";
+
+#[tokio::test]
+async fn a_refused_status_poll_leaves_the_resync_accepted_and_names_the_permission() {
+    let server = MockServer::start().await;
+    let status_path = mount_accepted_resync(&server).await;
+    let refusal = format!(
+        "The client 'keysync' does not have authorization to perform action '{STATUS_READ}'."
+    );
+    Mock::given(method("GET"))
+        .and(path(status_path))
+        .respond_with(
+            json_response(403, arm_error("AuthorizationFailed", &refusal))
+                .insert_header("x-ms-correlation-request-id", "corr-403"),
+        )
+        .mount(&server)
+        .await;
+
+    let err = client(&server).resync_keys(&workspace()).await.unwrap_err();
+    let entry = execute::resync(&client(&server), &workspace()).await;
+
+    assert_eq!(err.kind, ArmErrorKind::Unconfirmed);
+    assert_eq!(err.operation, Operation::WorkspacesResyncKeysStatus);
+    assert_eq!(err.status, Some(403));
+    assert_eq!(err.correlation_id.as_deref(), Some("corr-403"));
+    // The poll is authorized apart from the resync, and the custom role grants it.
+    assert_eq!(err.operation.rbac_action(), STATUS_READ);
+    assert!(Operation::rbac_actions().contains(&STATUS_READ));
+    assert_eq!(entry.outcome, Outcome::Accepted);
+    assert_eq!(
+        entry.reason.as_deref(),
+        Some(
+            "resync accepted by Azure, which finishes it; Azure refused keysync its status \
+             (HTTP 403 AuthorizationFailed): grant keysync's identity \
+             Microsoft.MachineLearningServices/locations/workspaceOperationsStatus/read to follow it"
+        )
+    );
+    // A refusal is not retried: one resync and one poll, twice.
+    assert_eq!(received(&server).await.len(), 4);
+}
+
+#[tokio::test]
+async fn a_status_poll_failing_past_the_retries_leaves_the_resync_accepted() {
+    let server = MockServer::start().await;
+    let status_path = mount_accepted_resync(&server).await;
+    Mock::given(method("GET"))
+        .and(path(status_path))
+        .respond_with(gateway_page())
+        .mount(&server)
+        .await;
+
+    let entry = execute::resync(&client(&server), &workspace()).await;
+
+    assert_eq!(entry.outcome, Outcome::Accepted);
+    let reason = entry.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with(
+            "resync accepted by Azure, which finishes it; its status could not be read: \
+             non-JSON error body (text/html, "
+        ),
+        "{reason}"
+    );
+    assert_eq!(
+        received(&server).await.len(),
+        1 + 1 + settings().max_retries
+    );
 }
 
 // ---- concurrency ------------------------------------------------------------------------------

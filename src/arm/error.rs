@@ -23,6 +23,10 @@ pub enum ArmErrorKind {
     /// ARM accepted a long-running operation, which was still running at the caller's deadline.
     /// Azure finishes it on its own.
     StillRunning,
+    /// ARM accepted a long-running operation whose status keysync could not read (the poll was
+    /// refused, or kept failing past the retries). Azure finishes it on its own; the message
+    /// says why it was not followed, naming the missing permission for a refusal.
+    Unconfirmed,
 }
 
 /// A failed ARM call.
@@ -42,6 +46,9 @@ pub struct ArmError {
     pub message: String,
     /// `x-ms-correlation-request-id` (or `x-ms-request-id`) of the failed response.
     pub correlation_id: Option<String>,
+    /// The `x-ms-client-request-id` keysync sent with the failed attempt: the one id a timeout or
+    /// a dropped connection has, since no answer brought a correlation id. ARM logs it too.
+    pub client_request_id: Option<uuid::Uuid>,
 }
 
 /// The longest message an error keeps, in characters: ARM messages can run to kilobytes, and an
@@ -69,6 +76,7 @@ impl ArmError {
             code: None,
             message: shorten(message.as_ref()),
             correlation_id: None,
+            client_request_id: None,
         }
     }
 }
@@ -99,10 +107,12 @@ impl fmt::Display for ArmError {
         if !self.message.is_empty() {
             write!(f, ": {}", self.message)?;
         }
-        if let Some(id) = &self.correlation_id {
-            write!(f, " (correlation id {id})")?;
+        // One id is enough to trace the call: ARM's, when it answered.
+        match (&self.correlation_id, &self.client_request_id) {
+            (Some(id), _) => write!(f, " (correlation id {id})"),
+            (None, Some(id)) => write!(f, " (client request id {id})"),
+            (None, None) => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -134,10 +144,26 @@ mod tests {
         err.status = Some(404);
         err.code = Some("ResourceNotFound".into());
         err.correlation_id = Some("c-1".into());
+        err.client_request_id = Some(uuid::Uuid::nil());
         assert!(err.is_not_found());
         assert_eq!(
             err.to_string(),
             "Workspaces_Get on /subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices/workspaces/w failed: HTTP 404 ResourceNotFound: gone (correlation id c-1)"
+        );
+    }
+
+    #[test]
+    fn display_names_the_client_request_id_when_no_answer_brought_a_correlation_id() {
+        let mut err = ArmError::new(
+            ArmErrorKind::Transport,
+            Operation::DatastoresGet,
+            "/subscriptions/s",
+            "timed out (management.azure.com:443): operation timed out",
+        );
+        err.client_request_id = uuid::Uuid::parse_str("0f8fad5b-d9cb-469f-a165-70867728950e").ok();
+        assert_eq!(
+            err.to_string(),
+            "Datastores_Get on /subscriptions/s failed: timed out (management.azure.com:443): operation timed out (client request id 0f8fad5b-d9cb-469f-a165-70867728950e)"
         );
     }
 }

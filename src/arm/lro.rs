@@ -12,7 +12,7 @@ use url::Url;
 use super::error::shorten;
 use super::request::{ArmRequest, same_origin};
 use super::response::RawResponse;
-use super::{ArmClient, ArmError, ArmErrorKind};
+use super::{ArmClient, ArmError, ArmErrorKind, Operation};
 
 /// How long `resync_keys` polls before giving up; `resync_keys_until` takes its own deadline.
 pub(super) const DEFAULT_LRO_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -31,11 +31,17 @@ enum Progress {
 }
 
 impl ArmClient {
-    /// Sends `request` and, if ARM accepts it for later, polls until it ends or `deadline`.
+    /// Sends `request` and, if ARM accepts it for later, polls until it ends or `deadline`. The
+    /// polls are `poll_operation`: ARM authorizes them apart from the request itself.
+    ///
+    /// Once ARM has accepted the operation, Azure finishes it whether or not keysync watches, so
+    /// only a `Failed` or `Canceled` status fails the call. Running out of time ends it with
+    /// `StillRunning`; a poll refused or failing past the retries ends it with `Unconfirmed`.
     #[instrument(skip_all, fields(operation = %request.operation, resource = %request.resource))]
     pub(super) async fn run_to_completion(
         &self,
         request: ArmRequest<'_>,
+        poll_operation: Operation,
         deadline: Instant,
     ) -> Result<(), ArmError> {
         let request = request.with_deadline(Some(deadline));
@@ -45,24 +51,21 @@ impl ArmClient {
         }
 
         let monitor = self.monitor(&request, &first)?;
+        let poll = request.follow_as(poll_operation, monitor.url().clone());
         let mut wait = poll_interval(&first);
         let polled = async {
             loop {
                 sleep_unless_past(&request, wait, deadline).await?;
-                let poll = self.send(&request.follow(monitor.url().clone())).await?;
-                match monitor.progress(&request, &poll)? {
+                let answer = self.send(&poll).await?;
+                match monitor.progress(&request, &poll, &answer)? {
                     Progress::Done => return Ok(()),
-                    Progress::Running => wait = poll_interval(&poll),
+                    Progress::Running => wait = poll_interval(&answer),
                 }
             }
         };
-        // Once ARM has accepted the operation, running out of time only stops the watching.
-        polled.await.map_err(|mut e: ArmError| {
-            if e.kind == ArmErrorKind::Deadline {
-                e.kind = ArmErrorKind::StillRunning;
-            }
-            e
-        })
+        polled
+            .await
+            .map_err(|e: ArmError| after_acceptance(e, request.operation, monitor.url()))
     }
 
     /// The status URL of a 202: `Azure-AsyncOperation` if present, else `Location`.
@@ -112,25 +115,37 @@ impl Monitor {
         }
     }
 
-    fn progress(&self, request: &ArmRequest<'_>, poll: &RawResponse) -> Result<Progress, ArmError> {
-        if poll.status == StatusCode::ACCEPTED {
+    /// Where the operation `accepted` stands after the `poll` answered `answer`.
+    fn progress(
+        &self,
+        accepted: &ArmRequest<'_>,
+        poll: &ArmRequest<'_>,
+        answer: &RawResponse,
+    ) -> Result<Progress, ArmError> {
+        if answer.status == StatusCode::ACCEPTED {
             return Ok(Progress::Running);
         }
         match self {
             Monitor::Location(_) => Ok(Progress::Done),
-            Monitor::AsyncOperation(_) => operation_status(request, poll),
+            Monitor::AsyncOperation(_) => operation_status(accepted, poll, answer),
         }
     }
 }
 
-/// Reads an `Azure-AsyncOperation` status document: `{"status": ..., "error": {...}}`.
-fn operation_status(request: &ArmRequest<'_>, poll: &RawResponse) -> Result<Progress, ArmError> {
-    let (operation, resource) = (request.operation, request.resource);
-    let document: Value = poll.json(operation, resource)?;
+/// Reads an `Azure-AsyncOperation` status document: `{"status": ..., "error": {...}}`. A
+/// document keysync cannot read is the poll's error; a failed status is the operation's.
+fn operation_status(
+    accepted: &ArmRequest<'_>,
+    poll: &ArmRequest<'_>,
+    answer: &RawResponse,
+) -> Result<Progress, ArmError> {
+    let resource = poll.resource;
+    let document: Value = answer.json(poll.operation, resource)?;
     let Some(status) = document.get("status").and_then(Value::as_str) else {
         let message = "the operation status has no status field";
-        return Err(poll.error(ArmErrorKind::Decode, operation, resource, message));
+        return Err(answer.error(ArmErrorKind::Decode, poll.operation, resource, message));
     };
+    let operation = accepted.operation;
     match status.to_ascii_lowercase().as_str() {
         "succeeded" => Ok(Progress::Done),
         "failed" | "canceled" | "cancelled" => {
@@ -138,12 +153,62 @@ fn operation_status(request: &ArmRequest<'_>, poll: &RawResponse) -> Result<Prog
             let text = |field: &str| detail?.get(field)?.as_str().map(shorten);
             let message =
                 text("message").unwrap_or_else(|| format!("the operation ended {status}"));
-            let mut error = poll.error(ArmErrorKind::OperationFailed, operation, resource, message);
+            let mut error =
+                answer.error(ArmErrorKind::OperationFailed, operation, resource, message);
             error.code = text("code");
             Err(error)
         }
         _ => Ok(Progress::Running),
     }
+}
+
+/// What a failure after ARM accepted the `accepted` operation means. Only the operation's own
+/// failure fails it; otherwise Azure finishes it without keysync, which only stopped watching.
+fn after_acceptance(mut e: ArmError, accepted: Operation, status_url: &Url) -> ArmError {
+    match e.kind {
+        ArmErrorKind::OperationFailed | ArmErrorKind::StillRunning => {}
+        ArmErrorKind::Deadline => {
+            e.kind = ArmErrorKind::StillRunning;
+            e.operation = accepted;
+        }
+        _ => {
+            let why = unread_status(&e, status_url);
+            e.kind = ArmErrorKind::Unconfirmed;
+            e.message = shorten(&format!("accepted by Azure, which finishes it; {why}"));
+        }
+    }
+    e
+}
+
+/// Why the status of an accepted operation could not be read; a refusal names the action.
+fn unread_status(e: &ArmError, status_url: &Url) -> String {
+    if e.status != Some(403) {
+        return format!("its status could not be read: {}", e.message);
+    }
+    let code = e
+        .code
+        .as_deref()
+        .map(|c| format!(" {c}"))
+        .unwrap_or_default();
+    let action =
+        status_read_action(status_url).unwrap_or_else(|| e.operation.rbac_action().to_string());
+    format!(
+        "Azure refused keysync its status (HTTP 403{code}): grant keysync's identity {action} to \
+         follow it"
+    )
+}
+
+/// The action ARM checks for a `GET` of a provider's status URL,
+/// `.../providers/<namespace>/locations/<region>/<type>/<operation>`:
+/// `<namespace>/locations/<type>/read`. `None` for a URL of another shape.
+fn status_read_action(url: &Url) -> Option<String> {
+    let segments: Vec<&str> = url.path_segments()?.filter(|s| !s.is_empty()).collect();
+    let [.., providers, namespace, locations, _, kind, _] = segments.as_slice() else {
+        return None;
+    };
+    let shaped =
+        providers.eq_ignore_ascii_case("providers") && locations.eq_ignore_ascii_case("locations");
+    shaped.then(|| format!("{namespace}/locations/{kind}/read"))
 }
 
 /// The wait the answer asks for before the next poll; 0 is allowed.
@@ -164,4 +229,26 @@ async fn sleep_unless_past(
     }
     tokio::time::sleep(wait).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_url_names_the_read_action_of_its_resource_type() {
+        let action = |url: &str| status_read_action(&Url::parse(url).unwrap());
+        assert_eq!(
+            action(
+                "https://management.azure.com/subscriptions/s/providers/Microsoft.MachineLearningServices/locations/westeurope/workspaceOperationsStatus/op-1?api-version=2025-12-01&type=async"
+            )
+            .as_deref(),
+            Some("Microsoft.MachineLearningServices/locations/workspaceOperationsStatus/read")
+        );
+        assert_eq!(
+            action("http://127.0.0.1:1/arm/subscriptions/s/providers/Microsoft.MachineLearningServices/locations/eastus/mfeOperationsStatus/op-2").as_deref(),
+            Some("Microsoft.MachineLearningServices/locations/mfeOperationsStatus/read")
+        );
+        assert_eq!(action("https://management.azure.com/operations/op-3"), None);
+    }
 }

@@ -57,6 +57,7 @@ impl ArmClient {
 
     /// [`resync_keys`](Self::resync_keys), giving up once `deadline` passes: with kind
     /// `StillRunning` if ARM had accepted the resync (it finishes on its own), else `Deadline`.
+    /// An accepted resync whose status cannot be read ends with kind `Unconfirmed`.
     pub async fn resync_keys_until(
         &self,
         id: &WorkspaceId,
@@ -68,7 +69,8 @@ impl ArmClient {
         path.push("resyncKeys".to_string());
         let url = self.url(operation, resource, &path, &[])?;
         let request = ArmRequest::new(operation, resource, id.subscription(), Method::POST, url);
-        self.run_to_completion(request, deadline).await
+        let poll = Operation::WorkspacesResyncKeysStatus;
+        self.run_to_completion(request, poll, deadline).await
     }
 
     /// Every datastore of a workspace, following `nextLink`, with the largest page size.
@@ -105,7 +107,7 @@ impl ArmClient {
         let operation = Operation::DatastoresCreateOrUpdate;
         let resource = id.as_str();
         let url = self.url(operation, resource, &datastore_path(id), &[])?;
-        let bytes = serde_json::to_vec(body.expose()).map_err(|_| {
+        let bytes = body.to_json().map_err(|_| {
             let message = "the datastore body could not be serialized";
             ArmError::new(ArmErrorKind::Decode, operation, resource, message)
         })?;

@@ -8,6 +8,10 @@ pub const STORAGE_API_VERSION: &str = "2025-08-01";
 /// The api-version pinned for `Microsoft.MachineLearningServices`.
 pub const ML_API_VERSION: &str = "2025-12-01";
 
+/// The RBAC action for polling an ML workspace operation such as `resyncKeys`.
+const STATUS_READ_ACTION: &str =
+    "Microsoft.MachineLearningServices/locations/workspaceOperationsStatus/read";
+
 /// An ARM operation, named by its operationId in Azure's REST API specification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
@@ -18,6 +22,9 @@ pub enum Operation {
     WorkspacesListBySubscription,
     WorkspacesGet,
     WorkspacesResyncKeys,
+    /// A `GET` of the status URL a `resyncKeys` answer names. The specification leaves that URL
+    /// opaque, so this is not one of its operationIds; it is how the emulator logs such a poll.
+    WorkspacesResyncKeysStatus,
     DatastoresList,
     DatastoresGet,
     DatastoresCreateOrUpdate,
@@ -26,7 +33,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation keysync may call.
-    pub const ALL: [Operation; 11] = [
+    pub const ALL: [Operation; 12] = [
         Operation::StorageAccountsGetProperties,
         Operation::StorageAccountsList,
         Operation::StorageAccountsListKeys,
@@ -34,6 +41,7 @@ impl Operation {
         Operation::WorkspacesListBySubscription,
         Operation::WorkspacesGet,
         Operation::WorkspacesResyncKeys,
+        Operation::WorkspacesResyncKeysStatus,
         Operation::DatastoresList,
         Operation::DatastoresGet,
         Operation::DatastoresCreateOrUpdate,
@@ -50,6 +58,7 @@ impl Operation {
             Operation::WorkspacesListBySubscription => "Workspaces_ListBySubscription",
             Operation::WorkspacesGet => "Workspaces_Get",
             Operation::WorkspacesResyncKeys => "Workspaces_ResyncKeys",
+            Operation::WorkspacesResyncKeysStatus => "Workspaces_ResyncKeysStatus",
             Operation::DatastoresList => "Datastores_List",
             Operation::DatastoresGet => "Datastores_Get",
             Operation::DatastoresCreateOrUpdate => "Datastores_CreateOrUpdate",
@@ -75,6 +84,9 @@ impl Operation {
             Operation::WorkspacesResyncKeys => {
                 "Microsoft.MachineLearningServices/workspaces/resynckeys/action"
             }
+            // ARM authorizes a poll like any GET: as a read of the provider's status resource
+            // type (`/subscriptions/<id>/providers/.../locations/<region>/<type>/<operation>`).
+            Operation::WorkspacesResyncKeysStatus => STATUS_READ_ACTION,
             Operation::DatastoresList | Operation::DatastoresGet => {
                 "Microsoft.MachineLearningServices/workspaces/datastores/read"
             }

@@ -1,10 +1,11 @@
 //! Describing one logical ARM request (what to send, where, on whose behalf) and building its URL
 //! from parsed resource ids.
 
+use bytes::Bytes;
 use reqwest::Method;
-use secrecy::SecretSlice;
 use tokio::time::Instant;
 use url::Url;
+use zeroize::Zeroizing;
 
 use crate::resource_id::{DatastoreId, StorageAccountId, WorkspaceId};
 
@@ -20,7 +21,7 @@ pub(super) struct ArmRequest<'a> {
     pub method: Method,
     pub url: Url,
     /// JSON to send. A datastore `PUT` holds a key, so the bytes are kept as a secret.
-    pub body: Option<SecretSlice<u8>>,
+    pub body: Option<SecretBody>,
     /// No attempt starts, and no retry sleeps, past this instant.
     pub deadline: Option<Instant>,
 }
@@ -44,8 +45,8 @@ impl<'a> ArmRequest<'a> {
         }
     }
 
-    pub fn with_body(mut self, body: Vec<u8>) -> Self {
-        self.body = Some(body.into());
+    pub fn with_body(mut self, body: Zeroizing<Vec<u8>>) -> Self {
+        self.body = Some(SecretBody(Bytes::from_owner(body)));
         self
     }
 
@@ -54,10 +55,16 @@ impl<'a> ArmRequest<'a> {
         self
     }
 
-    /// A `GET` of `url` on behalf of the same operation: a next page or an LRO status.
+    /// A `GET` of `url` on behalf of the same operation, such as the next page of a list.
     pub fn follow(&self, url: Url) -> ArmRequest<'a> {
+        self.follow_as(self.operation, url)
+    }
+
+    /// A `GET` of `url` about the same resource as another operation, such as a long-running
+    /// operation's status, which ARM authorizes with an action of its own.
+    pub fn follow_as(&self, operation: Operation, url: Url) -> ArmRequest<'a> {
         ArmRequest::new(
-            self.operation,
+            operation,
             self.resource,
             self.subscription,
             Method::GET,
@@ -69,6 +76,23 @@ impl<'a> ArmRequest<'a> {
     /// An error about this request that has no HTTP answer.
     pub fn error(&self, kind: ArmErrorKind, message: impl AsRef<str>) -> ArmError {
         ArmError::new(kind, self.operation, self.resource, message)
+    }
+}
+
+/// A request body that may hold a secret. Every attempt sends the same bytes without copying
+/// them, and they are zeroed when the last attempt lets go. It prints as nothing.
+pub(super) struct SecretBody(Bytes);
+
+impl SecretBody {
+    /// The bytes, for one attempt; keep them out of logs.
+    pub fn expose(&self) -> Bytes {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Debug for SecretBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBody(..)")
     }
 }
 

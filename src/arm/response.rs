@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::error::shorten;
 use super::{ArmError, ArmErrorKind, Operation};
@@ -16,7 +17,42 @@ use super::{ArmError, ArmErrorKind, Operation};
 pub(super) struct RawResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    pub body: Bytes,
+    pub body: ResponseBody,
+}
+
+/// A response body. The answer of an operation that can carry keys or secrets is copied into a
+/// buffer of its size that is zeroed on drop, and decoded from there; the original is zeroed.
+pub(super) enum ResponseBody {
+    Plain(Bytes),
+    Secret(Zeroizing<Vec<u8>>),
+}
+
+impl ResponseBody {
+    /// The body `operation` got, kept according to what it can hold.
+    pub fn new(body: Bytes, operation: Operation) -> Self {
+        if !carries_secrets(operation) {
+            return ResponseBody::Plain(body);
+        }
+        let kept = Zeroizing::new(body.to_vec());
+        wipe(body);
+        ResponseBody::Secret(kept)
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            ResponseBody::Plain(bytes) => bytes,
+            ResponseBody::Secret(bytes) => bytes,
+        }
+    }
+}
+
+/// Zeroes `body` if keysync holds the only reference to it, as it does with what reqwest hands
+/// over (checked with reqwest 0.13). Copies made on the way there, in rustls' buffers over HTTPS
+/// and in hyper's when a body is shared, are freed without zeroing: out of keysync's reach.
+fn wipe(body: Bytes) {
+    if let Ok(mut owned) = body.try_into_mut() {
+        owned[..].zeroize();
+    }
 }
 
 impl RawResponse {
@@ -56,7 +92,7 @@ impl RawResponse {
     /// The error for a non-success answer, with ARM's code and shortened message.
     pub fn status_error(&self, operation: Operation, resource: &str) -> ArmError {
         let content_type = self.header(CONTENT_TYPE.as_str());
-        let (code, message) = describe_error_body(&self.body, content_type);
+        let (code, message) = describe_error_body(self.body.as_slice(), content_type);
         let message = if carries_secrets(operation) {
             redact_key_like(&message)
         } else {
@@ -74,7 +110,9 @@ impl RawResponse {
         operation: Operation,
         resource: &str,
     ) -> Result<T, ArmError> {
-        serde_json::from_slice(&self.body).map_err(|e| {
+        // A string with escapes to undo (such as `\/` or `\u002B`, which some servers write in
+        // base64) is built in serde_json's scratch buffer, freed without zeroing.
+        serde_json::from_slice(self.body.as_slice()).map_err(|e| {
             let message = if operation.returns_secrets() {
                 "the response body could not be read".to_string()
             } else {
@@ -227,6 +265,25 @@ mod tests {
         assert_eq!(at(&[("retry-after", "soon")]), None);
         assert_eq!(at(&[("retry-after", "-1")]), None);
         assert_eq!(at(&[]), None);
+    }
+
+    #[test]
+    fn answers_that_can_hold_a_secret_are_kept_in_a_zeroed_buffer() {
+        let kept = |operation| {
+            let body = ResponseBody::new(Bytes::from_static(b"{}"), operation);
+            assert_eq!(body.as_slice(), b"{}");
+            matches!(body, ResponseBody::Secret(_))
+        };
+        for operation in Operation::ALL {
+            let expected = matches!(
+                operation,
+                Operation::StorageAccountsListKeys
+                    | Operation::StorageAccountsRegenerateKey
+                    | Operation::DatastoresListSecrets
+                    | Operation::DatastoresCreateOrUpdate
+            );
+            assert_eq!(kept(operation), expected, "{operation}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use reqwest::Method;
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use crate::model::storage::{AccountKeyList, AccountKeys, KeySlot, StorageAccount};
 use crate::resource_id::StorageAccountId;
@@ -51,7 +52,13 @@ impl ArmClient {
         slot: KeySlot,
     ) -> Result<AccountKeys, ArmError> {
         let operation = Operation::StorageAccountsRegenerateKey;
-        let body = json!({ "keyName": slot.as_str() }).to_string().into_bytes();
+        // Not idempotent, yet retried like every call on timeouts, dropped connections and 5xx:
+        // an attempt whose answer was lost may already have regenerated the key, and the retry
+        // regenerates it once more. That is safe because keysync regenerates only the standby
+        // key, which no datastore holds (rotation checks this just before), and the keys returned
+        // are those after the last attempt, so the reconcile that follows targets the key as it
+        // now is. The extra regeneration's event finds everything in sync.
+        let body = Zeroizing::new(json!({ "keyName": slot.as_str() }).to_string().into_bytes());
         let response = self
             .account_action(operation, id, "regenerateKey", Some(body))
             .await?;
@@ -64,7 +71,7 @@ impl ArmClient {
         operation: Operation,
         id: &StorageAccountId,
         action: &str,
-        body: Option<Vec<u8>>,
+        body: Option<Zeroizing<Vec<u8>>>,
     ) -> Result<RawResponse, ArmError> {
         let resource = id.as_str();
         let mut path = account_path(id);

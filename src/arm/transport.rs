@@ -4,14 +4,18 @@
 use std::time::Duration;
 
 use azure_core::credentials::AccessToken;
+use bytes::Bytes;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
-use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tracing::debug;
+use zeroize::Zeroizing;
 
 use super::request::ArmRequest;
-use super::response::RawResponse;
+use super::response::{RawResponse, ResponseBody};
 use super::{ArmClient, ArmError, ArmErrorKind};
+
+/// The scheme of the `Authorization` header.
+const BEARER: &[u8] = b"Bearer ";
 
 /// Statuses worth another attempt: timeouts, throttling and transient server failures.
 const RETRYABLE_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
@@ -60,10 +64,18 @@ impl ArmClient {
         let permit = self.permit(request).await.map_err(fatal)?;
         let timeout = self.attempt_timeout(request).map_err(fatal)?;
         let started = Instant::now();
-        let result = self.exchange(request, authorization, timeout).await;
+        let client_request_id = uuid::Uuid::new_v4();
+        let result = self
+            .exchange(request, authorization, timeout, client_request_id)
+            .await;
         drop(permit);
 
-        let response = result.map_err(|e| transport_failure(request, e, attempt))?;
+        // The id sent is the one trace of an attempt that got no answer.
+        let traced = |mut failure: Failure| {
+            failure.error.client_request_id = Some(client_request_id);
+            failure
+        };
+        let response = result.map_err(|e| traced(transport_failure(request, e, attempt)))?;
         debug!(
             operation = %request.operation,
             resource = %request.resource,
@@ -75,7 +87,7 @@ impl ArmClient {
         if response.status.is_success() {
             Ok(response)
         } else {
-            Err(self.status_failure(request, &response, attempt))
+            Err(traced(self.status_failure(request, &response, attempt)))
         }
     }
 
@@ -110,11 +122,17 @@ impl ArmClient {
         Ok(timeout.min(left))
     }
 
-    /// `Bearer <token>`, marked sensitive so no `Debug` of the request shows it.
+    /// `Bearer <token>`, marked sensitive so no `Debug` of the request shows it. Its bytes are
+    /// written once, into a buffer of their size that is zeroed when the header is dropped.
     async fn authorization(&self, request: &ArmRequest<'_>) -> Result<HeaderValue, ArmError> {
         let token = self.token(request).await?;
+        let secret = token.token.secret().as_bytes();
+        let mut bearer = Zeroizing::new(Vec::with_capacity(BEARER.len() + secret.len()));
+        bearer.extend_from_slice(BEARER);
+        bearer.extend_from_slice(secret);
+        // From `Bytes`, the header value takes the buffer as it is rather than copying it.
         let mut value =
-            HeaderValue::try_from(format!("Bearer {}", token.token.secret())).map_err(|_| {
+            HeaderValue::from_maybe_shared(Bytes::from_owner(bearer)).map_err(|_| {
                 let message = "the credential returned a token that is not a valid header value";
                 request.error(ArmErrorKind::Credential, message)
             })?;
@@ -143,6 +161,7 @@ impl ArmClient {
         request: &ArmRequest<'_>,
         authorization: HeaderValue,
         timeout: Duration,
+        client_request_id: uuid::Uuid,
     ) -> Result<RawResponse, reqwest::Error> {
         let mut builder = self
             .inner
@@ -151,11 +170,14 @@ impl ArmClient {
             .timeout(timeout)
             .header(AUTHORIZATION, authorization)
             .header(ACCEPT, "application/json")
-            .header("x-ms-client-request-id", uuid::Uuid::new_v4().to_string());
+            .header("x-ms-client-request-id", client_request_id.to_string());
         builder = match &request.body {
+            // The attempt shares the request's zeroed-on-drop bytes. hyper, and rustls over
+            // HTTPS, copy them (and the bearer token) into write buffers of their own, which are
+            // freed without zeroing: keysync cannot reach those.
             Some(body) => builder
                 .header(CONTENT_TYPE, "application/json")
-                .body(body.expose_secret().to_vec()),
+                .body(body.expose()),
             // ARM's front door answers 411 to a POST without a length, and hyper sends none for
             // an empty body, so a bodiless POST such as listKeys says `Content-Length: 0`.
             None if request.method == reqwest::Method::POST => builder.header(CONTENT_LENGTH, "0"),
@@ -165,7 +187,7 @@ impl ArmClient {
         let response = builder.send().await?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await?;
+        let body = ResponseBody::new(response.bytes().await?, request.operation);
         Ok(RawResponse {
             status,
             headers,

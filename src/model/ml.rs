@@ -4,8 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
 
 /// A workspace as list and `GET` return it.
 #[derive(Debug, Clone, Deserialize)]
@@ -147,25 +149,21 @@ impl Datastore {
     /// read, minus the server-managed `systemData`, with only `properties.credentials.secrets`
     /// replaced. `None` when the resource has no `properties.credentials` object to update.
     pub fn with_account_key(&self, key: &SecretString) -> Option<DatastoreBody> {
-        self.with_secrets(json!({ "secretsType": "AccountKey", "key": key.expose_secret() }))
+        self.with_secrets(NewSecrets::AccountKey(key.clone()))
     }
 
     /// The body of the `PUT` that stores `token` as this datastore's SAS token, built like
     /// [`with_account_key`](Self::with_account_key).
     pub fn with_sas_token(&self, token: &SecretString) -> Option<DatastoreBody> {
-        self.with_secrets(json!({ "secretsType": "Sas", "sasToken": token.expose_secret() }))
+        self.with_secrets(NewSecrets::Sas(token.clone()))
     }
 
-    fn with_secrets(&self, secrets: Value) -> Option<DatastoreBody> {
-        let mut body = Map::clone(&self.0);
-        body.remove("systemData");
-        let credentials = body
-            .get_mut("properties")?
-            .as_object_mut()?
-            .get_mut("credentials")?
-            .as_object_mut()?;
-        credentials.insert("secrets".to_string(), secrets);
-        Some(DatastoreBody(Value::Object(body)))
+    fn with_secrets(&self, secrets: NewSecrets) -> Option<DatastoreBody> {
+        self.properties()?.get("credentials")?.as_object()?;
+        Some(DatastoreBody {
+            resource: self.clone(),
+            secrets,
+        })
     }
 
     /// The resource as JSON, for comparisons and reports (it never holds a secret).
@@ -174,19 +172,111 @@ impl Datastore {
     }
 }
 
-/// A datastore `PUT` body. It holds a secret, so it prints as nothing.
-pub struct DatastoreBody(Value);
+/// A datastore `PUT` body: the resource as read and the secret to store in it. The two meet only
+/// in [`to_json`](Self::to_json)'s buffer, which is zeroed on drop; the body prints as nothing.
+pub struct DatastoreBody {
+    resource: Datastore,
+    secrets: NewSecrets,
+}
+
+/// The object whose `secrets` a `PUT` replaces: `properties.credentials`.
+const SECRETS_PATH: [&str; 2] = ["properties", "credentials"];
 
 impl DatastoreBody {
-    /// The JSON to send. Keep it out of logs.
-    pub fn expose(&self) -> &Value {
-        &self.0
+    /// The JSON to send, in a buffer of exactly its size that is zeroed on drop. Keep it out of
+    /// logs.
+    pub fn to_json(&self) -> serde_json::Result<Zeroizing<Vec<u8>>> {
+        let json = WithSecrets {
+            object: self.resource.as_json(),
+            path: &SECRETS_PATH,
+            secrets: &self.secrets,
+        };
+        // Sized first: a buffer that grew would leave a copy of the secret in the memory it left.
+        let mut size = ByteCount(0);
+        serde_json::to_writer(&mut size, &json)?;
+        let mut buffer = Zeroizing::new(Vec::with_capacity(size.0));
+        serde_json::to_writer(&mut *buffer, &json)?;
+        Ok(buffer)
     }
 }
 
 impl fmt::Debug for DatastoreBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("DatastoreBody { .. }")
+    }
+}
+
+/// The secrets a `PUT` stores, as Azure names them.
+enum NewSecrets {
+    AccountKey(SecretString),
+    Sas(SecretString),
+}
+
+impl Serialize for NewSecrets {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (kind, field, secret) = match self {
+            NewSecrets::AccountKey(key) => ("AccountKey", "key", key),
+            NewSecrets::Sas(token) => ("Sas", "sasToken", token),
+        };
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("secretsType", kind)?;
+        map.serialize_entry(field, secret.expose_secret())?;
+        map.end()
+    }
+}
+
+/// `object` with `secrets` as the `secrets` field of the object at `path`, where `Map::insert`
+/// would have put it (in place of the old value, or after the last field), and without
+/// `systemData` at the top. Serializing this view never puts the secret in a `Value`, whose
+/// `String` is not zeroed on drop.
+struct WithSecrets<'a> {
+    object: &'a Map<String, Value>,
+    path: &'a [&'a str],
+    secrets: &'a NewSecrets,
+}
+
+impl Serialize for WithSecrets<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // The walk starts at the resource with the whole path ahead.
+        let top = self.path.len() == SECRETS_PATH.len();
+        let (next, rest) = match self.path {
+            [next, rest @ ..] => (Some(*next), rest),
+            [] => (None, self.path),
+        };
+        let mut map = serializer.serialize_map(None)?;
+        for (name, value) in self.object {
+            match (next, value.as_object()) {
+                _ if top && name == "systemData" => {}
+                (Some(next), Some(object)) if name == next => {
+                    let inner = WithSecrets {
+                        object,
+                        path: rest,
+                        ..*self
+                    };
+                    map.serialize_entry(name, &inner)?;
+                }
+                (None, _) if name == "secrets" => map.serialize_entry(name, self.secrets)?,
+                _ => map.serialize_entry(name, value)?,
+            }
+        }
+        if next.is_none() && !self.object.contains_key("secrets") {
+            map.serialize_entry("secrets", self.secrets)?;
+        }
+        map.end()
+    }
+}
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -215,6 +305,7 @@ impl fmt::Debug for DatastoreSecrets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn blob_datastore() -> Datastore {
         serde_json::from_value(json!({
@@ -249,6 +340,17 @@ mod tests {
         assert!(ds.is_default());
     }
 
+    /// The body's bytes, checked to be exactly what serializing `expected` gives (same fields,
+    /// same order) in a buffer that never grew.
+    fn assert_body(body: &DatastoreBody, expected: &Value) {
+        let json = body.to_json().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&json),
+            serde_json::to_string(expected).unwrap()
+        );
+        assert_eq!(json.capacity(), json.len());
+    }
+
     #[test]
     fn an_update_changes_only_the_secret_and_drops_system_data() {
         let ds = blob_datastore();
@@ -257,7 +359,7 @@ mod tests {
         expected.as_object_mut().unwrap().remove("systemData");
         expected["properties"]["credentials"]["secrets"] =
             json!({"secretsType": "AccountKey", "key": "new-key"});
-        assert_eq!(body.expose(), &expected);
+        assert_body(&body, &expected);
         assert_eq!(format!("{body:?}"), "DatastoreBody { .. }");
     }
 
@@ -271,7 +373,22 @@ mod tests {
         expected.as_object_mut().unwrap().remove("systemData");
         expected["properties"]["credentials"]["secrets"] =
             json!({"secretsType": "Sas", "sasToken": "sv=x&sig=y"});
-        assert_eq!(body.expose(), &expected);
+        assert_body(&body, &expected);
+    }
+
+    #[test]
+    fn credentials_without_secrets_get_them_last_and_nested_look_alikes_stay() {
+        let mut raw = blob_datastore().as_json().clone();
+        let credentials = json!({"credentialsType": "AccountKey", "note": {"secrets": "kept"}});
+        raw["properties"]["credentials"] = credentials;
+        raw["properties"]["secrets"] = json!("not the credentials' secrets");
+        let ds: Datastore = serde_json::from_value(Value::Object(raw)).unwrap();
+        let body = ds.with_account_key(&SecretString::from("k")).unwrap();
+        let mut expected = Value::Object(ds.as_json().clone());
+        expected.as_object_mut().unwrap().remove("systemData");
+        expected["properties"]["credentials"]["secrets"] =
+            json!({"secretsType": "AccountKey", "key": "k"});
+        assert_body(&body, &expected);
     }
 
     #[test]

@@ -183,6 +183,12 @@ pub async fn resync(arm: &ArmClient, workspace: &WorkspaceId) -> Entry {
             entry.reason =
                 Some("resync accepted by Azure and still running at the deadline".to_string());
         }
+        // Accepted, but not followed to the end: the message says why (a refused poll names the
+        // permission keysync lacks).
+        Err(e) if e.kind == ArmErrorKind::Unconfirmed => {
+            entry.outcome = Outcome::Accepted;
+            entry.reason = Some(format!("resync {}", e.message));
+        }
         Err(e) if e.kind == ArmErrorKind::Deadline => defer(&mut entry),
         Err(e) => entry.reason = Some(explain(&e)),
     }

@@ -74,6 +74,9 @@ fn not_found(operation: Operation) -> &'static str {
         StorageAccountsList | WorkspacesListBySubscription => {
             "the subscription does not exist or keysync's identity cannot see it: check KEYSYNC_SUBSCRIPTIONS"
         }
+        WorkspacesResyncKeysStatus => {
+            "Azure no longer knows the resync: run keysync again to check the workspace"
+        }
         WorkspacesGet | WorkspacesResyncKeys | DatastoresList => {
             "the workspace was deleted while keysync was working: nothing left to do"
         }

@@ -29,6 +29,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use url::Url;
+use zeroize::Zeroizing;
 
 /// The standard headers of the string to sign, in their order.
 const SIGNED_STANDARD_HEADERS: [&str; 11] = [
@@ -50,11 +51,12 @@ const SIGNED_STANDARD_HEADERS: [&str; 11] = [
 #[error("the account key is not base64")]
 pub struct InvalidKey;
 
-/// A storage account's name and decoded key, ready to sign. `Debug` shows the name only.
+/// A storage account's name and decoded key, ready to sign. `Debug` shows the name only; the key
+/// (and every clone of it) is zeroed on drop.
 #[derive(Clone)]
 pub struct AccountKey {
     account: String,
-    key: Vec<u8>,
+    key: Zeroizing<Vec<u8>>,
 }
 
 impl fmt::Debug for AccountKey {
@@ -66,8 +68,12 @@ impl fmt::Debug for AccountKey {
 impl AccountKey {
     /// Decodes `key` (base64, as `listKeys` returns it) for `account`.
     pub fn new(account: &str, key: &SecretString) -> Result<Self, InvalidKey> {
-        let key = STANDARD
-            .decode(key.expose_secret().trim())
+        let encoded = key.expose_secret().trim();
+        // Room for the longest result up front: a buffer that grew would leave a copy behind.
+        let room = base64::decoded_len_estimate(encoded.len());
+        let mut key = Zeroizing::new(Vec::with_capacity(room));
+        STANDARD
+            .decode_vec(encoded, &mut key)
             .map_err(|_| InvalidKey)?;
         Ok(AccountKey {
             account: account.to_string(),
@@ -79,7 +85,8 @@ impl AccountKey {
         &self.account
     }
 
-    /// The base64 HMAC-SHA256 of `message` under this key. The result is a secret.
+    /// The base64 HMAC-SHA256 of `message` under this key. The result is a secret. The MAC's
+    /// state, derived from the key, is zeroed on drop (the `zeroize` features of hmac and sha2).
     pub(crate) fn sign(&self, message: &str) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
@@ -257,6 +264,16 @@ mod tests {
             canonicalized_headers(&headers),
             "x-ms-meta-note:two words here\n"
         );
+    }
+
+    #[test]
+    fn the_decoded_key_fits_the_room_made_for_it() {
+        let key = key();
+        assert_eq!(
+            &key.key[..],
+            b"keysync shared key test vector, not a real key!!!"
+        );
+        assert_eq!(key.key.capacity(), base64::decoded_len_estimate(KEY.len()));
     }
 
     #[test]

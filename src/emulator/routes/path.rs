@@ -470,6 +470,12 @@ mod tests {
             (
                 Method::GET,
                 format!(
+                    "/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/westeurope/workspaceOperationsStatus/op-1"
+                ),
+            ),
+            (
+                Method::GET,
+                format!(
                     "/subscriptions/{SUB}/resourceGroups/r/providers/Microsoft.MachineLearningServices/workspaces/w/datastores"
                 ),
             ),
