@@ -232,18 +232,21 @@ impl State {
         }
     }
 
-    /// Every datastore resource (as GET returns it) without credentials and systemData, by id.
+    /// Every datastore resource (as GET returns it) without `properties.credentials.secrets` and
+    /// `systemData` (which records the write), by id: all that an in-place update must keep,
+    /// `credentialsType` and a service principal's ids included.
     pub fn non_credential_fields(&self) -> BTreeMap<String, Value> {
         let mut out = BTreeMap::new();
         for ws in self.0["workspaces"].as_array().unwrap() {
             for ds in ws["datastores"].as_array().unwrap() {
                 let mut resource: Map<String, Value> = ds["resource"].as_object().unwrap().clone();
                 resource.remove("systemData");
-                if let Some(props) = resource
+                if let Some(credentials) = resource
                     .get_mut("properties")
+                    .and_then(|p| p.get_mut("credentials"))
                     .and_then(Value::as_object_mut)
                 {
-                    props.remove("credentials");
+                    credentials.remove("secrets");
                 }
                 out.insert(
                     ds["id"].as_str().unwrap().to_lowercase(),
