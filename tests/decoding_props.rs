@@ -5,6 +5,7 @@
 use keysync::events::{self, Decision};
 use keysync::handler::envelope::Invocation;
 use keysync::handler::timer::TimerInfo;
+use keysync::resource_id::StorageAccountId;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -58,6 +59,39 @@ fn in_scope(sub: &str) -> bool {
     sub.eq_ignore_ascii_case(SUB)
 }
 
+/// Resource ids close to one another: storage accounts in and out of scope that share a
+/// subscription, group or name with the fixture's, in any case, with a trailing slash, or a
+/// child resource of one of them, so that a subject and a resource URI often nearly agree.
+fn account_like_id() -> impl Strategy<Value = String> {
+    let sub = prop_oneof![
+        3 => Just(SUB.to_string()),
+        1 => Just("99999999-2222-3333-4444-555555555555".to_string()),
+    ];
+    let group = prop_oneof![Just("rg-ml"), Just("rg-other")];
+    let name = prop_oneof![
+        Just("stmlshared01"),
+        Just("stmlother02"),
+        Just("stmlshared011")
+    ];
+    let tail = prop_oneof![
+        4 => Just(""),
+        1 => Just("/"),
+        1 => Just("/blobServices/default"),
+    ];
+    let provider = prop_oneof![
+        4 => Just("Microsoft.Storage/storageAccounts"),
+        1 => Just("Microsoft.ClassicStorage/storageAccounts"),
+    ];
+    (sub, group, provider, name, tail, any::<bool>()).prop_map(
+        |(sub, group, provider, name, tail, upper)| {
+            let id = format!(
+                "/subscriptions/{sub}/resourceGroups/{group}/providers/{provider}/{name}{tail}"
+            );
+            if upper { id.to_uppercase() } else { id }
+        },
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -78,6 +112,41 @@ proptest! {
             if let Decision::Reconcile(account) = event.decide(in_scope) {
                 prop_assert!(in_scope(account.subscription()));
                 prop_assert!(account.resource_id().is_type("Microsoft.Storage/storageAccounts"));
+            }
+        }
+    }
+
+    /// `data.resourceUri` is the field keysync trusts. A subject that names anything else (another
+    /// account, in or out of scope, or a child resource) never widens what keysync acts on: the
+    /// only account it ever reconciles is the one the resource URI names, and only when the
+    /// subject agrees (a disagreeing subject was not written by ARM, so the event is ignored).
+    /// An event whose two fields name the same in-scope account is not ignored.
+    #[test]
+    fn a_subject_that_disagrees_with_the_resource_uri_never_widens_the_target(
+        resource_uri in account_like_id(),
+        subject in account_like_id(),
+        schema in prop_oneof![Just("regenerate_key_cloudevents.json"), Just("regenerate_key_egschema.json")],
+    ) {
+        let path = format!("{}/tests/fixtures/azure-contract/events/{schema}", env!("CARGO_MANIFEST_DIR"));
+        let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut event = if fixture.is_array() { fixture[0].clone() } else { fixture };
+        event["data"]["resourceUri"] = json!(resource_uri);
+        event["subject"] = json!(subject);
+
+        let decision = events::decode(&event).unwrap()[0].decide(in_scope);
+
+        let trusted = StorageAccountId::parse(&resource_uri).ok();
+        let named = StorageAccountId::parse(&subject).ok();
+        match decision {
+            Decision::Reconcile(account) => {
+                prop_assert_eq!(Some(&account), trusted.as_ref(), "the target is the resource URI's account");
+                prop_assert_eq!(Some(&account), named.as_ref(), "and the subject names the same account");
+                prop_assert!(in_scope(account.subscription()));
+            }
+            Decision::Ignore(reason) => {
+                let agree = trusted.is_some() && trusted == named;
+                let in_scope_account = trusted.as_ref().is_some_and(|a| in_scope(a.subscription()));
+                prop_assert!(!(agree && in_scope_account), "a genuine regeneration was ignored: {}", reason);
             }
         }
     }

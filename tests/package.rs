@@ -4,9 +4,10 @@
 //! the unpacked binary serves.
 //!
 //! The test uses `dist/keysync.zip` when it is newer than its sources (`.ci/run` builds it first)
-//! and otherwise runs the package script once. Where the package cannot be built (no musl target or compiler), each
+//! and otherwise runs the package script once. Where the package cannot be built because a tool
+//! it needs is missing (the Rust target x86_64-unknown-linux-musl, a musl C compiler, `zip`), each
 //! test prints a SKIP line and passes, unless `KEYSYNC_REQUIRE_PACKAGE=1` (set by `.ci/run`),
-//! which turns that into a failure.
+//! which turns that into a failure. With the tools present, a failing build fails the tests.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -26,28 +27,93 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The package to check, built at most once per test run; `Err` says why there is none.
-static PACKAGE: LazyLock<Result<PathBuf, String>> = LazyLock::new(find_or_build);
+const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
-fn find_or_build() -> Result<PathBuf, String> {
+/// The package to check, built at most once per test run.
+static PACKAGE: LazyLock<Package> = LazyLock::new(find_or_build);
+
+enum Package {
+    Ready(PathBuf),
+    /// A tool the build needs is missing here: the tests skip.
+    CannotBuild(String),
+    /// The build ran and failed: the tests fail.
+    BuildFailed(String),
+}
+
+fn find_or_build() -> Package {
     if let Some(path) = std::env::var_os("KEYSYNC_PACKAGE") {
-        return Ok(PathBuf::from(path));
+        return Package::Ready(PathBuf::from(path));
     }
     let zip = repo().join("dist/keysync.zip");
     if is_fresh(&zip) {
-        return Ok(zip);
+        return Package::Ready(zip);
     }
-    let output = Command::new("bash")
+    if let Some(missing) = missing_tool() {
+        return Package::CannotBuild(missing);
+    }
+    let output = match Command::new("bash")
         .arg(repo().join("scripts/package.sh"))
         .current_dir(repo())
         .output()
-        .map_err(|e| format!("cannot run scripts/package.sh: {e}"))?;
+    {
+        Ok(output) => output,
+        Err(e) => return Package::CannotBuild(format!("cannot run bash: {e}")),
+    };
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().last().unwrap_or("no output");
-        return Err(format!("scripts/package.sh failed ({last})"));
+        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Package::BuildFailed(format!(
+            "scripts/package.sh failed ({}):\n{}",
+            output.status,
+            tail.join("\n")
+        ));
     }
-    Ok(zip)
+    Package::Ready(zip)
+}
+
+/// What scripts/package.sh needs and this machine lacks, if anything: the musl standard library
+/// for the target, a musl C compiler (for aws-lc-sys) and `zip`.
+fn missing_tool() -> Option<String> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let has_target =
+        sysroot.is_some_and(|root| root.join("lib/rustlib").join(MUSL_TARGET).is_dir());
+    if !has_target {
+        return Some(format!(
+            "the Rust target {MUSL_TARGET} is not installed (rustup target add {MUSL_TARGET})"
+        ));
+    }
+    let compiler = std::env::var("CC_x86_64_unknown_linux_musl")
+        .unwrap_or_else(|_| "x86_64-linux-musl-gcc".into());
+    if !on_path(&compiler) {
+        return Some(format!(
+            "no musl C compiler ({compiler}): apt-get install musl-tools"
+        ));
+    }
+    if !on_path("zip") {
+        return Some("zip is not installed: apt-get install zip".into());
+    }
+    None
+}
+
+/// True when `program` is an executable file, by path or on `PATH`.
+fn on_path(program: &str) -> bool {
+    let executable = |path: &Path| {
+        path.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return executable(Path::new(program));
+    }
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| executable(&dir.join(program)))
+    })
 }
 
 /// True when the zip exists and nothing it is built from changed after it: a package left over
@@ -75,11 +141,13 @@ fn newest(path: &Path) -> Option<std::time::SystemTime> {
         .max()
 }
 
-/// The package path, or `None` after a visible SKIP line (a failure when the package is required).
+/// The package path, or `None` after a visible SKIP line when a tool is missing (a failure when
+/// the package is required). A failed build is a failure.
 fn package() -> Option<&'static Path> {
     match &*PACKAGE {
-        Ok(path) => Some(path),
-        Err(reason) => {
+        Package::Ready(path) => Some(path),
+        Package::BuildFailed(failure) => panic!("{failure}"),
+        Package::CannotBuild(reason) => {
             let required = std::env::var("KEYSYNC_REQUIRE_PACKAGE").is_ok_and(|v| v == "1");
             assert!(!required, "KEYSYNC_REQUIRE_PACKAGE=1 but {reason}");
             // Straight to stderr: the test harness captures eprintln! of passing tests.
@@ -202,11 +270,15 @@ async fn every_function_json_names_a_function_the_packaged_binary_serves() {
     let emulator = RunningEmulator::start(Scenario::demo(), EmulatorOptions::default())
         .await
         .expect("emulator starts");
+    // The timer's sweep reconciles every account: without Azurite, storage checks would go to
+    // the demo accounts' real Azure hostnames.
+    let mut env = emulator.env();
+    env.push(("KEYSYNC_VERIFY".into(), "false".into()));
     // No executable given: the host resolves host.json's defaultExecutablePath in the app root.
     let host = LocalHost::start(HostOptions {
         app_root: dir.path().to_path_buf(),
         executable: None,
-        env: emulator.env(),
+        env,
         echo_output: std::env::var_os("KEYSYNC_TEST_ECHO").is_some(),
         encoding: BindingEncoding::Object,
         listen: ([127, 0, 0, 1], 0).into(),

@@ -116,15 +116,20 @@ fn check_schedule(schedule: &str) -> Result<(), ConfigError> {
             ),
         ));
     }
-    let parser = CronParser::builder()
-        .seconds(Seconds::Required)
-        .year(Year::Disallowed)
-        .dom_and_dow(true)
-        .build();
-    parser.parse(schedule).map_err(|e| {
+    ncrontab().parse(schedule).map_err(|e| {
         ConfigError::new(NAME, format!("'{schedule}' is not a valid schedule: {e}"))
     })?;
     Ok(())
+}
+
+/// A parser that reads schedules as the Functions host does: six fields with seconds first,
+/// no year, days of the week from Sunday = 0, and day-of-month AND day-of-week.
+fn ncrontab() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .year(Year::Disallowed)
+        .dom_and_dow(true)
+        .build()
 }
 
 fn parse_accounts(value: Option<String>) -> Result<Vec<StorageAccountId>, ConfigError> {
@@ -169,6 +174,7 @@ fn account_name_in(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{Datelike, NaiveDate, NaiveDateTime, Weekday};
     use std::collections::HashMap;
 
     fn policy(pairs: &[(&str, &str)]) -> Result<RotationPolicy, ConfigError> {
@@ -187,10 +193,7 @@ mod tests {
     #[test]
     fn schedules_are_ncrontab_with_one_fixed_second() {
         assert!(policy(&[("KEYSYNC_ROTATION_SCHEDULE", "0 0 3 * * *")]).is_ok());
-        assert!(
-            policy(&[("KEYSYNC_ROTATION_SCHEDULE", "0 30 2 * * 0")]).is_ok(),
-            "Sunday is 0"
-        );
+        assert!(policy(&[("KEYSYNC_ROTATION_SCHEDULE", "0 30 2 * * 0")]).is_ok());
         for bad in [
             "* 0 3 * * *",
             "*/5 * * * * *",
@@ -203,6 +206,41 @@ mod tests {
         }
         let err = policy(&[("KEYSYNC_ROTATION_SCHEDULE", "* 0 3 * * *")]).unwrap_err();
         assert!(err.to_string().contains("every second"), "{err}");
+    }
+
+    /// The next times `schedule` fires after `after`, as keysync's parser reads it.
+    fn next_times(schedule: &str, after: NaiveDateTime, count: usize) -> Vec<NaiveDateTime> {
+        let cron = ncrontab().parse(schedule).unwrap();
+        cron.iter_after(after).take(count).collect()
+    }
+
+    fn at(year: i32, month: u32, day: u32, hour: u32) -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(year, month, day)
+            .and_then(|d| d.and_hms_opt(hour, 0, 0))
+            .unwrap()
+    }
+
+    #[test]
+    fn sunday_is_0_and_saturday_6_as_the_functions_host_counts_days() {
+        let wednesday = at(2026, 11, 18, 12);
+        assert_eq!(wednesday.weekday(), Weekday::Wed);
+
+        let sundays = next_times("0 0 9 * * 0", wednesday, 2);
+        assert_eq!(sundays, [at(2026, 11, 22, 9), at(2026, 11, 29, 9)]);
+        assert!(sundays.iter().all(|t| t.weekday() == Weekday::Sun));
+        let saturdays = next_times("0 0 9 * * 6", wednesday, 2);
+        assert_eq!(saturdays, [at(2026, 11, 21, 9), at(2026, 11, 28, 9)]);
+        assert!(saturdays.iter().all(|t| t.weekday() == Weekday::Sat));
+    }
+
+    #[test]
+    fn a_day_of_month_and_a_day_of_week_must_both_match() {
+        // Every Friday the 13th of 2026, and not Friday 2 January nor Tuesday 13 January.
+        let fridays_13th = next_times("0 0 9 13 * 5", at(2026, 1, 1, 0), 3);
+        assert_eq!(
+            fridays_13th,
+            [at(2026, 2, 13, 9), at(2026, 3, 13, 9), at(2026, 11, 13, 9)]
+        );
     }
 
     #[test]

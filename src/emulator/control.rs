@@ -63,7 +63,7 @@ pub(crate) async fn msi_token(
 }
 
 async fn state(AxumState(shared): SharedState) -> Response {
-    Reply::ok(shared.lock().snapshot()).into_response()
+    Reply::ok(shared.snapshot()).into_response()
 }
 
 async fn requests(AxumState(shared): SharedState) -> Response {

@@ -8,6 +8,10 @@
 //! real time) sees the same thing whenever the demo runs: `stmlother02` and its key in use are
 //! due for rotation and tagged for it, `stmlfresh03` is tagged but its key is young.
 //!
+//! Every datastore names the subscription and resource group of its storage account
+//! (`subscriptionId` and `resourceGroup`, optional fields of Azure's blob, file and ADLS Gen2
+//! datastores): fields an in-place update must keep.
+//!
 //! Every account is flagged `azurite`: when the emulator runs Azurite, it is their data plane,
 //! and `exports_sas`, an account SAS signed with key1 of the shared account when the scenario
 //! loads, works until key1 is regenerated.
@@ -138,6 +142,8 @@ fn blob_store(name: &str, account: &str, container: &str, key: &str, default: bo
             "isDefault": default,
             "credentials": {"credentialsType": "AccountKey"},
             "datastoreType": "AzureBlob",
+            "subscriptionId": SUBSCRIPTION,
+            "resourceGroup": GROUP,
             "accountName": account,
             "containerName": container,
             "endpoint": "core.windows.net",
@@ -158,6 +164,8 @@ fn file_store(name: &str, account: &str, share: &str) -> Value {
             "isDefault": false,
             "credentials": {"credentialsType": "AccountKey"},
             "datastoreType": "AzureFile",
+            "subscriptionId": SUBSCRIPTION,
+            "resourceGroup": GROUP,
             "accountName": account,
             "fileShareName": share,
             "endpoint": "core.windows.net",
@@ -178,6 +186,8 @@ fn curated() -> Value {
             "isDefault": false,
             "credentials": {"credentialsType": "AccountKey"},
             "datastoreType": "AzureBlob",
+            "subscriptionId": SUBSCRIPTION,
+            "resourceGroup": GROUP,
             "accountName": "stmlshared01",
             "containerName": "curated",
             "endpoint": "core.windows.net",
@@ -200,6 +210,8 @@ fn exports_sas() -> Value {
             "isDefault": false,
             "credentials": {"credentialsType": "Sas"},
             "datastoreType": "AzureBlob",
+            "subscriptionId": SUBSCRIPTION,
+            "resourceGroup": GROUP,
             "accountName": "stmlshared01",
             "containerName": "exports",
             "endpoint": "core.windows.net",
@@ -223,6 +235,8 @@ fn images_identity() -> Value {
             "isDefault": false,
             "credentials": {"credentialsType": "None"},
             "datastoreType": "AzureBlob",
+            "subscriptionId": SUBSCRIPTION,
+            "resourceGroup": GROUP,
             "accountName": "stmlshared01",
             "containerName": "images",
             "endpoint": "core.windows.net",
@@ -248,6 +262,8 @@ fn lake_service_principal() -> Value {
                 "clientId": "9c8b7a6d-0000-4000-8000-0000000000d1"
             },
             "datastoreType": "AzureDataLakeGen2",
+            "subscriptionId": SUBSCRIPTION,
+            "resourceGroup": GROUP,
             "accountName": "stmlshared01",
             "filesystem": "lake",
             "endpoint": "core.windows.net",
@@ -268,6 +284,8 @@ fn archive_other() -> Value {
             "isDefault": false,
             "credentials": {"credentialsType": "AccountKey"},
             "datastoreType": "AzureBlob",
+            "subscriptionId": SUBSCRIPTION,
+            "resourceGroup": GROUP,
             "accountName": "stmlother02",
             "containerName": "archive",
             "endpoint": "core.windows.net",
@@ -288,6 +306,8 @@ fn shared_features() -> Value {
             "isDefault": false,
             "credentials": {"credentialsType": "AccountKey"},
             "datastoreType": "AzureBlob",
+            "subscriptionId": SUBSCRIPTION,
+            "resourceGroup": GROUP,
             "accountName": "StMlShared01",
             "containerName": "features",
             "endpoint": "core.windows.net",

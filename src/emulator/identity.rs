@@ -1,12 +1,15 @@
 //! Identity: the App Service-style managed identity endpoint (`GET /msi/token`), the simulated
 //! portal user's tokens, and the bearer-token check in front of every ARM request. Tokens are
-//! opaque random strings remembered with their audience, caller and expiry.
+//! shaped like Entra ID's access tokens (JWTs), so that one in a log looks like one, but the
+//! emulator never reads them: it remembers each with its audience, caller and expiry.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use axum::http::header::WWW_AUTHENTICATE;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use super::query::Query;
@@ -72,8 +75,8 @@ impl TokenStore {
     ) -> (String, u64) {
         let now = unix_now();
         self.tokens.retain(|_, issued| issued.expires_on > now);
-        let token = random::token();
         let expires_on = now + lifetime.as_secs();
+        let token = mint(resource, &principal, now, expires_on);
         if matches!(principal, Principal::ManagedIdentity { .. }) {
             self.managed_identity_issued += 1;
         }
@@ -122,6 +125,22 @@ fn is_arm_audience(resource: &str) -> bool {
     ARM_AUDIENCES
         .iter()
         .any(|aud| aud.eq_ignore_ascii_case(resource))
+}
+
+/// A token in the shape of an Entra ID access token: a JWT (`header.claims.signature`, each
+/// base64url), starting `eyJ0eXAiOiJKV1Qi` as theirs do, with the audience, times and caller's
+/// object id as claims and a random signature that nothing checks.
+fn mint(resource: &str, principal: &Principal, issued_at: u64, expires_on: u64) -> String {
+    let object_id = match principal {
+        Principal::ManagedIdentity { principal_id, .. } => principal_id,
+        Principal::User(user) => &user.object_id,
+    };
+    let header = json!({"typ": "JWT", "alg": "RS256", "kid": "keysync-emulator"});
+    let claims = json!({
+        "aud": resource, "iat": issued_at, "nbf": issued_at, "exp": expires_on, "oid": object_id
+    });
+    let part = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
+    format!("{}.{}.{}", part(&header), part(&claims), random::token())
 }
 
 fn unix_now() -> u64 {
@@ -306,6 +325,25 @@ mod tests {
         let bearer = format!("Bearer {}", issued_token(&reply));
         let principal = tokens.check(Some(&bearer)).unwrap();
         assert!(matches!(principal, Principal::ManagedIdentity { .. }));
+    }
+
+    #[test]
+    fn tokens_look_like_entra_access_tokens_and_differ() {
+        let mut tokens = TokenStore::default();
+        let user = Principal::User(UserSpec::default());
+        let hour = Duration::from_secs(3600);
+        let (token, expires_on) = tokens.issue("https://management.azure.com/", user.clone(), hour);
+
+        assert!(token.starts_with("eyJ0eXAiOiJKV1Qi"), "{token}");
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(claims["aud"], "https://management.azure.com/");
+        assert_eq!(claims["exp"], expires_on);
+        assert_eq!(claims["oid"], UserSpec::default().object_id);
+        let (again, _) = tokens.issue("https://management.azure.com/", user, hour);
+        assert_ne!(token, again);
     }
 
     #[test]

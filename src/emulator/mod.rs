@@ -138,7 +138,7 @@ impl RunningEmulator {
 
     /// The whole state, as `GET /_emulator/state` shows it.
     pub fn state(&self) -> serde_json::Value {
-        self.server.shared.lock().snapshot()
+        self.server.shared.snapshot()
     }
 
     /// The ARM requests served so far, in order, as `GET /_emulator/requests` shows them.

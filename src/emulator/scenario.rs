@@ -35,6 +35,9 @@ pub struct Scenario {
     pub(crate) workspaces_page_size: usize,
     #[serde(default = "defaults::accounts_page")]
     pub(crate) storage_accounts_page_size: usize,
+    /// The most datastores one `Datastores_List` page holds, whatever `count` asks.
+    #[serde(default = "defaults::datastores_max_page")]
+    pub(crate) datastores_max_page_size: usize,
     #[serde(default = "defaults::one")]
     pub(crate) resync_polls: u32,
     #[serde(default)]
@@ -290,6 +293,9 @@ mod defaults {
     pub fn accounts_page() -> usize {
         100
     }
+    pub fn datastores_max_page() -> usize {
+        100
+    }
     pub fn one() -> u32 {
         1
     }
@@ -371,6 +377,10 @@ impl Scenario {
         ensure!(
             self.storage_accounts_page_size >= 1,
             "storageAccountsPageSize must be at least 1"
+        );
+        ensure!(
+            self.datastores_max_page_size >= 1,
+            "datastoresMaxPageSize must be at least 1"
         );
         ensure!(
             self.event_delivery.max_attempts >= 1,
@@ -589,6 +599,7 @@ mod tests {
         let s = scenario(json!({"storageAccounts": [{"id": account_id("sta")}]})).unwrap();
         assert_eq!(s.workspaces_page_size, 20);
         assert_eq!(s.storage_accounts_page_size, 100);
+        assert_eq!(s.datastores_max_page_size, 100);
         assert_eq!(s.resync_polls, 1);
         assert_eq!(s.lro_style, LroStyle::Location);
         assert_eq!(s.token_lifetime_seconds, 3600);

@@ -84,6 +84,14 @@ impl Shared {
         // makes it; serving on beats poisoning every later request.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// The whole state as `/_emulator/state` shows it: secrets, issued tokens and the identity
+    /// endpoint's own secret (`identityHeader`) included.
+    pub(crate) fn snapshot(&self) -> serde_json::Value {
+        let mut snapshot = self.lock().snapshot();
+        snapshot["identityHeader"] = self.identity_secret.clone().into();
+        snapshot
+    }
 }
 
 /// A started server.

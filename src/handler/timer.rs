@@ -79,23 +79,41 @@ mod tests {
     use serde_json::json;
     use time::macros::datetime;
 
-    #[test]
-    fn the_host_fixture_reads() {
+    fn fixture_timer() -> Value {
         let path = format!(
             "{}/tests/fixtures/azure-contract/events/envelope_timer.json",
             env!("CARGO_MANIFEST_DIR")
         );
         let envelope: Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let info = TimerInfo::read(&envelope["Data"]["timer"]);
-        assert_eq!(
-            info,
-            TimerInfo {
-                is_past_due: false,
-                last: Some(datetime!(2026-11-19 3:00 UTC)),
-                next: Some(datetime!(2026-11-20 3:00 UTC))
-            }
-        );
+        envelope["Data"]["timer"].clone()
+    }
+
+    fn fixture_info() -> TimerInfo {
+        TimerInfo {
+            is_past_due: false,
+            last: Some(datetime!(2026-11-19 3:00 UTC)),
+            next: Some(datetime!(2026-11-20 3:00 UTC)),
+        }
+    }
+
+    #[test]
+    fn the_host_fixture_reads() {
+        assert_eq!(TimerInfo::read(&fixture_timer()), fixture_info());
+    }
+
+    #[test]
+    fn the_fixture_encoded_once_or_twice_as_a_json_string_reads_the_same() {
+        let mut timer = fixture_timer();
+        timer["IsPastDue"] = json!(true);
+        let once = Value::String(timer.to_string());
+        let twice = Value::String(once.to_string());
+        let expected = TimerInfo {
+            is_past_due: true,
+            ..fixture_info()
+        };
+        assert_eq!(TimerInfo::read(&once), expected);
+        assert_eq!(TimerInfo::read(&twice), expected);
     }
 
     #[test]

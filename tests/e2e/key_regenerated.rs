@@ -28,7 +28,13 @@ async fn a_regeneration_updates_stale_datastores_in_place_and_resyncs_the_worksp
     assert_eq!(
         before.non_credential_fields(),
         after.non_credential_fields(),
-        "only credentials may change"
+        "only the secret may change"
+    );
+    let kept = &after.datastore("mlw-vision", "workspacefilestore")["resource"]["properties"];
+    assert_eq!(
+        (&kept["subscriptionId"], &kept["resourceGroup"]),
+        (&json!(SUB), &json!("rg-ml")),
+        "{kept:#}"
     );
     assert!(after.0["deletedDatastores"].as_array().unwrap().is_empty());
     // The handler's tokens came from the emulator's managed identity endpoint, through the real

@@ -104,7 +104,7 @@ async fn a_failed_update_fails_the_invocation_and_a_redelivery_converges() {
     );
 }
 
-/// 3 workspaces per page, 80 datastores in one workspace (30 per page by default).
+/// 7 workspaces, 3 per page; 80 datastores in `mlw-0`, at most 30 per page whatever keysync asks.
 fn paged_scenario() -> Scenario {
     let sub = SUB;
     let account = SHARED;
@@ -132,6 +132,7 @@ fn paged_scenario() -> Scenario {
     serde_json::from_value(json!({
         "tenantId": "aaaaaaaa-0000-4000-8000-00000000000a",
         "workspacesPageSize": 3,
+        "datastoresMaxPageSize": 30,
         "storageAccounts": [{"id": account, "location": "westeurope", "keyCreationTime": {"key1": "2026-08-01T00:00:00Z", "key2": null}}],
         "workspaces": workspaces
     }))
@@ -191,23 +192,30 @@ async fn every_page_of_workspaces_and_datastores_is_reconciled() {
         .iter()
         .filter(|e| e["outcome"] == "updated")
         .count();
-    assert_eq!(updated, 86);
+    assert_eq!(updated, 86, "80 in mlw-0 and one in each of the six others");
     let state = app.state();
-    for d in [0, 29, 30, 59, 60, 79] {
+    let stale: Vec<String> = (0..80)
+        .map(|d| format!("ds{d:03}"))
+        .filter(|ds| state.held("mlw-0", ds, "stmlshared01") != "key1")
+        .collect();
+    assert!(stale.is_empty(), "left on an old key: {stale:?}");
+    for w in 1..7 {
         assert_eq!(
-            state.held("mlw-0", &format!("ds{d:03}"), "stmlshared01"),
-            "key1",
-            "ds{d:03}"
+            state.held(&format!("mlw-{w}"), "ds000", "stmlshared01"),
+            "key1"
         );
     }
-    assert_eq!(state.held("mlw-6", "ds000", "stmlshared01"), "key1");
-    let pages = app
-        .emulator
-        .requests()
+    // Each page was asked for once: 80 datastores at 30 a page, 7 workspaces at 3 a page.
+    let requests = app.emulator.requests();
+    let datastore_pages = requests
+        .iter()
+        .filter(|r| r.operation == "Datastores_List" && r.path.contains("/workspaces/mlw-0/"))
+        .count();
+    let workspace_pages = requests
         .iter()
         .filter(|r| r.operation == "Workspaces_ListBySubscription")
         .count();
-    assert_eq!(pages, 3);
+    assert_eq!((datastore_pages, workspace_pages), (3, 3));
 }
 
 #[tokio::test]

@@ -120,14 +120,10 @@ async fn start(binary: &std::path::Path, env: &[(&str, &str)]) -> TestApp {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        azurite: Some(binary.to_path_buf()),
         ..Options::default()
     };
-    let app = TestApp::start_with(scenario(), options).await;
-    app.emulator
-        .attach_azurite(binary)
-        .await
-        .expect("Azurite starts");
-    app
+    TestApp::start_with(scenario(), options).await
 }
 
 fn verification<'a>(report: &'a Value, datastore: &str) -> &'a Value {
@@ -414,6 +410,7 @@ async fn an_unreachable_endpoint_is_reported_unreachable_within_the_timeout() {
             ("KEYSYNC_VERIFY_TIMEOUT_SECS".into(), "1".into()),
             ("KEYSYNC_VERIFY_CONCURRENCY".into(), "1".into()),
         ],
+        loopback_storage_checks: true,
         ..Options::default()
     };
     let scenario = unreachable_scenario(silent.local_addr().unwrap().port(), refused_port);

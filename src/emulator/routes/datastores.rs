@@ -15,8 +15,8 @@ use crate::emulator::resources::{Actor, Datastore, SystemData, split_secret};
 use crate::emulator::scenario::is_datastore_name;
 use crate::emulator::state::State;
 
+/// The page size when a list asks for none; `datastoresMaxPageSize` caps it and any `count`.
 const DEFAULT_COUNT: usize = 30;
-const MAX_COUNT: usize = 100;
 
 /// Datastore types and the properties each one requires.
 const REQUIRED: [(&str, &[&str]); 5] = [
@@ -52,7 +52,7 @@ pub(super) fn list(state: &State, call: &Call, workspace: &Named) -> Reply {
         Ok(i) => i,
         Err(reply) => return reply,
     };
-    let request = match list_request(call) {
+    let request = match list_request(call, state.settings.datastores_max_page_size) {
         Ok(request) => request,
         Err(message) => return Reply::user_error(StatusCode::BAD_REQUEST, message),
     };
@@ -76,14 +76,16 @@ pub(super) fn list(state: &State, call: &Call, workspace: &Named) -> Reply {
     Reply::ok(paging::body(page.items, next_link))
 }
 
-fn list_request(call: &Call) -> Result<ListRequest, String> {
+/// Reads the request; a page holds at most `max_count` datastores, whatever `count` asks (Azure
+/// may return fewer items than asked and a `nextLink`).
+fn list_request(call: &Call, max_count: usize) -> Result<ListRequest, String> {
     let query = call.query;
     let start = continuation(query, &["$skip", "$skipToken"])
         .map_err(|name| format!("The {name} token is not valid for this list."))?;
     let count = match query.get("count") {
-        None => DEFAULT_COUNT,
+        None => DEFAULT_COUNT.min(max_count),
         Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if n >= 1 => n.min(MAX_COUNT),
+            Ok(n) if n >= 1 => n.min(max_count),
             _ => {
                 return Err(format!(
                     "count must be a positive whole number, not '{raw}'."
