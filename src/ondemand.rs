@@ -128,7 +128,6 @@ async fn whole_scope(
     let sweep = Sweep {
         inventory: Arc::new(inventory),
         skip: &[],
-        align: &[],
         deadline: options.deadline,
     };
     let (reports, sweep_notes) = reconciler

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::arm::ArmClient;
-use crate::model::storage::{AccountKeys, KeyCreationTime, KeySlot};
+use crate::model::storage::{AccountKeys, KeySlot, StorageAccount};
 use crate::reconcile::plan::Target;
 use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request, facts, read_account};
 use crate::report::{Held, ObjectKind, Report};
@@ -26,7 +26,8 @@ pub use decide::{Decision, Limits};
 #[serde(rename_all = "camelCase")]
 pub struct Rotation {
     pub account: String,
-    /// `rotated`, `left` or `failed`.
+    /// `rotated`; `completed` (no key regenerated: the datastores moved to the key an earlier
+    /// rotation created, which was cut short); `left`; or `failed`.
     pub outcome: String,
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +50,24 @@ impl Rotation {
             regenerated: None,
             report: None,
             attention,
+        }
+    }
+
+    /// An account whose keys and datastores were changed, with the reconcile that did it.
+    fn done(
+        account: &StorageAccountId,
+        outcome: &str,
+        reason: String,
+        regenerated: Option<KeySlot>,
+        report: Report,
+    ) -> Self {
+        Rotation {
+            account: account.to_string(),
+            outcome: outcome.into(),
+            reason,
+            regenerated,
+            report: Some(report),
+            attention: false,
         }
     }
 
@@ -89,9 +108,10 @@ impl Rotation {
 }
 
 impl Reconciler {
-    /// Rotates `account` if its key in use is due. Holds the account throughout, so an event for
-    /// the same account (keysync's own regeneration included) waits and then finds everything in
-    /// sync. Nothing is regenerated once `deadline` has passed.
+    /// Rotates `account` if its key in use is due, or completes a rotation that was cut short.
+    /// Holds the account throughout, so an event for the same account (keysync's own
+    /// regeneration included) waits and then finds everything in sync. Nothing is regenerated
+    /// once `deadline` has passed.
     pub async fn rotate(
         &self,
         account: &StorageAccountId,
@@ -100,104 +120,123 @@ impl Reconciler {
         deadline: Option<Instant>,
     ) -> Result<Rotation, ReconcileError> {
         let slot = self.slot(account);
-        let ticket = slot.hold(deadline).await?;
+        let _ticket = slot.hold(deadline).await?;
         let arm = self.arm_until(deadline);
         let scope = Scope {
             account,
             inventory,
             deadline,
         };
-
-        let (standby, reason, seen) = match self.decide_rotation(&arm, &scope, limits).await? {
-            Ok(due) => due,
+        let look = match self.look(&arm, &scope, limits).await? {
+            Ok(look) => look,
             Err(left) => return Ok(left),
         };
-        // Another instance may have rotated since the account was read: look again just before
-        // regenerating, and leave it to the next tick if anything moved.
-        if read_account(&arm, account).await?.key_creation_time() != seen {
-            let reason = "the keys changed while keysync was deciding; the next run decides again";
-            return Ok(Rotation::left(account, reason.into(), false));
+        match look.decision.clone() {
+            Decision::Leave { reason, attention } => Ok(Rotation::left(account, reason, attention)),
+            Decision::Complete { target, reason } => {
+                let report = self
+                    .reconcile_locked(scope.request(Target::Exactly(target), false, look.keys))
+                    .await?;
+                Ok(Rotation::done(account, "completed", reason, None, report))
+            }
+            Decision::Rotate { regenerate, reason } => {
+                self.regenerate(&arm, &scope, look, regenerate, reason)
+                    .await
+            }
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            let reason = "the invocation's deadline came first; the next tick rotates it";
-            return Ok(Rotation::left(account, reason.into(), false));
+    }
+
+    /// Regenerates `standby` and moves every datastore to it, unless the key times moved since
+    /// the decision or the deadline passed.
+    async fn regenerate(
+        &self,
+        arm: &ArmClient,
+        scope: &Scope<'_>,
+        look: Look,
+        standby: KeySlot,
+        reason: String,
+    ) -> Result<Rotation, ReconcileError> {
+        let account = scope.account;
+        let read_again = read_account(arm, account).await?.key_creation_time();
+        let past_deadline = scope.deadline.is_some_and(|d| Instant::now() >= d);
+        let decided_on = look.account.key_creation_time();
+        if let Err(reason) = decide::last_look(decided_on, read_again, past_deadline) {
+            return Ok(Rotation::left(account, reason, false));
         }
         let keys = arm.regenerate_key(account, standby).await?;
         tracing::info!(account = account.name(), key = %standby, outcome = "regenerated", "rotation");
         let report = self
             .reconcile_locked(scope.request(Target::Exactly(standby), false, keys))
             .await?;
-        drop(ticket);
-        Ok(Rotation {
-            account: account.to_string(),
-            outcome: "rotated".into(),
+        Ok(Rotation::done(
+            account,
+            "rotated",
             reason,
-            regenerated: Some(standby),
-            report: Some(report),
-            attention: false,
-        })
+            Some(standby),
+            report,
+        ))
     }
 
-    /// The key to regenerate, why, and the key times it was decided on; or the rotation left.
-    async fn decide_rotation(
+    /// Reads the account, its keys and which key each datastore holds (a dry run), and decides;
+    /// or the rotation left because there is nothing to decide on.
+    async fn look(
         &self,
         arm: &ArmClient,
         scope: &Scope<'_>,
         limits: Limits,
-    ) -> Result<Result<(KeySlot, String, KeyCreationTime), Rotation>, ReconcileError> {
+    ) -> Result<Result<Look, Rotation>, ReconcileError> {
         let account = scope.account;
         let observed = read_account(arm, account).await?;
-        let held = match observed.shared_key_allowed() {
-            true => {
-                let keys = arm.list_keys(account).await?;
-                match self.keys_in_use(scope, keys).await? {
-                    Ok(held) => held,
-                    Err(reason) => return Ok(Err(Rotation::left(account, reason, true))),
-                }
-            }
-            false => Vec::new(),
-        };
         let now = OffsetDateTime::now_utc();
         let created = observed.properties.creation_time;
-        match decide::decide(&facts(&observed), created, &held, limits, now) {
-            Decision::Leave { reason, attention } => {
-                Ok(Err(Rotation::left(account, reason, attention)))
-            }
-            Decision::Rotate { regenerate, reason } => {
-                Ok(Ok((regenerate, reason, observed.key_creation_time())))
-            }
+        let facts = facts(&observed);
+        if !observed.shared_key_allowed() {
+            let reason = decide::SHARED_KEY_DISABLED.to_string();
+            return Ok(Err(Rotation::left(account, reason, false)));
         }
-    }
-
-    /// The current key held by each AccountKey datastore on the account, read without writing;
-    /// or why keysync could not see them all (it then must not regenerate anything).
-    ///
-    /// Known shortcoming (issue 5): SAS tokens are not counted, so one signed with the standby
-    /// key dies when it is regenerated (the follow-up run reports it, or re-mints it with
-    /// `KEYSYNC_REMINT_SAS`). Counting them means signing each token's fields again with both
-    /// keys to see which one matches, as `keysync demo` does to show who signed a token.
-    async fn keys_in_use(
-        &self,
-        scope: &Scope<'_>,
-        keys: AccountKeys,
-    ) -> Result<Result<Vec<KeySlot>, String>, ReconcileError> {
-        let report = self
-            .reconcile_locked(scope.request(Target::Newest, true, keys))
+        let keys = arm.list_keys(account).await?;
+        let dry_run = self
+            .reconcile_locked(scope.request(Target::Newest, true, keys.clone()))
             .await?;
-        if report.needs_retry() {
-            return Ok(Err("some datastores could not be read, so a consumer of the standby key cannot be ruled out: nothing regenerated".into()));
+        if dry_run.needs_retry() {
+            return Ok(Err(Rotation::left(account, UNREAD.into(), true)));
         }
-        let datastores = report
-            .entries
-            .iter()
-            .filter(|e| e.kind == ObjectKind::Datastore);
-        let held = datastores.filter_map(|e| match e.held {
+        let decision = decide::decide(&facts, created, &keys_held(&dry_run), limits, now);
+        Ok(Ok(Look {
+            account: observed,
+            keys,
+            decision,
+        }))
+    }
+}
+
+/// Why an account is left when some of its datastores could not be read.
+const UNREAD: &str = "some datastores could not be read, so a consumer of the standby key cannot be ruled out: nothing regenerated";
+
+/// The current key held by each AccountKey datastore of a dry run's report.
+///
+/// Known shortcoming (issue 3): SAS tokens are not counted, so one signed with the standby key
+/// dies when it is regenerated; counting them means signing each token's fields again with both
+/// keys to see which one matches.
+fn keys_held(dry_run: &Report) -> Vec<KeySlot> {
+    let datastores = dry_run
+        .entries
+        .iter()
+        .filter(|e| e.kind == ObjectKind::Datastore);
+    datastores
+        .filter_map(|e| match e.held {
             Some(Held::Key1) => Some(KeySlot::Key1),
             Some(Held::Key2) => Some(KeySlot::Key2),
             _ => None,
-        });
-        Ok(Ok(held.collect()))
-    }
+        })
+        .collect()
+}
+
+/// What a rotation read before deciding, for the steps after.
+struct Look {
+    account: StorageAccount,
+    keys: AccountKeys,
+    decision: Decision,
 }
 
 /// What a rotation's reconciles share: the account, the listing, the deadline.

@@ -10,7 +10,6 @@ use tokio::time::Instant;
 use super::{Limits, Rotation};
 use crate::config::{ROTATE_TAG, RotationPolicy};
 use crate::reconcile::execute::explain;
-use crate::reconcile::plan::Target;
 use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request};
 use crate::report::{Note, Outcome, Report};
 use crate::resource_id::StorageAccountId;
@@ -47,17 +46,24 @@ impl TickReport {
             || self.notes.iter().any(|n| n.outcome == Outcome::Failed)
     }
 
-    /// One line: `rotated 1 of 2 accounts; swept 3 accounts: 2 updated, ...`.
+    /// One line: `rotated 1 of 2 candidate accounts; swept 3 accounts: 2 datastores updated,
+    /// ...`, with the rotations cut short that were completed, if any.
     pub fn summary(&self) -> String {
-        let rotated = self
-            .rotations
-            .iter()
-            .filter(|r| r.outcome == "rotated")
-            .count();
+        let count = |outcome| {
+            self.rotations
+                .iter()
+                .filter(|r| r.outcome == outcome)
+                .count()
+        };
+        let completed = match count("completed") {
+            0 => String::new(),
+            n => format!(" (and completed {n} cut short)"),
+        };
         let failed = self.sweep.iter().filter(|r| r.has_failures()).count();
         let changed: usize = self.sweep.iter().map(|r| r.count(Outcome::Updated)).sum();
         format!(
-            "rotated {rotated} of {} candidate accounts; swept {} accounts: {changed} datastores updated, {failed} with failures",
+            "rotated {} of {} candidate accounts{completed}; swept {} accounts: {changed} datastores updated, {failed} with failures",
+            count("rotated"),
             self.rotations.len(),
             self.sweep.len()
         )
@@ -78,7 +84,7 @@ impl Reconciler {
 
         let candidates = candidates(policy, &inventory, self.subscriptions());
         let limits = Limits::from_policy(policy, false);
-        report.rotations = futures::stream::iter(candidates.clone())
+        report.rotations = futures::stream::iter(candidates)
             .map(|(account, blocked)| {
                 self.rotate_candidate(account, blocked, limits, inventory.clone(), deadline)
             })
@@ -86,23 +92,16 @@ impl Reconciler {
             .collect()
             .await;
 
-        let rotated: Vec<StorageAccountId> = report
+        // A rotated or completed account was reconciled by its rotation.
+        let reconciled: Vec<StorageAccountId> = report
             .rotations
             .iter()
             .filter(|r| r.report.is_some())
             .filter_map(|r| StorageAccountId::parse(&r.account).ok())
             .collect();
-        // Accounts under rotation end with every datastore on the newest key, which completes a
-        // rotation that an earlier tick left half done (cut by its deadline, or failed).
-        let align: Vec<StorageAccountId> = candidates
-            .into_iter()
-            .filter(|(_, blocked)| blocked.is_none())
-            .map(|(a, _)| a)
-            .collect();
         let sweep = Sweep {
             inventory,
-            skip: &rotated,
-            align: &align,
+            skip: &reconciled,
             deadline,
         };
         let (reports, notes) = self.sweep(sweep).await;
@@ -194,21 +193,15 @@ pub struct Sweep<'a> {
     pub inventory: Arc<Inventory>,
     /// Accounts already reconciled (by their rotation).
     pub skip: &'a [StorageAccountId],
-    /// Accounts whose datastores all move to the newest key.
-    pub align: &'a [StorageAccountId],
     pub deadline: Option<Instant>,
 }
 
 impl Sweep<'_> {
+    /// A plain reconcile: datastores that hold either current key stay where they are, so an
+    /// account whose datastores disagree on purpose is left as it is (see `decide::split`).
     fn request(&self, account: StorageAccountId) -> Request {
-        let target = if self.align.contains(&account) {
-            Target::AlignOnNewest
-        } else {
-            Target::Newest
-        };
         Request {
             inventory: Some(self.inventory.clone()),
-            target,
             deadline: self.deadline,
             // The sweep reports every account in use, so each datastore has a line under its own
             // account; repeating it under every other account its workspace touches would

@@ -43,10 +43,20 @@ fn store(name: &str, account: &str, key: &str) -> Value {
     })
 }
 
+fn hours_ago(hours: i64) -> String {
+    let at = OffsetDateTime::now_utc() - time::Duration::hours(hours);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
 /// `stdue01`: key1 in use for 120 days (due). `stfresh02`: key1 in use for 10 days.
-/// `stsplit03`: due, but its datastores hold both keys. `stnokey04`: shared keys disabled.
-/// `stmissed05`: not tagged, with a datastore left stale by an event that never arrived.
+/// `stsplit03`: due, but its datastores have held both keys for months. `stnokey04`: shared keys
+/// disabled. `stmissed05`: not tagged, with a datastore left stale by an event that never
+/// arrived. `stcut06`: a rotation regenerated key2 two hours ago and was cut short after moving
+/// one of its two datastores.
 fn rotation_scenario() -> Scenario {
+    let mut cut = account("stcut06", 200, 0, true, true);
+    cut["keyCreationTime"]["key2"] = json!(hours_ago(2));
     serde_json::from_value(json!({
         "storageAccounts": [
             account("stdue01", 120, 200, true, true),
@@ -54,6 +64,7 @@ fn rotation_scenario() -> Scenario {
             account("stsplit03", 120, 130, true, true),
             account("stnokey04", 120, 200, true, false),
             account("stmissed05", 300, 400, false, true),
+            cut,
         ],
         "workspaces": [
             {
@@ -69,6 +80,7 @@ fn rotation_scenario() -> Scenario {
                 "datastores": [
                     store("split_1", "stsplit03", "key1"), store("split_2", "stsplit03", "key2"),
                     store("due_c", "stdue01", "key1"), store("missed", "stmissed05", "stale"),
+                    store("cut_1", "stcut06", "key1"), store("cut_2", "stcut06", "key2"),
                     {"name": "nokey", "properties": {"datastoreType": "AzureBlob", "accountName": "stnokey04", "containerName": "c",
                         "endpoint": "core.windows.net", "credentials": {"credentialsType": "None"}}}
                 ]
@@ -90,6 +102,21 @@ fn rotation<'a>(record: &'a keysync::host::InvocationRecord, name: &str) -> &'a 
                 .ends_with(&format!("/{name}"))
         })
         .unwrap_or_else(|| panic!("no rotation for {name}: {:#}", record.body))
+}
+
+/// The sweep's report of one account.
+fn sweep_of<'a>(record: &'a keysync::host::InvocationRecord, name: &str) -> &'a Value {
+    record.body["ReturnValue"]["sweep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["account"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/{name}"))
+        })
+        .unwrap_or_else(|| panic!("{name} not swept: {:#}", record.body))
 }
 
 fn regenerations(app: &TestApp, name: &str) -> u64 {
@@ -144,7 +171,16 @@ async fn fresh_split_and_shared_key_disabled_accounts_are_left_with_a_reason() {
     );
     assert_eq!(rotation(&tick, "stsplit03")["outcome"], "left");
     assert!(
-        reason("stsplit03").contains("datastores hold both keys (1 on key1, 1 on key2)"),
+        reason("stsplit03").starts_with(
+            "datastores hold both keys (1 on key1, 1 on key2): both are in use, so neither is regenerated;"
+        ),
+        "{}",
+        reason("stsplit03")
+    );
+    assert!(
+        reason("stsplit03").ends_with(
+            "Move every datastore to one key (re-register those on key1 with key2) and the next run rotates the account"
+        ),
         "{}",
         reason("stsplit03")
     );
@@ -154,13 +190,73 @@ async fn fresh_split_and_shared_key_disabled_accounts_are_left_with_a_reason() {
         "{}",
         reason("stnokey04")
     );
-    for name in ["stfresh02", "stsplit03", "stnokey04", "stmissed05"] {
+    for name in [
+        "stfresh02",
+        "stsplit03",
+        "stnokey04",
+        "stmissed05",
+        "stcut06",
+    ] {
         assert_eq!(regenerations(&app, name), 0, "{name}");
     }
-    // The sweep moves the split account's datastores onto its newest key (key1), so that the next
-    // tick can rotate it.
-    assert_eq!(app.state().held("ws-b", "split_2", "stsplit03"), "key1");
-    assert_eq!(app.state().held("ws-b", "split_1", "stsplit03"), "key1");
+}
+
+/// Datastores that have disagreed for months are someone's choice: the sweep must not move the
+/// ones on the other key, or the next tick would regenerate the key they held.
+#[tokio::test]
+async fn a_long_standing_split_is_left_alone_by_the_sweep_and_the_next_tick() {
+    let app = TestApp::start(rotation_scenario()).await;
+
+    let first = app.host.tick("RotateKeys", false).await.unwrap();
+    let second = app.host.tick("RotateKeys", false).await.unwrap();
+
+    for tick in [&first, &second] {
+        assert_eq!(rotation(tick, "stsplit03")["outcome"], "left");
+        assert_eq!(rotation(tick, "stsplit03")["attention"], true);
+        let swept = sweep_of(tick, "stsplit03");
+        for ds in ["split_1", "split_2"] {
+            assert_eq!(entry(swept, "ws-b", ds)["outcome"], "inSync", "{ds}");
+        }
+    }
+    assert_eq!(regenerations(&app, "stsplit03"), 0);
+    let state = app.state();
+    assert_eq!(state.held("ws-b", "split_1", "stsplit03"), "key1");
+    assert_eq!(state.held("ws-b", "split_2", "stsplit03"), "key2");
+    let touched: Vec<String> = app
+        .writes()
+        .into_iter()
+        .filter(|w| w.path.contains("/datastores/split_"))
+        .map(|w| w.path)
+        .collect();
+    assert_eq!(touched, Vec::<String>::new());
+}
+
+/// A rotation cut short after `regenerateKey` (deadline, failed write) leaves datastores on both
+/// keys, the newer one created within the minimum interval: the next tick finishes the move.
+#[tokio::test]
+async fn a_split_left_by_a_rotation_cut_short_is_completed() {
+    let app = TestApp::start(rotation_scenario()).await;
+
+    let tick = app.host.tick("RotateKeys", false).await.unwrap();
+
+    assert_eq!(tick.status, 200, "{:#}", tick.body);
+    let cut = rotation(&tick, "stcut06");
+    assert_eq!(cut["outcome"], "completed", "{cut:#}");
+    assert_eq!(
+        cut["reason"],
+        "key2 was created 2 hours ago, within the minimum interval of 24 hours, and 1 datastore still holds key1: completing that rotation by moving it to key2"
+    );
+    assert_eq!(entry(&cut["report"], "ws-b", "cut_1")["outcome"], "updated");
+    assert_eq!(entry(&cut["report"], "ws-b", "cut_2")["outcome"], "inSync");
+    let state = app.state();
+    assert_eq!(state.held("ws-b", "cut_1", "stcut06"), "key2");
+    assert_eq!(state.held("ws-b", "cut_2", "stcut06"), "key2");
+    assert_eq!(regenerations(&app, "stcut06"), 0);
+
+    // Completed, it is an ordinary account within the minimum interval.
+    let next = app.host.tick("RotateKeys", false).await.unwrap();
+    assert_eq!(rotation(&next, "stcut06")["outcome"], "left");
+    assert_eq!(regenerations(&app, "stcut06"), 0);
 }
 
 #[tokio::test]
@@ -178,16 +274,14 @@ async fn concurrent_late_and_repeated_ticks_never_rotate_twice() {
         (200, 200, 200)
     );
     assert_eq!(regenerations(&app, "stdue01"), 1);
-    // The first tick's sweep aligns stsplit03 on its newest key, so a later tick may rotate it;
-    // but no account is rotated twice, and no regeneration replaces a key a datastore holds.
     for name in [
-        "stdue01",
         "stfresh02",
         "stsplit03",
         "stnokey04",
         "stmissed05",
+        "stcut06",
     ] {
-        assert!(regenerations(&app, name) <= 1, "{name}");
+        assert_eq!(regenerations(&app, name), 0, "{name}");
     }
     for invalidation in app.state().0["keyInvalidations"].as_array().unwrap() {
         assert_eq!(invalidation["datastores"], json!([]), "{invalidation}");
