@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::arm::ArmClient;
-use crate::model::storage::{AccountKeys, KeySlot, StorageAccount};
+use crate::model::storage::{AccountKeys, KeyCreationTime, KeySlot, StorageAccount};
 use crate::reconcile::plan::Target;
 use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request, facts, read_account};
 use crate::report::{Held, ObjectKind, Report};
@@ -119,6 +119,21 @@ impl Reconciler {
         inventory: Option<Arc<Inventory>>,
         deadline: Option<Instant>,
     ) -> Result<Rotation, ReconcileError> {
+        let (rotation, _) = self
+            .rotate_keeping_keys(account, limits, inventory, deadline)
+            .await?;
+        Ok(rotation)
+    }
+
+    /// [`rotate`](Self::rotate), and the keys it read when it left the account alone, so that
+    /// the sweep of the same tick need not read them again.
+    pub(crate) async fn rotate_keeping_keys(
+        &self,
+        account: &StorageAccountId,
+        limits: Limits,
+        inventory: Option<Arc<Inventory>>,
+        deadline: Option<Instant>,
+    ) -> Result<(Rotation, Option<KnownKeys>), ReconcileError> {
         let slot = self.slot(account);
         let _ticket = slot.hold(deadline).await?;
         let arm = self.arm_until(deadline);
@@ -129,21 +144,29 @@ impl Reconciler {
         };
         let look = match self.look(&arm, &scope, limits).await? {
             Ok(look) => look,
-            Err(left) => return Ok(left),
+            Err(left) => return Ok((left, None)),
         };
-        match look.decision.clone() {
-            Decision::Leave { reason, attention } => Ok(Rotation::left(account, reason, attention)),
+        let rotation = match look.decision.clone() {
+            Decision::Leave { reason, attention } => {
+                let known = KnownKeys {
+                    account: account.clone(),
+                    keys: look.keys,
+                    as_of: look.account.key_creation_time(),
+                };
+                return Ok((Rotation::left(account, reason, attention), Some(known)));
+            }
             Decision::Complete { target, reason } => {
-                let report = self
-                    .reconcile_locked(scope.request(Target::Exactly(target), false, look.keys))
-                    .await?;
-                Ok(Rotation::done(account, "completed", reason, None, report))
+                let as_of = Some(look.account.key_creation_time());
+                let request = scope.request(Target::Exactly(target), false, look.keys, as_of);
+                let report = self.reconcile_locked(request).await?;
+                Rotation::done(account, "completed", reason, None, report)
             }
             Decision::Rotate { regenerate, reason } => {
                 self.regenerate(&arm, &scope, look, regenerate, reason)
-                    .await
+                    .await?
             }
-        }
+        };
+        Ok((rotation, None))
     }
 
     /// Regenerates `standby` and moves every datastore to it, unless the key times moved since
@@ -166,7 +189,7 @@ impl Reconciler {
         let keys = arm.regenerate_key(account, standby).await?;
         tracing::info!(account = account.name(), key = %standby, outcome = "regenerated", "rotation");
         let report = self
-            .reconcile_locked(scope.request(Target::Exactly(standby), false, keys))
+            .reconcile_locked(scope.request(Target::Exactly(standby), false, keys, None))
             .await?;
         Ok(Rotation::done(
             account,
@@ -195,13 +218,17 @@ impl Reconciler {
             return Ok(Err(Rotation::left(account, reason, false)));
         }
         let keys = arm.list_keys(account).await?;
+        let as_of = Some(observed.key_creation_time());
         let dry_run = self
-            .reconcile_locked(scope.request(Target::Newest, true, keys.clone()))
+            .reconcile_locked(scope.request(Target::Newest, true, keys.clone(), as_of))
             .await?;
-        if dry_run.needs_retry() {
-            return Ok(Err(Rotation::left(account, UNREAD.into(), true)));
-        }
-        let decision = decide::decide(&facts, created, &keys_held(&dry_run), limits, now);
+        let decision = match dry_run.needs_retry() {
+            true => Decision::Leave {
+                reason: UNREAD.into(),
+                attention: true,
+            },
+            false => decide::decide(&facts, created, &keys_held(&dry_run), limits, now),
+        };
         Ok(Ok(Look {
             account: observed,
             keys,
@@ -232,6 +259,15 @@ fn keys_held(dry_run: &Report) -> Vec<KeySlot> {
         .collect()
 }
 
+/// The keys a rotation read and left unused, with the account's key times when it read them:
+/// the sweep of the same tick reconciles the account with them while the times are unchanged,
+/// rather than calling `listKeys` a second time.
+pub struct KnownKeys {
+    pub account: StorageAccountId,
+    pub keys: AccountKeys,
+    pub as_of: KeyCreationTime,
+}
+
 /// What a rotation read before deciding, for the steps after.
 struct Look {
     account: StorageAccount,
@@ -247,12 +283,19 @@ struct Scope<'a> {
 }
 
 impl Scope<'_> {
-    fn request(&self, target: Target, dry_run: bool, keys: AccountKeys) -> Request {
+    fn request(
+        &self,
+        target: Target,
+        dry_run: bool,
+        keys: AccountKeys,
+        keys_as_of: Option<KeyCreationTime>,
+    ) -> Request {
         Request {
             account: self.account.clone(),
             target,
             dry_run,
             keys: Some(keys),
+            keys_as_of,
             inventory: self.inventory.clone(),
             deadline: self.deadline,
             report_other_accounts: true,

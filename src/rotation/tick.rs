@@ -7,7 +7,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{Limits, Rotation};
+use super::{KnownKeys, Limits, Rotation};
 use crate::config::{ROTATE_TAG, RotationPolicy};
 use crate::reconcile::execute::explain;
 use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request};
@@ -84,13 +84,16 @@ impl Reconciler {
 
         let candidates = candidates(policy, &inventory, self.subscriptions());
         let limits = Limits::from_policy(policy, false);
-        report.rotations = futures::stream::iter(candidates)
-            .map(|(account, blocked)| {
-                self.rotate_candidate(account, blocked, limits, inventory.clone(), deadline)
-            })
-            .buffered(ROTATION_CONCURRENCY)
-            .collect()
-            .await;
+        let (rotations, known): (Vec<Rotation>, Vec<Option<KnownKeys>>) =
+            futures::stream::iter(candidates)
+                .map(|(account, blocked)| {
+                    self.rotate_candidate(account, blocked, limits, inventory.clone(), deadline)
+                })
+                .buffered(ROTATION_CONCURRENCY)
+                .unzip()
+                .await;
+        report.rotations = rotations;
+        let known: Vec<KnownKeys> = known.into_iter().flatten().collect();
 
         // A rotated or completed account was reconciled by its rotation.
         let reconciled: Vec<StorageAccountId> = report
@@ -102,6 +105,7 @@ impl Reconciler {
         let sweep = Sweep {
             inventory,
             skip: &reconciled,
+            known: &known,
             deadline,
         };
         let (reports, notes) = self.sweep(sweep).await;
@@ -117,16 +121,16 @@ impl Reconciler {
         limits: Limits,
         inventory: Arc<Inventory>,
         deadline: Option<Instant>,
-    ) -> Rotation {
+    ) -> (Rotation, Option<KnownKeys>) {
         if let Some(reason) = blocked {
-            return Rotation::left(&account, reason, false);
+            return (Rotation::left(&account, reason, false), None);
         }
         match self
-            .rotate(&account, limits, Some(inventory), deadline)
+            .rotate_keeping_keys(&account, limits, Some(inventory), deadline)
             .await
         {
-            Ok(rotation) => rotation,
-            Err(e) => Rotation::failed(&account, describe(e)),
+            Ok(done) => done,
+            Err(e) => (Rotation::failed(&account, describe(e)), None),
         }
     }
 
@@ -193,6 +197,8 @@ pub struct Sweep<'a> {
     pub inventory: Arc<Inventory>,
     /// Accounts already reconciled (by their rotation).
     pub skip: &'a [StorageAccountId],
+    /// Keys the tick's rotations read for accounts they left alone.
+    pub known: &'a [KnownKeys],
     pub deadline: Option<Instant>,
 }
 
@@ -200,8 +206,11 @@ impl Sweep<'_> {
     /// A plain reconcile: datastores that hold either current key stay where they are, so an
     /// account whose datastores disagree on purpose is left as it is (see `decide::split`).
     fn request(&self, account: StorageAccountId) -> Request {
+        let known = self.known.iter().find(|k| k.account == account);
         Request {
             inventory: Some(self.inventory.clone()),
+            keys: known.map(|k| k.keys.clone()),
+            keys_as_of: known.map(|k| k.as_of),
             deadline: self.deadline,
             // The sweep reports every account in use, so each datastore has a line under its own
             // account; repeating it under every other account its workspace touches would
