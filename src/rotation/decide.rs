@@ -176,6 +176,72 @@ pub fn last_look(
     }
 }
 
+/// Which key signed a SAS datastore's token, as far as it matters to a rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signer {
+    /// Signed with this current key: the token dies when that key is regenerated.
+    Key(KeySlot),
+    /// No regeneration can hurt it: signed with neither current key (dead already), expired, not
+    /// a SAS storage would accept, signed by Entra ID (user delegation), or no token stored.
+    NotAConsumer,
+    /// keysync cannot tell (the token or the datastore could not be read, or its string to sign
+    /// is one keysync does not know); says why, without the token.
+    Unknown(String),
+}
+
+/// A SAS datastore on an account about to be rotated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SasFinding {
+    /// `workspace/datastore`, as the report names it.
+    pub datastore: String,
+    pub signer: Signer,
+}
+
+/// SAS tokens are consumers of the key that signed them, like AccountKey datastores of the key
+/// they hold. Before `standby` is regenerated: a token signed with it blocks the rotation, unless
+/// `remint` (`KEYSYNC_REMINT_SAS`) lets keysync first re-mint it with the active key; a token
+/// whose signer keysync cannot tell blocks it too, since it may be signed with `standby`.
+/// Returns the indexes of the findings to re-mint, or why the account is left alone (which needs
+/// a human).
+pub fn sas_guard(
+    standby: KeySlot,
+    found: &[SasFinding],
+    remint: bool,
+) -> Result<Vec<usize>, String> {
+    let active = standby.other();
+    let on_standby: Vec<usize> = (0..found.len())
+        .filter(|i| found[*i].signer == Signer::Key(standby))
+        .collect();
+    let unknown: Vec<String> = found
+        .iter()
+        .filter_map(|f| match &f.signer {
+            Signer::Unknown(why) => Some(format!("{} ({why})", f.datastore)),
+            _ => None,
+        })
+        .collect();
+    let mut reasons = Vec::new();
+    if !on_standby.is_empty() && !remint {
+        let names: Vec<&str> = on_standby
+            .iter()
+            .map(|i| found[*i].datastore.as_str())
+            .collect();
+        reasons.push(format!(
+            "the SAS token of {} is signed with {standby}, which the rotation would regenerate: re-sign it with {active} (the key in use), or set KEYSYNC_REMINT_SAS=true to have keysync re-mint it with {active} before rotating",
+            names.join(", ")
+        ));
+    }
+    if !unknown.is_empty() {
+        reasons.push(format!(
+            "keysync cannot tell which key signed the SAS token of {}, so it may be {standby}: replace it with a token signed with {active}",
+            unknown.join(", ")
+        ));
+    }
+    match reasons.is_empty() {
+        true => Ok(on_standby),
+        false => Err(format!("nothing regenerated: {}", reasons.join("; "))),
+    }
+}
+
 enum InUse {
     Neither,
     One(KeySlot),
@@ -403,6 +469,56 @@ mod tests {
         assert_eq!(
             last_look(decided_on, decided_on, true).unwrap_err(),
             "the invocation's deadline came first; the next tick rotates it"
+        );
+    }
+
+    fn sas(datastore: &str, signer: Signer) -> SasFinding {
+        SasFinding {
+            datastore: datastore.into(),
+            signer,
+        }
+    }
+
+    #[test]
+    fn a_sas_token_signed_with_the_standby_key_blocks_its_regeneration() {
+        let found = [
+            sas("ws/on_active", Signer::Key(KeySlot::Key1)),
+            sas("ws/on_standby", Signer::Key(KeySlot::Key2)),
+            sas("ws/dead", Signer::NotAConsumer),
+        ];
+        assert_eq!(
+            sas_guard(KeySlot::Key2, &found, false),
+            Err("nothing regenerated: the SAS token of ws/on_standby is signed with key2, which the rotation would regenerate: re-sign it with key1 (the key in use), or set KEYSYNC_REMINT_SAS=true to have keysync re-mint it with key1 before rotating".into())
+        );
+        // Re-minting allowed: that token is re-minted with the active key first.
+        assert_eq!(sas_guard(KeySlot::Key2, &found, true), Ok(vec![1]));
+        // Regenerating key1 instead would kill the other one.
+        let blocked = sas_guard(KeySlot::Key1, &found, false).unwrap_err();
+        assert!(
+            blocked.contains("ws/on_active is signed with key1"),
+            "{blocked}"
+        );
+    }
+
+    #[test]
+    fn tokens_signed_with_the_active_key_or_dead_already_do_not_block() {
+        let found = [
+            sas("ws/a", Signer::Key(KeySlot::Key1)),
+            sas("ws/b", Signer::NotAConsumer),
+        ];
+        assert_eq!(sas_guard(KeySlot::Key2, &found, false), Ok(vec![]));
+        assert_eq!(sas_guard(KeySlot::Key2, &[], false), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_token_whose_signer_is_unknown_blocks_even_with_reminting() {
+        let found = [sas(
+            "ws/old",
+            Signer::Unknown("SAS version 2019-12-12".into()),
+        )];
+        assert_eq!(
+            sas_guard(KeySlot::Key2, &found, true),
+            Err("nothing regenerated: keysync cannot tell which key signed the SAS token of ws/old (SAS version 2019-12-12), so it may be key2: replace it with a token signed with key1".into())
         );
     }
 

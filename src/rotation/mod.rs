@@ -3,6 +3,7 @@
 //! Decisions come from Azure's state (`keyCreationTime`, stored secrets), never from the timer.
 
 pub mod decide;
+mod sas;
 pub mod tick;
 
 use std::sync::Arc;
@@ -180,6 +181,10 @@ impl Reconciler {
         reason: String,
     ) -> Result<Rotation, ReconcileError> {
         let account = scope.account;
+        let reminted = match self.clear_sas_tokens(arm, scope, &look, standby).await {
+            Ok(reminted) => reminted,
+            Err(not_rotated) => return Ok(not_rotated),
+        };
         let read_again = read_account(arm, account).await?.key_creation_time();
         let past_deadline = scope.deadline.is_some_and(|d| Instant::now() >= d);
         let decided_on = look.account.key_creation_time();
@@ -188,9 +193,10 @@ impl Reconciler {
         }
         let keys = arm.regenerate_key(account, standby).await?;
         tracing::info!(account = account.name(), key = %standby, outcome = "regenerated", "rotation");
-        let report = self
+        let mut report = self
             .reconcile_locked(scope.request(Target::Exactly(standby), false, keys, None))
             .await?;
+        sas::record(&mut report, &reminted, standby);
         Ok(Rotation::done(
             account,
             "rotated",
@@ -198,6 +204,59 @@ impl Reconciler {
             Some(standby),
             report,
         ))
+    }
+
+    /// Makes sure no SAS token on the account is signed with `standby`: re-mints those that are
+    /// with the active key when `KEYSYNC_REMINT_SAS` allows, and returns them; or the rotation,
+    /// left (or failed) with the reason, when a token would die with `standby`.
+    async fn clear_sas_tokens(
+        &self,
+        arm: &ArmClient,
+        scope: &Scope<'_>,
+        look: &Look,
+        standby: KeySlot,
+    ) -> Result<Vec<sas::Reminted>, Rotation> {
+        let account = scope.account;
+        let facts = facts(&look.account);
+        let found = sas::read(arm, &facts, &look.keys, &look.dry_run).await;
+        let findings: Vec<decide::SasFinding> = found.iter().map(|f| f.finding.clone()).collect();
+        let lifetime = self.sas_remint_lifetime();
+        let to_remint = decide::sas_guard(standby, &findings, lifetime.is_some())
+            .map_err(|reason| Rotation::left(account, reason, true))?;
+        let Some(lifetime) = lifetime.filter(|_| !to_remint.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let active = standby.other();
+        let mut reminted = Vec::new();
+        for i in to_remint {
+            let target = &found[i];
+            let name = &target.finding.datastore;
+            match sas::remint(arm, &facts, &look.keys, active, lifetime, target).await {
+                Ok(done) => reminted.push(done),
+                Err(not) => {
+                    let already = match reminted.is_empty() {
+                        true => String::new(),
+                        false => format!(" ({} re-minted with {active} already)", reminted.len()),
+                    };
+                    return Err(match not {
+                        sas::NotReminted::Cannot(why) => Rotation::left(
+                            account,
+                            format!(
+                                "nothing regenerated: the SAS token of {name} is signed with {standby}, which the rotation would regenerate, and keysync cannot re-mint it ({why}): re-sign it with {active}{already}"
+                            ),
+                            true,
+                        ),
+                        sas::NotReminted::Failed(why) => Rotation::failed(
+                            account,
+                            format!(
+                                "nothing regenerated: storing a SAS token re-minted with {active} for {name} failed: {why}{already}"
+                            ),
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(reminted)
     }
 
     /// Reads the account, its keys and which key each datastore holds (a dry run), and decides;
@@ -232,6 +291,7 @@ impl Reconciler {
         Ok(Ok(Look {
             account: observed,
             keys,
+            dry_run,
             decision,
         }))
     }
@@ -240,11 +300,8 @@ impl Reconciler {
 /// Why an account is left when some of its datastores could not be read.
 const UNREAD: &str = "some datastores could not be read, so a consumer of the standby key cannot be ruled out: nothing regenerated";
 
-/// The current key held by each AccountKey datastore of a dry run's report.
-///
-/// Known shortcoming (issue 3): SAS tokens are not counted, so one signed with the standby key
-/// dies when it is regenerated; counting them means signing each token's fields again with both
-/// keys to see which one matches.
+/// The current key held by each AccountKey datastore of a dry run's report. (SAS tokens are
+/// consumers too, of the key that signed them: see [`sas`], read only when a rotation is due.)
 fn keys_held(dry_run: &Report) -> Vec<KeySlot> {
     let datastores = dry_run
         .entries
@@ -272,6 +329,8 @@ pub struct KnownKeys {
 struct Look {
     account: StorageAccount,
     keys: AccountKeys,
+    /// What a reconcile would do: which key each datastore holds, which ones have a SAS token.
+    dry_run: Report,
     decision: Decision,
 }
 

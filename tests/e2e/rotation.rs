@@ -367,6 +367,164 @@ async fn every_account_is_read_once_per_tick_and_the_rotated_one_is_not_swept_ag
     assert_eq!(swept, ["stfresh02", "stmissed05", "stnokey04", "stsplit03"]);
 }
 
+/// `stsas07`: due (key1 in use for 120 days), with an AccountKey datastore on key1 and a SAS
+/// datastore whose token is signed with `signed_with`. On Azurite when `azurite` is set.
+fn sas_scenario(signed_with: &str, azurite: bool) -> Scenario {
+    let mut account = account("stsas07", 120, 200, true, true);
+    account["azurite"] = json!(azurite);
+    let exports = json!({
+        "name": "exports",
+        "properties": {
+            "datastoreType": "AzureBlob", "accountName": "stsas07", "containerName": "exports",
+            "endpoint": "core.windows.net", "protocol": "https",
+            "credentials": {"credentialsType": "Sas"}
+        },
+        "secrets": {"sasRef": {"key": signed_with, "token": "sv=2024-11-04&ss=b&srt=co&sp=rl&se=2099-01-01T00:00:00Z&spr=https,http"}}
+    });
+    serde_json::from_value(json!({
+        "storageAccounts": [account],
+        "workspaces": [{
+            "id": format!("{RG}/Microsoft.MachineLearningServices/workspaces/ws-s"),
+            "location": "westeurope",
+            "storageAccount": account_id("stsas07"),
+            "datastores": [store("models", "stsas07", "key1"), exports]
+        }]
+    }))
+    .expect("SAS scenario")
+}
+
+/// The scenario's app, on Azurite when it is installed (the SAS then has to work against
+/// storage too); without it the tests recompute who signed the token, which is enough to know
+/// whether storage would take it.
+async fn start_sas(signed_with: &str, env: &[(&str, &str)]) -> (TestApp, bool) {
+    let azurite = keysync::emulator::azurite::find(&[env!("CARGO_MANIFEST_DIR").into()]);
+    let options = Options {
+        extra_env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Options::default()
+    };
+    let app = TestApp::start_with(sas_scenario(signed_with, azurite.is_some()), options).await;
+    if let Some(binary) = &azurite {
+        app.emulator
+            .attach_azurite(binary)
+            .await
+            .expect("Azurite starts");
+    }
+    (app, azurite.is_some())
+}
+
+/// The token of `stsas07`'s SAS datastore.
+fn exports_token(app: &TestApp) -> String {
+    app.state().datastore("ws-s", "exports")["secrets"]["sasToken"]
+        .as_str()
+        .expect("a stored token")
+        .to_string()
+}
+
+/// Which current key of `stsas07` signed `token`, found by signing its fields again.
+fn signed_by(app: &TestApp, token: &str) -> Option<&'static str> {
+    use keysync::storage::sas::{SasToken, SignedResource, sign};
+    use keysync::storage::shared_key::AccountKey;
+    use secrecy::{ExposeSecret, SecretString};
+    let parsed = SasToken::parse(token).unwrap();
+    let state = app.state();
+    ["key1", "key2"].into_iter().find(|slot| {
+        let key = state.account("stsas07")["keys"][*slot].as_str().unwrap();
+        let key = AccountKey::new("stsas07", &SecretString::from(key)).unwrap();
+        let again = sign(&parsed, &key, SignedResource::Container("exports")).unwrap();
+        SasToken::parse(again.expose_secret()).unwrap().get("sig") == parsed.get("sig")
+    })
+}
+
+#[tokio::test]
+async fn a_sas_token_signed_with_the_standby_key_keeps_the_account_from_rotating() {
+    let (app, _) = start_sas("key2", &[]).await;
+    let token = exports_token(&app);
+
+    let tick = app.host.tick("RotateKeys", false).await.unwrap();
+
+    let left = rotation(&tick, "stsas07");
+    assert_eq!(left["outcome"], "left", "{left:#}");
+    assert_eq!(left["attention"], true);
+    assert_eq!(
+        left["reason"],
+        "nothing regenerated: the SAS token of ws-s/exports is signed with key2, which the rotation would regenerate: re-sign it with key1 (the key in use), or set KEYSYNC_REMINT_SAS=true to have keysync re-mint it with key1 before rotating"
+    );
+    assert_eq!(regenerations(&app, "stsas07"), 0);
+    assert_eq!(exports_token(&app), token);
+    assert_eq!(signed_by(&app, &token), Some("key2"));
+    let body = tick.body.to_string();
+    let signature = keysync::storage::sas::SasToken::parse(&token)
+        .unwrap()
+        .get("sig")
+        .unwrap()
+        .to_string();
+    assert!(!body.contains(&signature), "the token reached the report");
+}
+
+#[tokio::test]
+async fn a_sas_token_signed_with_the_active_key_survives_the_rotation() {
+    let (app, azurite) = start_sas("key1", &[]).await;
+    let token = exports_token(&app);
+
+    let tick = app.host.tick("RotateKeys", false).await.unwrap();
+
+    let rotated = rotation(&tick, "stsas07");
+    assert_eq!(rotated["outcome"], "rotated", "{rotated:#}");
+    assert_eq!(rotated["regenerated"], "key2");
+    assert_eq!(exports_token(&app), token, "nothing to re-mint");
+    assert_eq!(signed_by(&app, &token), Some("key1"));
+    let exports = entry(&rotated["report"], "ws-s", "exports");
+    if azurite {
+        assert_eq!(
+            exports["verification"]["outcome"], "verified",
+            "{exports:#}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_reminting_a_token_on_the_standby_key_is_reminted_with_the_active_key_first() {
+    let (app, azurite) = start_sas("key2", &[("KEYSYNC_REMINT_SAS", "true")]).await;
+    let token = exports_token(&app);
+
+    let tick = app.host.tick("RotateKeys", false).await.unwrap();
+
+    let rotated = rotation(&tick, "stsas07");
+    assert_eq!(rotated["outcome"], "rotated", "{rotated:#}");
+    assert_eq!(rotated["regenerated"], "key2");
+    let reminted = exports_token(&app);
+    assert_ne!(reminted, token);
+    assert_eq!(signed_by(&app, &reminted), Some("key1"));
+    let exports = entry(&rotated["report"], "ws-s", "exports");
+    assert_eq!(
+        (&exports["outcome"], &exports["action"], &exports["key"]),
+        (&json!("updated"), &json!("updateSas"), &json!("key1")),
+        "{exports:#}"
+    );
+    assert!(
+        exports["reason"].as_str().unwrap().starts_with(
+            "SAS token signed with key2, which the rotation regenerated: re-minted with key1 first, as a account SAS ss=b srt=co sp=rl spr=https,http se="
+        ),
+        "{exports:#}"
+    );
+    if azurite {
+        assert_eq!(
+            exports["verification"]["outcome"], "verified",
+            "{exports:#}"
+        );
+    }
+    // The token was replaced before the key that signed it was regenerated.
+    let writes: Vec<String> = app.writes().into_iter().map(|w| w.operation).collect();
+    assert_eq!(
+        writes[..2],
+        ["Datastores_CreateOrUpdate", "StorageAccounts_RegenerateKey"],
+        "{writes:?}"
+    );
+}
+
 #[tokio::test]
 async fn keysyncs_own_regeneration_comes_back_as_an_event_that_writes_nothing() {
     let app = TestApp::start_with(
