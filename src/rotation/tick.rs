@@ -46,6 +46,20 @@ impl TickReport {
             || self.notes.iter().any(|n| n.outcome == Outcome::Failed)
     }
 
+    /// The ARM writes this report stands for: each regeneration, each datastore updated (key or
+    /// re-minted SAS token) and each workspace resynced, by the rotations and the sweep.
+    pub fn writes(&self) -> usize {
+        let regenerations = self.rotations.iter().filter(|r| r.regenerated.is_some());
+        let reports = self.rotations.iter().filter_map(|r| r.report.as_ref());
+        let written = |report: &Report| {
+            [Outcome::Updated, Outcome::Resynced, Outcome::Accepted]
+                .into_iter()
+                .map(|o| report.count(o))
+                .sum::<usize>()
+        };
+        regenerations.count() + reports.chain(&self.sweep).map(written).sum::<usize>()
+    }
+
     /// One line: `rotated 1 of 2 candidate accounts; swept 3 accounts: 2 datastores updated,
     /// ...`, with the rotations cut short that were completed, if any.
     pub fn summary(&self) -> String {
