@@ -161,6 +161,32 @@ async fn a_due_account_is_rotated_once_and_no_datastore_ever_holds_an_invalid_ke
     assert_eq!(state.workspace("ws-a")["storageKeysInSync"], true);
 }
 
+/// `regenerateKey` answers with the new key list; a rotation works on from it rather than
+/// asking `listKeys` again (the request log is what the emulator's control surface serves).
+#[tokio::test]
+async fn a_rotation_regenerates_once_and_works_on_from_the_key_list_it_answers() {
+    let app = TestApp::start(rotation_scenario()).await;
+
+    let tick = app.host.tick("RotateKeys", false).await.unwrap();
+
+    assert_eq!(rotation(&tick, "stdue01")["outcome"], "rotated");
+    let url = app.emulator.base_url().join("/_emulator/requests").unwrap();
+    let log: Vec<Value> = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let keys_of_due: Vec<&str> = log
+        .iter()
+        .filter(|r| {
+            let path = r["path"].as_str().unwrap();
+            path.ends_with("/storageAccounts/stdue01/listKeys")
+                || path.ends_with("/storageAccounts/stdue01/regenerateKey")
+        })
+        .map(|r| r["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys_of_due,
+        ["StorageAccounts_ListKeys", "StorageAccounts_RegenerateKey"]
+    );
+}
+
 #[tokio::test]
 async fn fresh_split_and_shared_key_disabled_accounts_are_left_with_a_reason() {
     let app = TestApp::start(rotation_scenario()).await;
