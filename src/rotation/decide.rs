@@ -158,8 +158,10 @@ fn due(
 
 /// The last look before `regenerateKey`: the key times read again just now must be those the
 /// decision was made on, and the deadline must not have passed. Another process (`keysync
-/// rotate` by hand, a run on another instance) may have rotated the account meanwhile; then
-/// the decision is stale and the next run decides again.
+/// rotate` by hand while a tick runs) may have rotated the account meanwhile; then the decision
+/// is stale and the next run decides again. This narrows the window between two processes to
+/// the one ARM request between this read and `regenerateKey`, but cannot close it: ARM has no
+/// conditional `regenerateKey` (the README's "Scheduled rotation" says what that window costs).
 pub fn last_look(
     decided_on: KeyCreationTime,
     read_again: KeyCreationTime,
