@@ -40,9 +40,12 @@ pub struct TickReport {
 }
 
 impl TickReport {
+    /// True when anything failed or was left for later, by a rotation (a completion cut short
+    /// again, say) or by the sweep: the invocation then fails, and the next tick picks it up.
     pub fn has_failures(&self) -> bool {
+        let rotation_reports = self.rotations.iter().filter_map(|r| r.report.as_ref());
         self.rotations.iter().any(|r| !r.succeeded())
-            || self.sweep.iter().any(Report::needs_retry)
+            || rotation_reports.chain(&self.sweep).any(Report::needs_retry)
             || self.notes.iter().any(|n| n.outcome == Outcome::Failed)
     }
 
@@ -350,6 +353,44 @@ mod tests {
                 .unwrap()
                 .contains("Function App runs on this account")
         );
+    }
+
+    #[test]
+    fn work_a_rotation_left_for_later_fails_the_tick_like_the_sweeps() {
+        use crate::report::{Action, Entry, ObjectKind};
+        let deferred = Entry {
+            kind: ObjectKind::Datastore,
+            workspace: "ws".into(),
+            datastore: Some("cut_1".into()),
+            held: None,
+            action: Action::UpdateKey,
+            key: None,
+            outcome: Outcome::Deferred,
+            reason: None,
+            attention: false,
+            verification: None,
+        };
+        let id = StorageAccountId::parse(&format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/stcut"
+        ))
+        .unwrap();
+        let mut report = Report::new(id.as_str(), false);
+        let completed = |report: Report| Rotation {
+            report: Some(report),
+            outcome: "completed".into(),
+            ..Rotation::left(&id, String::new(), false)
+        };
+        let tick = TickReport {
+            rotations: vec![completed(report.clone())],
+            ..TickReport::default()
+        };
+        assert!(!tick.has_failures());
+        report.entries.push(deferred);
+        let tick = TickReport {
+            rotations: vec![completed(report)],
+            ..TickReport::default()
+        };
+        assert!(tick.has_failures());
     }
 
     #[test]
