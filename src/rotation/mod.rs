@@ -230,29 +230,11 @@ impl Reconciler {
         let mut reminted = Vec::new();
         for i in to_remint {
             let target = &found[i];
-            let name = &target.finding.datastore;
             match sas::remint(arm, &facts, &look.keys, active, lifetime, target).await {
                 Ok(done) => reminted.push(done),
                 Err(not) => {
-                    let already = match reminted.is_empty() {
-                        true => String::new(),
-                        false => format!(" ({} re-minted with {active} already)", reminted.len()),
-                    };
-                    return Err(match not {
-                        sas::NotReminted::Cannot(why) => Rotation::left(
-                            account,
-                            format!(
-                                "nothing regenerated: the SAS token of {name} is signed with {standby}, which the rotation would regenerate, and keysync cannot re-mint it ({why}): re-sign it with {active}{already}"
-                            ),
-                            true,
-                        ),
-                        sas::NotReminted::Failed(why) => Rotation::failed(
-                            account,
-                            format!(
-                                "nothing regenerated: storing a SAS token re-minted with {active} for {name} failed: {why}{already}"
-                            ),
-                        ),
-                    });
+                    let name = &target.finding.datastore;
+                    return Err(not_reminted(account, name, standby, not, reminted.len()));
                 }
             }
         }
@@ -294,6 +276,37 @@ impl Reconciler {
             dry_run,
             decision,
         }))
+    }
+}
+
+/// The rotation of `account`, not done because the SAS token of `datastore` (signed with
+/// `standby`) could not be re-minted; `done` tokens were re-minted before it.
+fn not_reminted(
+    account: &StorageAccountId,
+    datastore: &str,
+    standby: KeySlot,
+    not: sas::NotReminted,
+    done: usize,
+) -> Rotation {
+    let active = standby.other();
+    let already = match done {
+        0 => String::new(),
+        n => format!(" ({n} re-minted with {active} already)"),
+    };
+    match not {
+        sas::NotReminted::Cannot(why) => Rotation::left(
+            account,
+            format!(
+                "nothing regenerated: the SAS token of {datastore} is signed with {standby}, which the rotation would regenerate, and keysync cannot re-mint it ({why}): re-sign it with {active}{already}"
+            ),
+            true,
+        ),
+        sas::NotReminted::Failed(why) => Rotation::failed(
+            account,
+            format!(
+                "nothing regenerated: storing a SAS token re-minted with {active} for {datastore} failed: {why}{already}"
+            ),
+        ),
     }
 }
 

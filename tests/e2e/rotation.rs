@@ -396,6 +396,13 @@ async fn every_account_is_read_once_per_tick_and_the_rotated_one_is_not_swept_ag
 /// `stsas07`: due (key1 in use for 120 days), with an AccountKey datastore on key1 and a SAS
 /// datastore whose token is signed with `signed_with`. On Azurite when `azurite` is set.
 fn sas_scenario(signed_with: &str, azurite: bool) -> Scenario {
+    sas_scenario_with(signed_with, ACCOUNT_SAS, azurite)
+}
+
+/// An account SAS for reading the account's blobs, unsigned (the scenario signs it at load).
+const ACCOUNT_SAS: &str = "sv=2024-11-04&ss=b&srt=co&sp=rl&se=2099-01-01T00:00:00Z&spr=https,http";
+
+fn sas_scenario_with(signed_with: &str, token: &str, azurite: bool) -> Scenario {
     let mut account = account("stsas07", 120, 200, true, true);
     account["azurite"] = json!(azurite);
     let exports = json!({
@@ -405,7 +412,7 @@ fn sas_scenario(signed_with: &str, azurite: bool) -> Scenario {
             "endpoint": "core.windows.net", "protocol": "https",
             "credentials": {"credentialsType": "Sas"}
         },
-        "secrets": {"sasRef": {"key": signed_with, "token": "sv=2024-11-04&ss=b&srt=co&sp=rl&se=2099-01-01T00:00:00Z&spr=https,http"}}
+        "secrets": {"sasRef": {"key": signed_with, "token": token}}
     });
     serde_json::from_value(json!({
         "storageAccounts": [account],
@@ -582,6 +589,32 @@ fn writes_in(report: &Value) -> Vec<&Value> {
 /// returns (the rotation releases the account before the sweep), so counting writes from the
 /// tick's return would miss the echo's. Once both are done, every write must be one the tick
 /// reported, and the echo must report none.
+/// A token bound to a stored access policy cannot be re-minted with the same scope: with
+/// re-minting on, the rotation is still refused, and nothing is written.
+#[tokio::test]
+async fn a_token_on_the_standby_key_that_cannot_be_reminted_keeps_the_account_from_rotating() {
+    let token = "sv=2024-11-04&sr=c&si=readers&sp=rl&se=2099-01-01T00:00:00Z";
+    let scenario = sas_scenario_with("key2", token, false);
+    let options = Options {
+        extra_env: vec![("KEYSYNC_REMINT_SAS".into(), "true".into())],
+        ..Options::default()
+    };
+    let app = TestApp::start_with(scenario, options).await;
+
+    let tick = app.host.tick("RotateKeys", false).await.unwrap();
+
+    let left = rotation(&tick, "stsas07");
+    assert_eq!(left["outcome"], "left", "{left:#}");
+    assert_eq!(left["attention"], true);
+    assert_eq!(
+        left["reason"],
+        "nothing regenerated: the SAS token of ws-s/exports is signed with key2, which the rotation would regenerate, and keysync cannot re-mint it (the token refers to a stored access policy ('si'), which keysync does not re-mint): re-sign it with key1"
+    );
+    assert_eq!(regenerations(&app, "stsas07"), 0);
+    let written: Vec<String> = app.writes().into_iter().map(|w| w.path).collect();
+    assert_eq!(written, Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn keysyncs_own_regeneration_comes_back_as_an_event_that_writes_nothing() {
     let app = TestApp::start_with(
