@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::emulator::{EmulatorOptions, RunningEmulator, Scenario, azurite};
 use crate::host::{BindingEncoding, HostOptions, InvocationRecord, LocalHost};
@@ -85,6 +85,7 @@ async fn rotation_act(
     println!(
         "\n5. The timer fires RotateKeys (accounts tagged keysync-rotate=true rotate when their key in use is 90 days old)."
     );
+    let before_tick = writes(emulator);
     let tick = host.tick("RotateKeys", false).await?;
     println!(
         "   keysync answered HTTP {} in {} ms:\n",
@@ -94,12 +95,15 @@ async fn rotation_act(
     let report: TickReport = serde_json::from_value(tick.body["ReturnValue"].clone())
         .context("reading the tick's report")?;
     print_tick(&report);
-    let writes_after_tick = writes(emulator);
 
+    // The echo can be handled before the tick returns (the rotation lets go of the account
+    // before the sweep), so its writes are those left once both are done and the tick's own,
+    // as its report lists them, are taken out; its report must list none either.
     let echo = wait_for_invocation(finished).await?;
-    let echo_writes = writes(emulator) - writes_after_tick;
+    let unreported = writes(emulator) as i64 - (before_tick + report.writes()) as i64;
+    let echo_reported = writes_reported(&echo);
     println!(
-        "\n6. keysync's own regeneration came back as an event: HTTP {}, {echo_writes} writes to Azure.",
+        "\n6. keysync's own regeneration came back as an event: HTTP {}, {unreported} writes to Azure besides the tick's.",
         echo.status
     );
 
@@ -115,9 +119,9 @@ async fn rotation_act(
             "expected exactly stmlother02 to rotate, got {rotated:?}"
         ));
     }
-    if echo_writes != 0 {
+    if unreported != 0 || echo_reported != 0 {
         problems.push(format!(
-            "the echo of keysync's own regeneration wrote {echo_writes} times"
+            "the echo of keysync's own regeneration wrote: {unreported} writes besides the tick's, {echo_reported} in its report"
         ));
     }
     if broken_by_rotation(&emulator.state()) {
@@ -146,6 +150,23 @@ fn print_tick(report: &TickReport) {
 
 fn short(id: &str) -> &str {
     id.rsplit('/').next().unwrap_or(id)
+}
+
+/// The entries of a `KeyRegenerated` reply's reports that stand for a write.
+fn writes_reported(record: &InvocationRecord) -> usize {
+    let results = record.body["ReturnValue"].as_array().cloned();
+    let written = ["updated", "resynced", "accepted"];
+    results
+        .into_iter()
+        .flatten()
+        .flat_map(|r| {
+            r["report"]["entries"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|e| written.contains(&e["outcome"].as_str().unwrap_or_default()))
+        .count()
 }
 
 /// ARM requests that changed something so far.
@@ -388,11 +409,7 @@ fn signed_with(token: &str, key: &Value, container: &str) -> bool {
     let Ok(key) = AccountKey::new(ACCOUNT, &SecretString::from(key)) else {
         return false;
     };
-    let resigned = sas::sign(&parsed, &key, sas::SignedResource::Container(container));
-    resigned.is_ok_and(|again| {
-        let again = sas::SasToken::parse(again.expose_secret());
-        again.is_ok_and(|t| t.get("sig") == parsed.get("sig"))
-    })
+    sas::is_signed_with(&parsed, &key, sas::SignedResource::Container(container)) == Ok(true)
 }
 
 /// With Azurite: every AccountKey datastore on the account verifies, and the SAS datastore was

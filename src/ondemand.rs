@@ -128,7 +128,7 @@ async fn whole_scope(
     let sweep = Sweep {
         inventory: Arc::new(inventory),
         skip: &[],
-        align: &[],
+        known: &[],
         deadline: options.deadline,
     };
     let (reports, sweep_notes) = reconciler

@@ -2,7 +2,9 @@
 //! report entry.
 
 use crate::arm::{ArmClient, ArmError, ArmErrorKind};
-use crate::model::ml::CredentialsKind;
+use secrecy::SecretString;
+
+use crate::model::ml::{CredentialsKind, Datastore, DatastoreBody};
 use crate::model::storage::{AccountKeys, KeySlot};
 use crate::report::{Action, Entry, ObjectKind, Outcome};
 use crate::resource_id::{DatastoreId, WorkspaceId};
@@ -131,18 +133,50 @@ async fn update_in_place(
     keys: &AccountKeys,
     slot: KeySlot,
 ) -> Result<(), UpdateError> {
+    let key = keys.get(slot);
+    replace_secrets(arm, id, facts, CredentialsKind::AccountKey, |current| {
+        current.with_account_key(key)
+    })
+    .await
+}
+
+/// Stores `token` as a SAS datastore's token, in place like a key update; the error, in words,
+/// when nothing was stored.
+pub async fn store_sas_token(
+    arm: &ArmClient,
+    id: &DatastoreId,
+    facts: &AccountFacts,
+    token: &SecretString,
+) -> Result<(), String> {
+    replace_secrets(arm, id, facts, CredentialsKind::Sas, |current| {
+        current.with_sas_token(token)
+    })
+    .await
+    .map_err(|e| match e {
+        UpdateError::Changed(reason) => reason.to_string(),
+        UpdateError::Arm(e) => explain(&e),
+    })
+}
+
+/// GET the datastore, check it still is a `kind` datastore on the account, replace its secrets
+/// with what `with_secret` makes of it, PUT it back whole.
+async fn replace_secrets(
+    arm: &ArmClient,
+    id: &DatastoreId,
+    facts: &AccountFacts,
+    kind: CredentialsKind,
+    with_secret: impl FnOnce(&Datastore) -> Option<DatastoreBody>,
+) -> Result<(), UpdateError> {
     let current = arm.get_datastore(id).await?;
     // Someone may have re-pointed or re-typed the datastore since it was listed.
-    if !facts.holds(&current) || current.credentials_kind() != CredentialsKind::AccountKey {
+    if !facts.holds(&current) || current.credentials_kind() != kind {
         return Err(UpdateError::Changed(
             "changed while keysync was working: left alone",
         ));
     }
-    let body = current
-        .with_account_key(keys.get(slot))
-        .ok_or(UpdateError::Changed(
-            "no credentials object to update: left alone",
-        ))?;
+    let body = with_secret(&current).ok_or(UpdateError::Changed(
+        "no credentials object to update: left alone",
+    ))?;
     arm.put_datastore(id, &body).await?;
     Ok(())
 }

@@ -18,7 +18,7 @@ use futures::FutureExt;
 use time::OffsetDateTime;
 
 use crate::arm::{ArmClient, ArmError};
-use crate::model::storage::{AccountKeys, StorageAccount};
+use crate::model::storage::{AccountKeys, KeyCreationTime, StorageAccount};
 use crate::report::{Note, Outcome, Report};
 use crate::resource_id::{StorageAccountId, WorkspaceId};
 
@@ -35,6 +35,9 @@ pub struct Request {
     pub dry_run: bool,
     /// Keys already known (a rotation has them from `regenerateKey`); read with `listKeys` if not.
     pub keys: Option<AccountKeys>,
+    /// The account's `keyCreationTime` when `keys` were read, if they were read before this run:
+    /// they are used only if the account still shows it (every regeneration changes it).
+    pub keys_as_of: Option<KeyCreationTime>,
     /// Workspaces and datastores already listed (a sweep lists them once for every account).
     pub inventory: Option<Arc<Inventory>>,
     /// No new work starts after this instant; what is left is reported as deferred.
@@ -52,6 +55,7 @@ impl Request {
             target: Target::Newest,
             dry_run: false,
             keys: None,
+            keys_as_of: None,
             inventory: None,
             deadline: None,
             report_other_accounts: true,
@@ -208,12 +212,23 @@ async fn read_account_and_keys(
     request: &Request,
 ) -> Result<AccountRead, ReconcileError> {
     let account = read_account(arm, &request.account).await?;
-    let keys = match (account.shared_key_allowed(), request.keys.clone()) {
+    let known = request
+        .keys
+        .clone()
+        .filter(|_| still_current(request.keys_as_of, account.key_creation_time()));
+    let keys = match (account.shared_key_allowed(), known) {
         (false, _) => None,
         (true, Some(keys)) => Some(keys),
         (true, None) => Some(arm.list_keys(&request.account).await?),
     };
     Ok((Arc::new(account), keys.map(Arc::new)))
+}
+
+/// True when keys read while the account showed `as_of` are still its keys now that it shows
+/// `now`: a regeneration always sets its key's creation time. Keys the request got without a time
+/// (from `regenerateKey`) are current by construction.
+fn still_current(as_of: Option<KeyCreationTime>, now: KeyCreationTime) -> bool {
+    as_of.is_none_or(|seen| seen == now)
 }
 
 /// `GET` the account; a 404 is its own error.
@@ -235,5 +250,31 @@ pub fn facts(account: &StorageAccount) -> AccountFacts {
         endpoint_suffix: account.endpoint_suffix(),
         shared_key_allowed: account.shared_key_allowed(),
         key_creation_time: account.key_creation_time(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn keys_read_earlier_are_reused_only_while_no_key_was_regenerated() {
+        let read_at = KeyCreationTime {
+            key1: Some(datetime!(2026-01-01 0:00 UTC)),
+            key2: None,
+        };
+        assert!(still_current(Some(read_at), read_at));
+        assert!(still_current(None, read_at));
+        let key2_regenerated = KeyCreationTime {
+            key2: Some(datetime!(2026-06-01 0:00 UTC)),
+            ..read_at
+        };
+        assert!(!still_current(Some(read_at), key2_regenerated));
+        let key1_regenerated = KeyCreationTime {
+            key1: Some(datetime!(2026-06-01 0:00 UTC)),
+            ..read_at
+        };
+        assert!(!still_current(Some(read_at), key1_regenerated));
     }
 }

@@ -17,11 +17,9 @@ pub const WORKSPACE_SELF_RESYNC: Duration = Duration::hours(1);
 pub enum Target {
     /// Any current key is fine; stale ones move to the newest key (reconcile).
     Newest,
-    /// Every AccountKey datastore must end on this key (rotation).
+    /// Every AccountKey datastore must end on this key (a rotation, or the completion of one
+    /// that was cut short).
     Exactly(KeySlot),
-    /// Every AccountKey datastore must end on the newest key: for accounts under rotation, so
-    /// that a rotation cut short (by a deadline or a failure) is completed by the next sweep.
-    AlignOnNewest,
 }
 
 /// What the planner needs to know about the account.
@@ -38,7 +36,7 @@ impl AccountFacts {
     /// The key stale datastores move to.
     pub fn target_slot(&self, target: Target) -> KeySlot {
         match target {
-            Target::Newest | Target::AlignOnNewest => self.key_creation_time.newest(),
+            Target::Newest => self.key_creation_time.newest(),
             Target::Exactly(slot) => slot,
         }
     }
@@ -302,9 +300,7 @@ fn plan_account_key(
         Some(SecretState::Current(slot)) => {
             let held = Some(Held::from(*slot));
             match target {
-                Target::Exactly(_) | Target::AlignOnNewest if target_slot != *slot => {
-                    (held, Step::Update(target_slot))
-                }
+                Target::Exactly(_) if target_slot != *slot => (held, Step::Update(target_slot)),
                 _ => (
                     held,
                     Step::Leave {

@@ -54,6 +54,11 @@ impl Reconciler {
         self
     }
 
+    /// How long a re-minted SAS token is valid, when `KEYSYNC_REMINT_SAS` allows re-minting.
+    pub(crate) fn sas_remint_lifetime(&self) -> Option<std::time::Duration> {
+        self.verifier.as_ref().and_then(|v| v.policy.remint_sas)
+    }
+
     /// Checks every AccountKey and SAS datastore of `report` on the account and records what
     /// storage said. Does nothing in a dry run or when verification is off.
     pub(super) async fn verify_credentials(

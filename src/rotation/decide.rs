@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::model::storage::KeySlot;
+use crate::model::storage::{KeyCreationTime, KeySlot};
 use crate::reconcile::plan::AccountFacts;
 
 /// What the rotation guards are set to.
@@ -22,9 +22,16 @@ pub struct Limits {
 pub enum Decision {
     /// Regenerate `regenerate` (the standby key) and move every datastore to it.
     Rotate { regenerate: KeySlot, reason: String },
+    /// Regenerate nothing, but move every AccountKey datastore to `target`, the newest key: the
+    /// rotation that created it was cut short before every datastore had moved.
+    Complete { target: KeySlot, reason: String },
     /// Leave the keys alone; `attention` when a human should look.
     Leave { reason: String, attention: bool },
 }
+
+/// Why an account with shared-key access disabled is not rotated.
+pub const SHARED_KEY_DISABLED: &str =
+    "shared-key access is disabled on the account: its keys are not used";
 
 fn leave(reason: impl Into<String>, attention: bool) -> Decision {
     Decision::Leave {
@@ -43,36 +50,82 @@ pub fn decide(
     now: OffsetDateTime,
 ) -> Decision {
     if !facts.shared_key_allowed {
-        return leave(
-            "shared-key access is disabled on the account: its keys are not used",
-            false,
-        );
+        return leave(SHARED_KEY_DISABLED, false);
     }
-    if let Some(newest) = facts.newest_key_time() {
-        let since = now - newest;
-        if since < limits.min_interval {
-            return leave(
-                format!(
-                    "a key was created {} ago, less than the minimum interval of {} between rotations",
-                    human(since),
-                    human_std(limits.min_interval)
-                ),
-                false,
-            );
-        }
+    if let Some(since) = facts.newest_key_time().map(|newest| now - newest)
+        && since < limits.min_interval
+    {
+        return within_interval(facts, held, since, limits);
     }
     let active = match in_use(held) {
         InUse::One(slot) => slot,
         InUse::Neither => facts.key_creation_time.newest(),
-        InUse::Both { key1, key2 } => {
-            return leave(
-                format!(
-                    "datastores hold both keys ({key1} on key1, {key2} on key2): both are in use, so neither is regenerated"
-                ),
-                true,
-            );
-        }
+        InUse::Both { key1, key2 } => return split(key1, key2, limits),
     };
+    due(facts, active, account_created, limits, now)
+}
+
+/// A key was created less than the minimum interval ago, so nothing is regenerated. Datastores
+/// that still hold the other key are what a rotation leaves when it is cut short (by its
+/// deadline, or a failed write) after `regenerateKey`: they move to the new key now, so that the
+/// next rotation can regenerate the key they held. Past the interval, keysync no longer assumes
+/// that a split was its own doing (see [`split`]).
+fn within_interval(
+    facts: &AccountFacts,
+    held: &[KeySlot],
+    since: time::Duration,
+    limits: Limits,
+) -> Decision {
+    let newest = facts.key_creation_time.newest();
+    let behind = held.iter().filter(|slot| **slot != newest).count();
+    let interval = human_std(limits.min_interval);
+    match behind {
+        0 => leave(
+            format!(
+                "a key was created {} ago, less than the minimum interval of {interval} between rotations",
+                human(since)
+            ),
+            false,
+        ),
+        count => Decision::Complete {
+            target: newest,
+            reason: format!(
+                "{newest} was created {} ago, within the minimum interval of {interval}, and {}: completing that rotation by moving {} to {newest}",
+                human(since),
+                match count {
+                    1 => format!("1 datastore still holds {}", newest.other()),
+                    n => format!("{n} datastores still hold {}", newest.other()),
+                },
+                if count == 1 { "it" } else { "them" }
+            ),
+        },
+    }
+}
+
+/// Datastores hold both keys, and neither key is recent enough for the split to be a rotation
+/// cut short: someone chose it, so both keys are in use and keysync moves nobody.
+fn split(key1: usize, key2: usize, limits: Limits) -> Decision {
+    let (fewer, more) = match key1 <= key2 {
+        true => (KeySlot::Key1, KeySlot::Key2),
+        false => (KeySlot::Key2, KeySlot::Key1),
+    };
+    leave(
+        format!(
+            "datastores hold both keys ({key1} on key1, {key2} on key2): both are in use, so neither is regenerated; no key was created within the minimum interval of {}, so this is not a rotation keysync left unfinished. Move every datastore to one key (re-register those on {fewer} with {more}) and the next run rotates the account",
+            human_std(limits.min_interval)
+        ),
+        true,
+    )
+}
+
+/// Rotate when the key in use is as old as `max_age` (or `--force`), else leave it.
+fn due(
+    facts: &AccountFacts,
+    active: KeySlot,
+    account_created: Option<OffsetDateTime>,
+    limits: Limits,
+    now: OffsetDateTime,
+) -> Decision {
     let standby = active.other();
     let created = facts.key_creation_time.of(active).or(account_created);
     let age = created.map(|c| now - c);
@@ -100,6 +153,94 @@ pub fn decide(
     Decision::Rotate {
         regenerate: standby,
         reason: format!("{why}: regenerating {standby} and moving every datastore to it"),
+    }
+}
+
+/// The last look before `regenerateKey`: the key times read again just now must be those the
+/// decision was made on, and the deadline must not have passed. Another process (`keysync
+/// rotate` by hand while a tick runs) may have rotated the account meanwhile; then the decision
+/// is stale and the next run decides again. This narrows the window between two processes to
+/// the one ARM request between this read and `regenerateKey`, but cannot close it: ARM has no
+/// conditional `regenerateKey` (the README's "Scheduled rotation" says what that window costs).
+pub fn last_look(
+    decided_on: KeyCreationTime,
+    read_again: KeyCreationTime,
+    past_deadline: bool,
+) -> Result<(), String> {
+    if read_again != decided_on {
+        return Err(
+            "the keys changed while keysync was deciding; the next run decides again".into(),
+        );
+    }
+    match past_deadline {
+        true => Err("the invocation's deadline came first; the next tick rotates it".into()),
+        false => Ok(()),
+    }
+}
+
+/// Which key signed a SAS datastore's token, as far as it matters to a rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signer {
+    /// Signed with this current key: the token dies when that key is regenerated.
+    Key(KeySlot),
+    /// No regeneration can hurt it: signed with neither current key (dead already), expired, not
+    /// a SAS storage would accept, signed by Entra ID (user delegation), or no token stored.
+    NotAConsumer,
+    /// keysync cannot tell (the token or the datastore could not be read, or its string to sign
+    /// is one keysync does not know); says why, without the token.
+    Unknown(String),
+}
+
+/// A SAS datastore on an account about to be rotated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SasFinding {
+    /// `workspace/datastore`, as the report names it.
+    pub datastore: String,
+    pub signer: Signer,
+}
+
+/// SAS tokens are consumers of the key that signed them, like AccountKey datastores of the key
+/// they hold. Before `standby` is regenerated: a token signed with it blocks the rotation, unless
+/// `remint` (`KEYSYNC_REMINT_SAS`) lets keysync first re-mint it with the active key; a token
+/// whose signer keysync cannot tell blocks it too, since it may be signed with `standby`.
+/// Returns the indexes of the findings to re-mint, or why the account is left alone (which needs
+/// a human).
+pub fn sas_guard(
+    standby: KeySlot,
+    found: &[SasFinding],
+    remint: bool,
+) -> Result<Vec<usize>, String> {
+    let active = standby.other();
+    let on_standby: Vec<usize> = (0..found.len())
+        .filter(|i| found[*i].signer == Signer::Key(standby))
+        .collect();
+    let unknown: Vec<String> = found
+        .iter()
+        .filter_map(|f| match &f.signer {
+            Signer::Unknown(why) => Some(format!("{} ({why})", f.datastore)),
+            _ => None,
+        })
+        .collect();
+    let mut reasons = Vec::new();
+    if !on_standby.is_empty() && !remint {
+        let names: Vec<&str> = on_standby
+            .iter()
+            .map(|i| found[*i].datastore.as_str())
+            .collect();
+        reasons.push(format!(
+            "the SAS token of {} is signed with {standby}, which the rotation would regenerate: re-sign it with {active} (the key in use), or set KEYSYNC_REMINT_SAS=true to have keysync re-mint it with {active} before rotating",
+            names.join(", ")
+        ));
+    }
+    if !unknown.is_empty() {
+        reasons.push(format!(
+            "keysync cannot tell which key signed the SAS token of {}, so it may be {standby}: replace it with a token signed with {active}",
+            unknown.join(", ")
+        ));
+    }
+    match reasons.is_empty() {
+        true => Ok(on_standby),
+        false => Err(format!("nothing regenerated: {}", reasons.join("; "))),
     }
 }
 
@@ -137,7 +278,6 @@ fn human_std(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::storage::KeyCreationTime;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-12-01 03:00 UTC);
@@ -212,7 +352,7 @@ mod tests {
     }
 
     #[test]
-    fn datastores_that_disagree_block_the_rotation() {
+    fn datastores_that_have_disagreed_for_long_block_the_rotation_and_stay_where_they_are() {
         let d = decide(
             &facts(Some(120), Some(130)),
             None,
@@ -220,8 +360,68 @@ mod tests {
             limits(),
             NOW,
         );
+        let Decision::Leave { reason, attention } = d else {
+            panic!("{d:?}");
+        };
+        assert!(attention);
         assert!(
-            matches!(&d, Decision::Leave { attention: true, reason } if reason.contains("2 on key1, 1 on key2")),
+            reason.starts_with("datastores hold both keys (2 on key1, 1 on key2): both are in use, so neither is regenerated;"),
+            "{reason}"
+        );
+        assert!(
+            reason.ends_with("Move every datastore to one key (re-register those on key2 with key1) and the next run rotates the account"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_split_just_past_the_minimum_interval_is_no_longer_taken_for_a_rotation_cut_short() {
+        let d = decide(
+            &facts(Some(200), Some(1)),
+            None,
+            &[KeySlot::Key1, KeySlot::Key2],
+            Limits {
+                min_interval: Duration::from_secs(86_400 - 60),
+                ..limits()
+            },
+            NOW,
+        );
+        assert!(
+            matches!(&d, Decision::Leave { attention: true, reason } if reason.contains("(1 on key1, 1 on key2)")),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn a_split_left_by_a_rotation_cut_short_is_completed_on_the_newest_key() {
+        // key2 was regenerated five hours ago; one datastore moved to it before the rotation
+        // stopped, two still hold key1.
+        let five_hours_ago = KeyCreationTime {
+            key2: Some(NOW - time::Duration::hours(5)),
+            ..facts(Some(120), None).key_creation_time
+        };
+        let facts = AccountFacts {
+            key_creation_time: five_hours_ago,
+            ..facts(None, None)
+        };
+        let held = [KeySlot::Key1, KeySlot::Key2, KeySlot::Key1];
+        assert_eq!(
+            decide(&facts, None, &held, limits(), NOW),
+            Decision::Complete {
+                target: KeySlot::Key2,
+                reason: "key2 was created 5 hours ago, within the minimum interval of 24 hours, and 2 datastores still hold key1: completing that rotation by moving them to key2".into()
+            }
+        );
+        // Cut short before any datastore moved: the same.
+        let d = decide(&facts, None, &[KeySlot::Key1], limits(), NOW);
+        assert!(
+            matches!(
+                d,
+                Decision::Complete {
+                    target: KeySlot::Key2,
+                    ..
+                }
+            ),
             "{d:?}"
         );
     }
@@ -231,16 +431,96 @@ mod tests {
         let d = decide(
             &facts(Some(120), Some(0)),
             None,
-            &[KeySlot::Key1],
+            &[KeySlot::Key2],
             Limits {
                 ignore_age: true,
                 ..limits()
             },
             NOW,
         );
+        assert_eq!(
+            d,
+            leave(
+                "a key was created 0 minutes ago, less than the minimum interval of 24 hours between rotations",
+                false
+            )
+        );
+        let nobody = decide(&facts(Some(120), Some(0)), None, &[], limits(), NOW);
+        assert!(matches!(nobody, Decision::Leave { .. }), "{nobody:?}");
+    }
+
+    #[test]
+    fn keys_that_changed_while_deciding_or_a_passed_deadline_stop_the_regeneration() {
+        let decided_on = facts(Some(120), Some(200)).key_creation_time;
+        assert_eq!(last_look(decided_on, decided_on, false), Ok(()));
+
+        let rotated_elsewhere = KeyCreationTime {
+            key2: Some(NOW),
+            ..decided_on
+        };
+        assert_eq!(
+            last_look(decided_on, rotated_elsewhere, false).unwrap_err(),
+            "the keys changed while keysync was deciding; the next run decides again"
+        );
+        // A key never regenerated before gets its first time.
+        let first_time = KeyCreationTime {
+            key1: None,
+            ..decided_on
+        };
+        assert!(last_look(first_time, decided_on, false).is_err());
+        assert_eq!(
+            last_look(decided_on, decided_on, true).unwrap_err(),
+            "the invocation's deadline came first; the next tick rotates it"
+        );
+    }
+
+    fn sas(datastore: &str, signer: Signer) -> SasFinding {
+        SasFinding {
+            datastore: datastore.into(),
+            signer,
+        }
+    }
+
+    #[test]
+    fn a_sas_token_signed_with_the_standby_key_blocks_its_regeneration() {
+        let found = [
+            sas("ws/on_active", Signer::Key(KeySlot::Key1)),
+            sas("ws/on_standby", Signer::Key(KeySlot::Key2)),
+            sas("ws/dead", Signer::NotAConsumer),
+        ];
+        assert_eq!(
+            sas_guard(KeySlot::Key2, &found, false),
+            Err("nothing regenerated: the SAS token of ws/on_standby is signed with key2, which the rotation would regenerate: re-sign it with key1 (the key in use), or set KEYSYNC_REMINT_SAS=true to have keysync re-mint it with key1 before rotating".into())
+        );
+        // Re-minting allowed: that token is re-minted with the active key first.
+        assert_eq!(sas_guard(KeySlot::Key2, &found, true), Ok(vec![1]));
+        // Regenerating key1 instead would kill the other one.
+        let blocked = sas_guard(KeySlot::Key1, &found, false).unwrap_err();
         assert!(
-            matches!(&d, Decision::Leave { reason, .. } if reason.contains("minimum interval")),
-            "{d:?}"
+            blocked.contains("ws/on_active is signed with key1"),
+            "{blocked}"
+        );
+    }
+
+    #[test]
+    fn tokens_signed_with_the_active_key_or_dead_already_do_not_block() {
+        let found = [
+            sas("ws/a", Signer::Key(KeySlot::Key1)),
+            sas("ws/b", Signer::NotAConsumer),
+        ];
+        assert_eq!(sas_guard(KeySlot::Key2, &found, false), Ok(vec![]));
+        assert_eq!(sas_guard(KeySlot::Key2, &[], false), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_token_whose_signer_is_unknown_blocks_even_with_reminting() {
+        let found = [sas(
+            "ws/old",
+            Signer::Unknown("SAS version 2019-12-12".into()),
+        )];
+        assert_eq!(
+            sas_guard(KeySlot::Key2, &found, true),
+            Err("nothing regenerated: keysync cannot tell which key signed the SAS token of ws/old (SAS version 2019-12-12), so it may be key2: replace it with a token signed with key1".into())
         );
     }
 

@@ -3,6 +3,7 @@
 //! Decisions come from Azure's state (`keyCreationTime`, stored secrets), never from the timer.
 
 pub mod decide;
+mod sas;
 pub mod tick;
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::arm::ArmClient;
-use crate::model::storage::{AccountKeys, KeyCreationTime, KeySlot};
+use crate::model::storage::{AccountKeys, KeyCreationTime, KeySlot, StorageAccount};
 use crate::reconcile::plan::Target;
 use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request, facts, read_account};
 use crate::report::{Held, ObjectKind, Report};
@@ -26,7 +27,8 @@ pub use decide::{Decision, Limits};
 #[serde(rename_all = "camelCase")]
 pub struct Rotation {
     pub account: String,
-    /// `rotated`, `left` or `failed`.
+    /// `rotated`; `completed` (no key regenerated: the datastores moved to the key an earlier
+    /// rotation created, which was cut short); `left`; or `failed`.
     pub outcome: String,
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +51,24 @@ impl Rotation {
             regenerated: None,
             report: None,
             attention,
+        }
+    }
+
+    /// An account whose keys and datastores were changed, with the reconcile that did it.
+    fn done(
+        account: &StorageAccountId,
+        outcome: &str,
+        reason: String,
+        regenerated: Option<KeySlot>,
+        report: Report,
+    ) -> Self {
+        Rotation {
+            account: account.to_string(),
+            outcome: outcome.into(),
+            reason,
+            regenerated,
+            report: Some(report),
+            attention: false,
         }
     }
 
@@ -89,9 +109,10 @@ impl Rotation {
 }
 
 impl Reconciler {
-    /// Rotates `account` if its key in use is due. Holds the account throughout, so an event for
-    /// the same account (keysync's own regeneration included) waits and then finds everything in
-    /// sync. Nothing is regenerated once `deadline` has passed.
+    /// Rotates `account` if its key in use is due, or completes a rotation that was cut short.
+    /// Holds the account throughout, so an event for the same account (keysync's own
+    /// regeneration included) waits and then finds everything in sync. Nothing is regenerated
+    /// once `deadline` has passed.
     pub async fn rotate(
         &self,
         account: &StorageAccountId,
@@ -99,105 +120,231 @@ impl Reconciler {
         inventory: Option<Arc<Inventory>>,
         deadline: Option<Instant>,
     ) -> Result<Rotation, ReconcileError> {
+        let (rotation, _) = self
+            .rotate_keeping_keys(account, limits, inventory, deadline)
+            .await?;
+        Ok(rotation)
+    }
+
+    /// [`rotate`](Self::rotate), and the keys it read when it left the account alone, so that
+    /// the sweep of the same tick need not read them again.
+    pub(crate) async fn rotate_keeping_keys(
+        &self,
+        account: &StorageAccountId,
+        limits: Limits,
+        inventory: Option<Arc<Inventory>>,
+        deadline: Option<Instant>,
+    ) -> Result<(Rotation, Option<KnownKeys>), ReconcileError> {
         let slot = self.slot(account);
-        let ticket = slot.hold(deadline).await?;
+        let _ticket = slot.hold(deadline).await?;
         let arm = self.arm_until(deadline);
         let scope = Scope {
             account,
             inventory,
             deadline,
         };
-
-        let (standby, reason, seen) = match self.decide_rotation(&arm, &scope, limits).await? {
-            Ok(due) => due,
-            Err(left) => return Ok(left),
+        let look = match self.look(&arm, &scope, limits).await? {
+            Ok(look) => look,
+            Err(left) => return Ok((left, None)),
         };
-        // Another instance may have rotated since the account was read: look again just before
-        // regenerating, and leave it to the next tick if anything moved.
-        if read_account(&arm, account).await?.key_creation_time() != seen {
-            let reason = "the keys changed while keysync was deciding; the next run decides again";
-            return Ok(Rotation::left(account, reason.into(), false));
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            let reason = "the invocation's deadline came first; the next tick rotates it";
-            return Ok(Rotation::left(account, reason.into(), false));
+        let rotation = match look.decision.clone() {
+            Decision::Leave { reason, attention } => {
+                let known = KnownKeys {
+                    account: account.clone(),
+                    keys: look.keys,
+                    as_of: look.account.key_creation_time(),
+                };
+                return Ok((Rotation::left(account, reason, attention), Some(known)));
+            }
+            Decision::Complete { target, reason } => {
+                let as_of = Some(look.account.key_creation_time());
+                let request = scope.request(Target::Exactly(target), false, look.keys, as_of);
+                let report = self.reconcile_locked(request).await?;
+                Rotation::done(account, "completed", reason, None, report)
+            }
+            Decision::Rotate { regenerate, reason } => {
+                self.regenerate(&arm, &scope, look, regenerate, reason)
+                    .await?
+            }
+        };
+        Ok((rotation, None))
+    }
+
+    /// Regenerates `standby` and moves every datastore to it, unless the key times moved since
+    /// the decision or the deadline passed.
+    async fn regenerate(
+        &self,
+        arm: &ArmClient,
+        scope: &Scope<'_>,
+        look: Look,
+        standby: KeySlot,
+        reason: String,
+    ) -> Result<Rotation, ReconcileError> {
+        let account = scope.account;
+        let reminted = match self.clear_sas_tokens(arm, scope, &look, standby).await {
+            Ok(reminted) => reminted,
+            Err(not_rotated) => return Ok(not_rotated),
+        };
+        let read_again = read_account(arm, account).await?.key_creation_time();
+        let past_deadline = scope.deadline.is_some_and(|d| Instant::now() >= d);
+        let decided_on = look.account.key_creation_time();
+        if let Err(reason) = decide::last_look(decided_on, read_again, past_deadline) {
+            return Ok(Rotation::left(account, reason, false));
         }
         let keys = arm.regenerate_key(account, standby).await?;
         tracing::info!(account = account.name(), key = %standby, outcome = "regenerated", "rotation");
-        let report = self
-            .reconcile_locked(scope.request(Target::Exactly(standby), false, keys))
+        let mut report = self
+            .reconcile_locked(scope.request(Target::Exactly(standby), false, keys, None))
             .await?;
-        drop(ticket);
-        Ok(Rotation {
-            account: account.to_string(),
-            outcome: "rotated".into(),
+        sas::record(&mut report, &reminted, standby);
+        Ok(Rotation::done(
+            account,
+            "rotated",
             reason,
-            regenerated: Some(standby),
-            report: Some(report),
-            attention: false,
-        })
+            Some(standby),
+            report,
+        ))
     }
 
-    /// The key to regenerate, why, and the key times it was decided on; or the rotation left.
-    async fn decide_rotation(
+    /// Makes sure no SAS token on the account is signed with `standby`: re-mints those that are
+    /// with the active key when `KEYSYNC_REMINT_SAS` allows, and returns them; or the rotation,
+    /// left (or failed) with the reason, when a token would die with `standby`.
+    async fn clear_sas_tokens(
+        &self,
+        arm: &ArmClient,
+        scope: &Scope<'_>,
+        look: &Look,
+        standby: KeySlot,
+    ) -> Result<Vec<sas::Reminted>, Rotation> {
+        let account = scope.account;
+        let facts = facts(&look.account);
+        let found = sas::read(arm, &facts, &look.keys, &look.dry_run).await;
+        let findings: Vec<decide::SasFinding> = found.iter().map(|f| f.finding.clone()).collect();
+        let lifetime = self.sas_remint_lifetime();
+        let to_remint = decide::sas_guard(standby, &findings, lifetime.is_some())
+            .map_err(|reason| Rotation::left(account, reason, true))?;
+        let Some(lifetime) = lifetime.filter(|_| !to_remint.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let active = standby.other();
+        let mut reminted = Vec::new();
+        for i in to_remint {
+            let target = &found[i];
+            match sas::remint(arm, &facts, &look.keys, active, lifetime, target).await {
+                Ok(done) => reminted.push(done),
+                Err(not) => {
+                    let name = &target.finding.datastore;
+                    return Err(not_reminted(account, name, standby, not, reminted.len()));
+                }
+            }
+        }
+        Ok(reminted)
+    }
+
+    /// Reads the account, its keys and which key each datastore holds (a dry run), and decides;
+    /// or the rotation left because there is nothing to decide on.
+    async fn look(
         &self,
         arm: &ArmClient,
         scope: &Scope<'_>,
         limits: Limits,
-    ) -> Result<Result<(KeySlot, String, KeyCreationTime), Rotation>, ReconcileError> {
+    ) -> Result<Result<Look, Rotation>, ReconcileError> {
         let account = scope.account;
         let observed = read_account(arm, account).await?;
-        let held = match observed.shared_key_allowed() {
-            true => {
-                let keys = arm.list_keys(account).await?;
-                match self.keys_in_use(scope, keys).await? {
-                    Ok(held) => held,
-                    Err(reason) => return Ok(Err(Rotation::left(account, reason, true))),
-                }
-            }
-            false => Vec::new(),
-        };
         let now = OffsetDateTime::now_utc();
         let created = observed.properties.creation_time;
-        match decide::decide(&facts(&observed), created, &held, limits, now) {
-            Decision::Leave { reason, attention } => {
-                Ok(Err(Rotation::left(account, reason, attention)))
-            }
-            Decision::Rotate { regenerate, reason } => {
-                Ok(Ok((regenerate, reason, observed.key_creation_time())))
-            }
+        let facts = facts(&observed);
+        if !observed.shared_key_allowed() {
+            let reason = decide::SHARED_KEY_DISABLED.to_string();
+            return Ok(Err(Rotation::left(account, reason, false)));
         }
-    }
-
-    /// The current key held by each AccountKey datastore on the account, read without writing;
-    /// or why keysync could not see them all (it then must not regenerate anything).
-    ///
-    /// Known shortcoming (issue 5): SAS tokens are not counted, so one signed with the standby
-    /// key dies when it is regenerated (the follow-up run reports it, or re-mints it with
-    /// `KEYSYNC_REMINT_SAS`). Counting them means signing each token's fields again with both
-    /// keys to see which one matches, as `keysync demo` does to show who signed a token.
-    async fn keys_in_use(
-        &self,
-        scope: &Scope<'_>,
-        keys: AccountKeys,
-    ) -> Result<Result<Vec<KeySlot>, String>, ReconcileError> {
-        let report = self
-            .reconcile_locked(scope.request(Target::Newest, true, keys))
+        let keys = arm.list_keys(account).await?;
+        let as_of = Some(observed.key_creation_time());
+        let dry_run = self
+            .reconcile_locked(scope.request(Target::Newest, true, keys.clone(), as_of))
             .await?;
-        if report.needs_retry() {
-            return Ok(Err("some datastores could not be read, so a consumer of the standby key cannot be ruled out: nothing regenerated".into()));
-        }
-        let datastores = report
-            .entries
-            .iter()
-            .filter(|e| e.kind == ObjectKind::Datastore);
-        let held = datastores.filter_map(|e| match e.held {
+        let decision = match dry_run.needs_retry() {
+            true => Decision::Leave {
+                reason: UNREAD.into(),
+                attention: true,
+            },
+            false => decide::decide(&facts, created, &keys_held(&dry_run), limits, now),
+        };
+        Ok(Ok(Look {
+            account: observed,
+            keys,
+            dry_run,
+            decision,
+        }))
+    }
+}
+
+/// The rotation of `account`, not done because the SAS token of `datastore` (signed with
+/// `standby`) could not be re-minted; `done` tokens were re-minted before it.
+fn not_reminted(
+    account: &StorageAccountId,
+    datastore: &str,
+    standby: KeySlot,
+    not: sas::NotReminted,
+    done: usize,
+) -> Rotation {
+    let active = standby.other();
+    let already = match done {
+        0 => String::new(),
+        n => format!(" ({n} re-minted with {active} already)"),
+    };
+    match not {
+        sas::NotReminted::Cannot(why) => Rotation::left(
+            account,
+            format!(
+                "nothing regenerated: the SAS token of {datastore} is signed with {standby}, which the rotation would regenerate, and keysync cannot re-mint it ({why}): re-sign it with {active}{already}"
+            ),
+            true,
+        ),
+        sas::NotReminted::Failed(why) => Rotation::failed(
+            account,
+            format!(
+                "nothing regenerated: storing a SAS token re-minted with {active} for {datastore} failed: {why}{already}"
+            ),
+        ),
+    }
+}
+
+/// Why an account is left when some of its datastores could not be read.
+const UNREAD: &str = "some datastores could not be read, so a consumer of the standby key cannot be ruled out: nothing regenerated";
+
+/// The current key held by each AccountKey datastore of a dry run's report. (SAS tokens are
+/// consumers too, of the key that signed them: see [`sas`], read only when a rotation is due.)
+fn keys_held(dry_run: &Report) -> Vec<KeySlot> {
+    let datastores = dry_run
+        .entries
+        .iter()
+        .filter(|e| e.kind == ObjectKind::Datastore);
+    datastores
+        .filter_map(|e| match e.held {
             Some(Held::Key1) => Some(KeySlot::Key1),
             Some(Held::Key2) => Some(KeySlot::Key2),
             _ => None,
-        });
-        Ok(Ok(held.collect()))
-    }
+        })
+        .collect()
+}
+
+/// The keys a rotation read and left unused, with the account's key times when it read them:
+/// the sweep of the same tick reconciles the account with them while the times are unchanged,
+/// rather than calling `listKeys` a second time.
+pub struct KnownKeys {
+    pub account: StorageAccountId,
+    pub keys: AccountKeys,
+    pub as_of: KeyCreationTime,
+}
+
+/// What a rotation read before deciding, for the steps after.
+struct Look {
+    account: StorageAccount,
+    keys: AccountKeys,
+    /// What a reconcile would do: which key each datastore holds, which ones have a SAS token.
+    dry_run: Report,
+    decision: Decision,
 }
 
 /// What a rotation's reconciles share: the account, the listing, the deadline.
@@ -208,12 +355,19 @@ struct Scope<'a> {
 }
 
 impl Scope<'_> {
-    fn request(&self, target: Target, dry_run: bool, keys: AccountKeys) -> Request {
+    fn request(
+        &self,
+        target: Target,
+        dry_run: bool,
+        keys: AccountKeys,
+        keys_as_of: Option<KeyCreationTime>,
+    ) -> Request {
         Request {
             account: self.account.clone(),
             target,
             dry_run,
             keys: Some(keys),
+            keys_as_of,
             inventory: self.inventory.clone(),
             deadline: self.deadline,
             report_other_accounts: true,

@@ -7,10 +7,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{Limits, Rotation};
+use super::{KnownKeys, Limits, Rotation};
 use crate::config::{ROTATE_TAG, RotationPolicy};
 use crate::reconcile::execute::explain;
-use crate::reconcile::plan::Target;
 use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request};
 use crate::report::{Note, Outcome, Report};
 use crate::resource_id::StorageAccountId;
@@ -41,23 +40,47 @@ pub struct TickReport {
 }
 
 impl TickReport {
+    /// True when anything failed or was left for later, by a rotation (a completion cut short
+    /// again, say) or by the sweep: the invocation then fails, and the next tick picks it up.
     pub fn has_failures(&self) -> bool {
+        let rotation_reports = self.rotations.iter().filter_map(|r| r.report.as_ref());
         self.rotations.iter().any(|r| !r.succeeded())
-            || self.sweep.iter().any(Report::needs_retry)
+            || rotation_reports.chain(&self.sweep).any(Report::needs_retry)
             || self.notes.iter().any(|n| n.outcome == Outcome::Failed)
     }
 
-    /// One line: `rotated 1 of 2 accounts; swept 3 accounts: 2 updated, ...`.
+    /// The ARM writes this report stands for: each regeneration, each datastore updated (key or
+    /// re-minted SAS token) and each workspace resynced, by the rotations and the sweep.
+    pub fn writes(&self) -> usize {
+        let regenerations = self.rotations.iter().filter(|r| r.regenerated.is_some());
+        let reports = self.rotations.iter().filter_map(|r| r.report.as_ref());
+        let written = |report: &Report| {
+            [Outcome::Updated, Outcome::Resynced, Outcome::Accepted]
+                .into_iter()
+                .map(|o| report.count(o))
+                .sum::<usize>()
+        };
+        regenerations.count() + reports.chain(&self.sweep).map(written).sum::<usize>()
+    }
+
+    /// One line: `rotated 1 of 2 candidate accounts; swept 3 accounts: 2 datastores updated,
+    /// ...`, with the rotations cut short that were completed, if any.
     pub fn summary(&self) -> String {
-        let rotated = self
-            .rotations
-            .iter()
-            .filter(|r| r.outcome == "rotated")
-            .count();
+        let count = |outcome| {
+            self.rotations
+                .iter()
+                .filter(|r| r.outcome == outcome)
+                .count()
+        };
+        let completed = match count("completed") {
+            0 => String::new(),
+            n => format!(" (and completed {n} cut short)"),
+        };
         let failed = self.sweep.iter().filter(|r| r.has_failures()).count();
         let changed: usize = self.sweep.iter().map(|r| r.count(Outcome::Updated)).sum();
         format!(
-            "rotated {rotated} of {} candidate accounts; swept {} accounts: {changed} datastores updated, {failed} with failures",
+            "rotated {} of {} candidate accounts{completed}; swept {} accounts: {changed} datastores updated, {failed} with failures",
+            count("rotated"),
             self.rotations.len(),
             self.sweep.len()
         )
@@ -78,31 +101,28 @@ impl Reconciler {
 
         let candidates = candidates(policy, &inventory, self.subscriptions());
         let limits = Limits::from_policy(policy, false);
-        report.rotations = futures::stream::iter(candidates.clone())
-            .map(|(account, blocked)| {
-                self.rotate_candidate(account, blocked, limits, inventory.clone(), deadline)
-            })
-            .buffered(ROTATION_CONCURRENCY)
-            .collect()
-            .await;
+        let (rotations, known): (Vec<Rotation>, Vec<Option<KnownKeys>>) =
+            futures::stream::iter(candidates)
+                .map(|(account, blocked)| {
+                    self.rotate_candidate(account, blocked, limits, inventory.clone(), deadline)
+                })
+                .buffered(ROTATION_CONCURRENCY)
+                .unzip()
+                .await;
+        report.rotations = rotations;
+        let known: Vec<KnownKeys> = known.into_iter().flatten().collect();
 
-        let rotated: Vec<StorageAccountId> = report
+        // A rotated or completed account was reconciled by its rotation.
+        let reconciled: Vec<StorageAccountId> = report
             .rotations
             .iter()
             .filter(|r| r.report.is_some())
             .filter_map(|r| StorageAccountId::parse(&r.account).ok())
             .collect();
-        // Accounts under rotation end with every datastore on the newest key, which completes a
-        // rotation that an earlier tick left half done (cut by its deadline, or failed).
-        let align: Vec<StorageAccountId> = candidates
-            .into_iter()
-            .filter(|(_, blocked)| blocked.is_none())
-            .map(|(a, _)| a)
-            .collect();
         let sweep = Sweep {
             inventory,
-            skip: &rotated,
-            align: &align,
+            skip: &reconciled,
+            known: &known,
             deadline,
         };
         let (reports, notes) = self.sweep(sweep).await;
@@ -118,16 +138,16 @@ impl Reconciler {
         limits: Limits,
         inventory: Arc<Inventory>,
         deadline: Option<Instant>,
-    ) -> Rotation {
+    ) -> (Rotation, Option<KnownKeys>) {
         if let Some(reason) = blocked {
-            return Rotation::left(&account, reason, false);
+            return (Rotation::left(&account, reason, false), None);
         }
         match self
-            .rotate(&account, limits, Some(inventory), deadline)
+            .rotate_keeping_keys(&account, limits, Some(inventory), deadline)
             .await
         {
-            Ok(rotation) => rotation,
-            Err(e) => Rotation::failed(&account, describe(e)),
+            Ok(done) => done,
+            Err(e) => (Rotation::failed(&account, describe(e)), None),
         }
     }
 
@@ -194,21 +214,20 @@ pub struct Sweep<'a> {
     pub inventory: Arc<Inventory>,
     /// Accounts already reconciled (by their rotation).
     pub skip: &'a [StorageAccountId],
-    /// Accounts whose datastores all move to the newest key.
-    pub align: &'a [StorageAccountId],
+    /// Keys the tick's rotations read for accounts they left alone.
+    pub known: &'a [KnownKeys],
     pub deadline: Option<Instant>,
 }
 
 impl Sweep<'_> {
+    /// A plain reconcile: datastores that hold either current key stay where they are, so an
+    /// account whose datastores disagree on purpose is left as it is (see `decide::split`).
     fn request(&self, account: StorageAccountId) -> Request {
-        let target = if self.align.contains(&account) {
-            Target::AlignOnNewest
-        } else {
-            Target::Newest
-        };
+        let known = self.known.iter().find(|k| k.account == account);
         Request {
             inventory: Some(self.inventory.clone()),
-            target,
+            keys: known.map(|k| k.keys.clone()),
+            keys_as_of: known.map(|k| k.as_of),
             deadline: self.deadline,
             // The sweep reports every account in use, so each datastore has a line under its own
             // account; repeating it under every other account its workspace touches would
@@ -334,6 +353,44 @@ mod tests {
                 .unwrap()
                 .contains("Function App runs on this account")
         );
+    }
+
+    #[test]
+    fn work_a_rotation_left_for_later_fails_the_tick_like_the_sweeps() {
+        use crate::report::{Action, Entry, ObjectKind};
+        let deferred = Entry {
+            kind: ObjectKind::Datastore,
+            workspace: "ws".into(),
+            datastore: Some("cut_1".into()),
+            held: None,
+            action: Action::UpdateKey,
+            key: None,
+            outcome: Outcome::Deferred,
+            reason: None,
+            attention: false,
+            verification: None,
+        };
+        let id = StorageAccountId::parse(&format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/stcut"
+        ))
+        .unwrap();
+        let mut report = Report::new(id.as_str(), false);
+        let completed = |report: Report| Rotation {
+            report: Some(report),
+            outcome: "completed".into(),
+            ..Rotation::left(&id, String::new(), false)
+        };
+        let tick = TickReport {
+            rotations: vec![completed(report.clone())],
+            ..TickReport::default()
+        };
+        assert!(!tick.has_failures());
+        report.entries.push(deferred);
+        let tick = TickReport {
+            rotations: vec![completed(report)],
+            ..TickReport::default()
+        };
+        assert!(tick.has_failures());
     }
 
     #[test]

@@ -222,6 +222,18 @@ pub fn sign(
     Ok(SecretString::from(query.finish()))
 }
 
+/// True when `token`'s signature is the one `key` gives its fields for `resource`: which key
+/// signed a token is found by signing it again with each. `resource` is not signed over by an
+/// account SAS; an error says why the token's string to sign is unknown.
+pub fn is_signed_with(
+    token: &SasToken,
+    key: &AccountKey,
+    resource: SignedResource<'_>,
+) -> Result<bool, SasError> {
+    let signature = key.sign(&string_to_sign(token, key.account(), resource)?);
+    Ok(token.get("sig") == Some(signature.as_str()))
+}
+
 /// The string a token is signed over (see the module documentation).
 pub fn string_to_sign(
     token: &SasToken,
@@ -408,6 +420,24 @@ mod tests {
             signed.get("sig"),
             Some("mvFqX1+gmj/qO4+jE779pztHFnQIitAo2Cn+7nEkDNE=")
         );
+    }
+
+    #[test]
+    fn the_key_that_signed_a_token_is_found_by_signing_it_again() {
+        let other = AccountKey::new("stvector01", &SecretString::from("b3RoZXIga2V5")).unwrap();
+        let container = SignedResource::Container("data");
+        // The container SAS signed above, by hand, with its signature from the vector.
+        let token = SasToken::parse("sv=2024-11-04&sr=c&sp=rwl&st=2026-03-01T00:00:00Z&se=2026-04-01T00:00:00Z&spr=https&sig=F9r77ZTl5f06LlIKNl7YpcqF9kKCoGqsompiSEC5ZOY%3D").unwrap();
+        assert_eq!(is_signed_with(&token, &key(), container), Ok(true));
+        assert_eq!(is_signed_with(&token, &other, container), Ok(false));
+        // The same fields over another container are another string to sign.
+        let elsewhere = SignedResource::Container("other");
+        assert_eq!(is_signed_with(&token, &key(), elsewhere), Ok(false));
+        let blob = SasToken::parse("sv=2024-11-04&sr=b&sp=r&sig=x").unwrap();
+        assert!(matches!(
+            is_signed_with(&blob, &key(), container),
+            Err(SasError::Scope(..))
+        ));
     }
 
     #[test]

@@ -320,37 +320,3 @@ fn a_listing_failure_keeps_the_workspace_in_the_plan() {
         Some("HTTP 503")
     );
 }
-
-#[test]
-fn aligning_moves_valid_keys_to_the_newest_key_too() {
-    let ws = workspace(
-        false,
-        vec![
-            datastore(
-                "on_key1",
-                "AccountKey",
-                "stmlshared01",
-                Some(SecretState::Current(KeySlot::Key1)),
-            ),
-            datastore(
-                "on_key2",
-                "AccountKey",
-                "stmlshared01",
-                Some(SecretState::Current(KeySlot::Key2)),
-            ),
-        ],
-    );
-    let plan = plan(&account(), &[ws], Target::AlignOnNewest, NOW);
-    assert_eq!(plan.target, KeySlot::Key1, "key1 is the newer key");
-    assert_eq!(
-        steps(&plan),
-        vec![
-            ("on_key1".into(), Some(Held::Key1), in_sync()),
-            (
-                "on_key2".into(),
-                Some(Held::Key2),
-                Step::Update(KeySlot::Key1)
-            ),
-        ]
-    );
-}
