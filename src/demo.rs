@@ -103,7 +103,7 @@ async fn rotation_act(
     let unreported = writes(emulator) as i64 - (before_tick + report.writes()) as i64;
     let echo_reported = writes_reported(&echo);
     println!(
-        "\n6. keysync's own regeneration came back as an event: HTTP {}, {unreported} writes to Azure besides the tick's.",
+        "\n6. keysync's own regeneration came back as an event: HTTP {}, {unreported} writes to Azure\n   (every other write is one the tick's report lists).",
         echo.status
     );
 

@@ -297,7 +297,7 @@ fn check_result(text: &str) {
         "(workspace) resynced",
         "rotation of stmlother02: rotated",
         "rotation of stmlfresh03: left",
-        "keysync's own regeneration came back as an event: HTTP 200, 0 writes to Azure.",
+        "keysync's own regeneration came back as an event: HTTP 200, 0 writes to Azure\n",
         "Result: every AccountKey datastore on stmlshared01 holds a valid key",
         "the echo wrote nothing.",
     ] {
