@@ -40,7 +40,7 @@ pub async fn run(app_root: Option<PathBuf>, verbose: bool) -> anyhow::Result<Exi
         emulator.base_url()
     );
     let azurite = attach_azurite(&app_root, &emulator).await?;
-    let host = start_host(&app_root, &emulator, verbose).await?;
+    let host = start_host(&app_root, &emulator, verbose, azurite).await?;
     let startup = host.handler_startup().unwrap_or_default();
     println!(
         "2. Local Functions host started `keysync serve` from {} (ready in {} ms)",
@@ -223,7 +223,7 @@ async fn attach_azurite(app_root: &Path, emulator: &RunningEmulator) -> anyhow::
     let found = azurite::find(&[app_root.to_path_buf()]).or_else(azurite::find_default);
     let Some(binary) = found else {
         println!(
-            "   Azurite (the Azure Storage emulator) is not installed, so keysync's storage checks will find\n   the accounts' endpoints unreachable. Install it with `npm ci` in the repository root (Node.js 20+),\n   or point {} at an azurite-blob executable.",
+            "   Azurite (the Azure Storage emulator) is not installed, so keysync's storage checks are off: the\n   accounts' endpoints are Azure's own names. Install it with `npm ci` in the repository root\n   (Node.js 20+), or point {} at an azurite-blob executable, to see them.",
             azurite::AZURITE_ENV
         );
         return Ok(false);
@@ -242,11 +242,18 @@ async fn start_host(
     app_root: &Path,
     emulator: &RunningEmulator,
     verbose: bool,
+    azurite: bool,
 ) -> anyhow::Result<LocalHost> {
     let executable = std::env::current_exe().context("locating the keysync binary")?;
     let mut env = emulator.env();
-    // The demo shows a dead SAS token being replaced; by default keysync only reports it.
-    env.push(("KEYSYNC_REMINT_SAS".into(), "true".into()));
+    match azurite {
+        // The demo shows a dead SAS token being replaced; by default keysync only reports it.
+        true => env.push(("KEYSYNC_REMINT_SAS".into(), "true".into())),
+        // Without Azurite the accounts' endpoints are Azure's own names
+        // (`stmlshared01.blob.core.windows.net`): a check there would send a signed request to
+        // whoever owns that name.
+        false => env.push(("KEYSYNC_VERIFY".into(), "false".into())),
+    }
     LocalHost::start(HostOptions {
         app_root: app_root.to_path_buf(),
         executable: Some(executable),
