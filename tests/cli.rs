@@ -501,3 +501,22 @@ async fn rotate_refuses_the_function_apps_own_storage_unless_it_is_listed() {
     assert_eq!(listed.code, 0, "{}", listed.stderr);
     assert_eq!(listed.json()["outcome"], "rotated");
 }
+
+#[tokio::test]
+async fn serve_without_a_port_names_the_variable_the_host_sets() {
+    let out = keysync(&[], &["serve"]).await;
+
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(
+            "error: no port to listen on: the Functions host sets FUNCTIONS_CUSTOMHANDLER_PORT"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("Usage: keysync serve"),
+        "{}",
+        out.stderr
+    );
+}

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 pub use common::CommonArgs;
 
@@ -34,9 +34,11 @@ pub enum Command {
     ///
     /// Example: FUNCTIONS_CUSTOMHANDLER_PORT=7071 KEYSYNC_SUBSCRIPTIONS=<id> keysync serve
     Serve {
-        /// The port to listen on.
+        /// The port to listen on; the Functions host passes it in FUNCTIONS_CUSTOMHANDLER_PORT.
+        // Optional to clap so that a missing port gets a message naming the variable (see
+        // `missing_port`): the host never passes --port, so clap's own message misleads.
         #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
-        port: u16,
+        port: Option<u16>,
     },
     /// Show what a reconcile would do, writing nothing.
     ///
@@ -195,6 +197,9 @@ const ROTATE_EXAMPLES: &str = concat!(
 /// 1 failure, 2 usage error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Serve { port: None } = cli.command {
+        missing_port().exit();
+    }
     match cli.command {
         Command::Serve { .. } => crate::telemetry::init("info"),
         Command::Plan(_) | Command::Sync(_) | Command::Rotate(_) => {
@@ -218,9 +223,26 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The usage error (exit 2) for `serve` without a port.
+fn missing_port() -> clap::Error {
+    let message = "no port to listen on: the Functions host sets FUNCTIONS_CUSTOMHANDLER_PORT; \
+                   outside the host, set it or pass --port <PORT>";
+    let mut command = Cli::command();
+    // Built, so that the subcommand's usage line reads `keysync serve`.
+    command.build();
+    let serve = command.find_subcommand("serve").cloned();
+    serve
+        .unwrap_or(command)
+        .error(clap::error::ErrorKind::MissingRequiredArgument, message)
+}
+
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { port } => {
+            // `main` has refused a missing port already.
+            let Some(port) = port else {
+                return Err(missing_port().into());
+            };
             let config = crate::config::Config::from_env()?;
             crate::handler::serve(port, config).await?;
             Ok(ExitCode::SUCCESS)
