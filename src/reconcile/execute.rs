@@ -2,7 +2,7 @@
 //! report entry.
 
 use crate::arm::{ArmClient, ArmError, ArmErrorKind};
-use crate::model::ml::CredentialsKind;
+use crate::model::ml::{CredentialsKind, Datastore};
 use crate::model::storage::{AccountKeys, KeySlot};
 use crate::report::{Action, Entry, ObjectKind, Outcome};
 use crate::resource_id::{DatastoreId, WorkspaceId};
@@ -59,24 +59,29 @@ fn datastore_entry(workspace: &WorkspaceId, ds: &DatastorePlan) -> Entry {
     }
 }
 
-/// Carries out one datastore's plan and reports how it went.
+/// Carries out one datastore's plan and reports how it went; with the datastore as stored when
+/// it was updated, so that the storage check after the run need not read it again.
 pub async fn datastore(
     arm: &ArmClient,
     workspace: &WorkspaceId,
     ds: &DatastorePlan,
     facts: &AccountFacts,
     keys: &AccountKeys,
-) -> Entry {
-    let Step::Update(slot) = ds.step else {
-        return planned_entry(workspace, ds, false);
-    };
+) -> (Entry, Option<Datastore>) {
     let mut entry = planned_entry(workspace, ds, false);
+    let Step::Update(slot) = ds.step else {
+        return (entry, None);
+    };
     if past_deadline(arm) {
         defer(&mut entry);
-        return entry;
+        return (entry, None);
     }
+    let mut stored = None;
     match update_in_place(arm, &ds.id, facts, keys, slot).await {
-        Ok(()) => entry.outcome = Outcome::Updated,
+        Ok(datastore) => {
+            entry.outcome = Outcome::Updated;
+            stored = Some(datastore);
+        }
         Err(UpdateError::Changed(reason)) => {
             entry.action = Action::Skip;
             entry.outcome = Outcome::Skipped;
@@ -85,7 +90,7 @@ pub async fn datastore(
         Err(UpdateError::Arm(e)) if e.kind == ArmErrorKind::Deadline => defer(&mut entry),
         Err(UpdateError::Arm(e)) => entry.reason = Some(explain(&e)),
     }
-    entry
+    (entry, stored)
 }
 
 /// True when the handle's deadline has passed: no new work may start.
@@ -123,14 +128,15 @@ impl From<ArmError> for UpdateError {
     }
 }
 
-/// GET the datastore, replace only its secret, PUT it back whole. Never deletes.
+/// GET the datastore, replace only its secret, PUT it back whole; returns it as stored. Never
+/// deletes.
 async fn update_in_place(
     arm: &ArmClient,
     id: &DatastoreId,
     facts: &AccountFacts,
     keys: &AccountKeys,
     slot: KeySlot,
-) -> Result<(), UpdateError> {
+) -> Result<Datastore, UpdateError> {
     let current = arm.get_datastore(id).await?;
     // Someone may have re-pointed or re-typed the datastore since it was listed.
     if !facts.holds(&current) || current.credentials_kind() != CredentialsKind::AccountKey {
@@ -143,8 +149,13 @@ async fn update_in_place(
         .ok_or(UpdateError::Changed(
             "no credentials object to update: left alone",
         ))?;
-    arm.put_datastore(id, &body).await?;
-    Ok(())
+    let stored = arm.put_datastore(id, &body).await?;
+    // Azure answers with the resource as stored; an answer that does not look like it leaves
+    // the resource as read, which is what was written but for the secret.
+    Ok(match facts.holds(&stored) {
+        true => stored,
+        false => current,
+    })
 }
 
 /// The report entry for a workspace whose default storage is the account.

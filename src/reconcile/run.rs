@@ -3,12 +3,15 @@
 
 use futures::StreamExt;
 use futures::future::{BoxFuture, Shared, join_all};
+use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use super::inventory::ListedWorkspace;
 use super::plan::{
-    self, AccountFacts, DatastorePlan, ObservedWorkspace, ResyncDecision, Step, WorkspacePlan,
+    self, AccountFacts, DatastorePlan, ObservedDatastore, ObservedWorkspace, ResyncDecision, Step,
+    WorkspacePlan,
 };
+use super::verify::Subject;
 use super::{AccountRead, ReconcileError, Reconciler, Request, execute, observe};
 use crate::arm::{ArmClient, ArmError, ArmErrorKind};
 use crate::model::ml::{Datastore, Workspace};
@@ -23,6 +26,32 @@ pub(super) type SharedRead<'a> = Shared<BoxFuture<'a, Result<AccountRead, Reconc
 /// queue for the subscription's concurrency limit, so this only bounds the futures held.
 const WORKSPACES_IN_FLIGHT: usize = 1024;
 
+/// A report entry, and what the step after the run (the storage check) is to do with it.
+pub(super) struct Worked {
+    pub entry: Entry,
+    pub follow_up: FollowUp,
+}
+
+/// What the storage check after the run does with an entry.
+pub(super) enum FollowUp {
+    Nothing,
+    /// Check the datastore's credential, with what the run already knows of it.
+    Check(Subject),
+}
+
+impl Worked {
+    fn plain(entry: Entry) -> Self {
+        Worked {
+            entry,
+            follow_up: FollowUp::Nothing,
+        }
+    }
+}
+
+fn plain(entries: Vec<Entry>) -> Vec<Worked> {
+    entries.into_iter().map(Worked::plain).collect()
+}
+
 pub(super) struct Run<'a> {
     pub reconciler: &'a Reconciler,
     /// The ARM client, bound to the request's deadline.
@@ -34,7 +63,7 @@ pub(super) struct Run<'a> {
 
 impl Run<'_> {
     /// Every workspace in scope, from the request's inventory or listed now.
-    pub async fn all_workspaces(&self) -> (Vec<Entry>, Vec<Note>) {
+    pub async fn all_workspaces(&self) -> (Vec<Worked>, Vec<Note>) {
         if let Some(inventory) = &self.request.inventory {
             // Only the workspaces that may have to do with the account get a future: a sweep
             // runs one of these per account, and most workspaces concern few accounts.
@@ -74,7 +103,7 @@ impl Run<'_> {
     /// The workspaces of one subscription, each started as soon as its page of the listing
     /// arrives rather than after the last page; entries come back in listing order, with the
     /// listing's failure if a page could not be read.
-    async fn subscription(&self, subscription: &str) -> (Vec<Entry>, Option<ArmError>) {
+    async fn subscription(&self, subscription: &str) -> (Vec<Worked>, Option<ArmError>) {
         let (pages, listed) = futures::channel::mpsc::unbounded::<Vec<Workspace>>();
         let listing = async move {
             let send = |page| {
@@ -93,10 +122,10 @@ impl Run<'_> {
     }
 
     /// Lists one workspace's datastores, then works on it.
-    async fn listed_workspace(&self, id: WorkspaceId, workspace: Workspace) -> Vec<Entry> {
+    async fn listed_workspace(&self, id: WorkspaceId, workspace: Workspace) -> Vec<Worked> {
         let listed = match self.arm.list_datastores(&id).await {
             Err(e) if e.kind == ArmErrorKind::Deadline => {
-                return vec![execute::deferred_listing(&id)];
+                return plain(vec![execute::deferred_listing(&id)]);
             }
             Err(e) => Err(execute::explain(&e)),
             Ok(all) => Ok(all.into_iter().filter(|d| self.needs(d)).collect()),
@@ -124,7 +153,7 @@ impl Run<'_> {
         id: WorkspaceId,
         workspace: &Workspace,
         listed: Result<Vec<Datastore>, String>,
-    ) -> Vec<Entry> {
+    ) -> Vec<Worked> {
         // A failed read ends the whole run (see `reconcile_locked`); nothing to do here then.
         let Ok((account, keys)) = self.account.clone().await else {
             return Vec::new();
@@ -132,9 +161,12 @@ impl Run<'_> {
         let facts = super::facts(&account);
         let keys = keys.as_deref();
         let arm = &self.arm;
-        let datastores = match listed {
-            Ok(listed) => Ok(observe::datastores(arm, &id, listed, &facts, keys).await),
-            Err(reason) => Err(reason),
+        let (datastores, stale_keys) = match listed {
+            Ok(listed) => {
+                let observed = observe::datastores(arm, &id, listed, &facts, keys).await;
+                (Ok(observed.datastores), observed.stale_keys)
+            }
+            Err(reason) => (Err(reason), Vec::new()),
         };
         let observed = ObservedWorkspace {
             last_resynced_for: self.reconciler.last_resync(&id),
@@ -150,8 +182,12 @@ impl Run<'_> {
             return Vec::new();
         };
         match (self.request.dry_run, keys) {
-            (false, Some(keys)) => self.apply(&plan, &facts, keys).await,
-            _ => self.describe(&plan, keys.is_some()),
+            (false, Some(keys)) => {
+                let listed = observed.datastores.as_deref().unwrap_or(&[]);
+                let seen = Seen { listed, stale_keys };
+                self.apply(&plan, seen, &facts, keys).await
+            }
+            _ => plain(self.describe(&plan, keys.is_some())),
         }
     }
 
@@ -173,9 +209,10 @@ impl Run<'_> {
     async fn apply(
         &self,
         plan: &WorkspacePlan,
+        seen: Seen<'_>,
         facts: &AccountFacts,
         keys: &AccountKeys,
-    ) -> Vec<Entry> {
+    ) -> Vec<Worked> {
         let arm = &self.arm;
         let is_update = |d: &&DatastorePlan| matches!(d.step, Step::Update(_));
         let updates = plan
@@ -184,16 +221,23 @@ impl Run<'_> {
             .filter(is_update)
             .map(|d| execute::datastore(arm, &plan.id, d, facts, keys));
         let mut updated = join_all(updates).await.into_iter();
-        let mut entries = listing_error_entry(plan);
+        let mut worked = plain(listing_error_entry(plan));
         // Back in plan order: the updates' entries where they were, the rest as planned.
-        entries.extend(plan.datastores.iter().map(|d| {
-            match d.step {
+        let Seen { listed, stale_keys } = seen;
+        let mut stale_keys = stale_keys.into_iter();
+        for (index, d) in plan.datastores.iter().enumerate() {
+            let (entry, stored) = match d.step {
                 Step::Update(_) => updated
                     .next()
-                    .unwrap_or_else(|| execute::planned_entry(&plan.id, d, false)),
-                _ => execute::planned_entry(&plan.id, d, false),
-            }
-        }));
+                    .unwrap_or_else(|| (execute::planned_entry(&plan.id, d, false), None)),
+                _ => (execute::planned_entry(&plan.id, d, false), None),
+            };
+            let stale_key = stale_keys.next().flatten();
+            let check = observation(listed, index, d)
+                .and_then(|o| Subject::of(o, stale_key, &entry, stored, facts));
+            let follow_up = check.map_or(FollowUp::Nothing, FollowUp::Check);
+            worked.push(Worked { entry, follow_up });
+        }
         match &plan.resync {
             Some(ResyncDecision::Resync) => {
                 let entry = execute::resync(arm, &plan.id).await;
@@ -201,13 +245,35 @@ impl Run<'_> {
                     self.reconciler
                         .remember_resync(&plan.id, facts.newest_key_time());
                 }
-                entries.push(entry);
+                worked.push(Worked::plain(entry));
             }
-            Some(decision) => entries.push(execute::workspace_entry(&plan.id, decision, false)),
+            Some(decision) => {
+                let entry = execute::workspace_entry(&plan.id, decision, false);
+                worked.push(Worked::plain(entry));
+            }
             None => {}
         }
-        entries
+        worked
     }
+}
+
+/// What was observed of a workspace's datastores, beside the plan made from it.
+struct Seen<'a> {
+    /// The datastores as planned, in the same order as the plan's.
+    listed: &'a [ObservedDatastore],
+    /// For each, the stored key when it is neither current key.
+    stale_keys: Vec<Option<SecretString>>,
+}
+
+/// The observation the plan's `index`-th datastore was made from. The planner keeps the
+/// listing's order; the id is compared all the same, so that a planner that one day leaves some
+/// out costs a check rather than checking the wrong datastore.
+fn observation<'a>(
+    listed: &'a [ObservedDatastore],
+    index: usize,
+    planned: &DatastorePlan,
+) -> Option<&'a ObservedDatastore> {
+    listed.get(index).filter(|o| o.id == planned.id)
 }
 
 /// True when a listed workspace may have to do with `account`: its default storage, a

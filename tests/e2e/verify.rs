@@ -207,6 +207,70 @@ async fn credentials_in_sync_verify_and_a_datastore_left_on_the_old_key_is_rejec
     }
 }
 
+/// The ARM requests served since the first `skip`, as `METHOD operation path`.
+fn requests_since(app: &TestApp, skip: usize) -> Vec<String> {
+    app.emulator
+        .requests()
+        .into_iter()
+        .skip(skip)
+        .map(|r| format!("{} {} {}", r.method, r.operation, r.path))
+        .collect()
+}
+
+#[tokio::test]
+async fn checking_credentials_reads_nothing_the_run_already_read() {
+    let Some(binary) = azurite_or_skip("checking_credentials_reads_nothing_the_run_already_read")
+    else {
+        return;
+    };
+    let app = start(&binary, &[]).await;
+    app.regenerate(ACCOUNT, "key1").await;
+    let before = app.emulator.requests().len();
+
+    let record = app.deliver(&regeneration_event(ACCOUNT)).await;
+
+    assert_eq!(record.status, 200, "{:#}", record.body);
+    let report = report(&record);
+    // Every check ran: the updated datastore, those in sync, and the SAS tokens.
+    for (ds, outcome) in [
+        ("moved", "verified"),
+        ("steady", "verified"),
+        ("lake", "verified"),
+        ("exports", "rejected"),
+        ("shared", "rejected"),
+    ] {
+        assert_eq!(verification(report, ds)["outcome"], outcome, "{ds}");
+    }
+    let served = requests_since(&app, before);
+    let gets: Vec<&String> = served
+        .iter()
+        .filter(|r| r.contains(" Datastores_Get "))
+        .collect();
+    assert_eq!(
+        gets,
+        [&format!(
+            "GET Datastores_Get /subscriptions/{SUB}/resourceGroups/rg-verify/providers/Microsoft.MachineLearningServices/workspaces/{WORKSPACE}/datastores/moved"
+        )],
+        "only the GET before the PUT"
+    );
+    let secrets = served
+        .iter()
+        .filter(|r| r.contains(" Datastores_ListSecrets "))
+        .count();
+    assert_eq!(
+        secrets, 6,
+        "four account keys and two SAS tokens: {served:#?}"
+    );
+    // No request twice; a long-running resync's status polls are the one exception.
+    for request in &served {
+        let times = served.iter().filter(|r| *r == request).count();
+        assert!(
+            times == 1 || request.contains("Workspaces_ResyncKeysStatus"),
+            "{request} made {times} times: {served:#?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_sas_signed_with_a_regenerated_key_is_reported_dead_and_left_alone_by_default() {
     let Some(binary) = azurite_or_skip(
