@@ -202,6 +202,12 @@ impl Reconciler {
             memo.insert(workspace.as_str().to_ascii_lowercase(), time);
         }
     }
+
+    /// Forgets an earlier resync, so that the next run resyncs the workspace again.
+    fn forget_resync(&self, workspace: &WorkspaceId) {
+        let mut memo = self.resynced_for.lock().unwrap_or_else(|p| p.into_inner());
+        memo.remove(&workspace.as_str().to_ascii_lowercase());
+    }
 }
 
 /// The account as read at the start of a run, and its keys (`None` when shared-key access is

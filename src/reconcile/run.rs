@@ -37,6 +37,9 @@ pub(super) enum FollowUp {
     Nothing,
     /// Check the datastore's credential, with what the run already knows of it.
     Check(Subject),
+    /// The entry is the resync of this workspace (whose default storage is the account): it is
+    /// resynced again if the check changes one of its datastores.
+    Resync(WorkspaceId),
 }
 
 impl Worked {
@@ -245,11 +248,13 @@ impl Run<'_> {
                     self.reconciler
                         .remember_resync(&plan.id, facts.newest_key_time());
                 }
-                worked.push(Worked::plain(entry));
+                let follow_up = FollowUp::Resync(plan.id.clone());
+                worked.push(Worked { entry, follow_up });
             }
             Some(decision) => {
                 let entry = execute::workspace_entry(&plan.id, decision, false);
-                worked.push(Worked::plain(entry));
+                let follow_up = FollowUp::Resync(plan.id.clone());
+                worked.push(Worked { entry, follow_up });
             }
             None => {}
         }

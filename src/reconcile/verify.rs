@@ -7,12 +7,15 @@
 //! the report and a warning say what needs a human. Only a failed re-mint, which is a write like
 //! any key update, fails the run, so that it is retried with it.
 
+use std::collections::HashSet;
+
 use futures::StreamExt;
+use futures::future::join_all;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use super::Reconciler;
-use super::execute::explain;
+use super::execute::{self, explain};
 use super::plan::{AccountFacts, ObservedDatastore, SecretState};
 use super::run::FollowUp;
 use crate::arm::ArmClient;
@@ -20,7 +23,7 @@ use crate::config::VerificationPolicy;
 use crate::model::ml::{CredentialsKind, Datastore};
 use crate::model::storage::{AccountKeys, KeySlot, StorageAccount};
 use crate::report::{Action, CredentialUsed, Entry, Outcome, Report, Verification, VerifyOutcome};
-use crate::resource_id::DatastoreId;
+use crate::resource_id::{DatastoreId, WorkspaceId};
 use crate::storage::sas::{SasError, SasToken, SignedResource, format_time};
 use crate::storage::shared_key::AccountKey;
 use crate::storage::verify::{Checker, Credential, DeadEndpoints, Service, Target};
@@ -75,19 +78,60 @@ impl Reconciler {
             run,
             dead: DeadEndpoints::default(),
         };
-        let jobs = follow_ups
-            .into_iter()
-            .filter_map(|(index, follow_up)| match follow_up {
-                FollowUp::Check(subject) => Some(Job { index, subject }),
-                FollowUp::Nothing => None,
-            });
-        let findings: Vec<(usize, Finding)> = futures::stream::iter(jobs)
+        let mut jobs = Vec::new();
+        let mut resyncs = Vec::new();
+        for (index, follow_up) in follow_ups {
+            match follow_up {
+                FollowUp::Check(subject) => jobs.push(Job { index, subject }),
+                FollowUp::Resync(workspace) => resyncs.push((index, workspace)),
+                FollowUp::Nothing => {}
+            }
+        }
+        let findings: Vec<(Job, Finding)> = futures::stream::iter(jobs)
             .map(|job| checks.run(job))
             .buffer_unordered(verifier.policy.concurrency)
             .collect()
             .await;
-        for (index, finding) in findings {
-            finding.apply(&mut report.entries[index]);
+        let mut reminted = HashSet::new();
+        for (job, finding) in findings {
+            if finding.reminted() {
+                reminted.insert(job.subject.id.workspace().as_str().to_ascii_lowercase());
+            }
+            finding.apply(&mut report.entries[job.index]);
+        }
+        resyncs.retain(|(_, ws)| reminted.contains(&ws.as_str().to_ascii_lowercase()));
+        self.resync_after_remints(&checks, resyncs, report).await;
+    }
+
+    /// Resyncs again each workspace whose default storage is the account and one of whose SAS
+    /// tokens was just re-minted: a workspace is resynced after the last change to its
+    /// datastores (DESIGN.md section 3, step 6), and the run's own resync came before the
+    /// re-mint, which only the storage check can decide.
+    async fn resync_after_remints(
+        &self,
+        checks: &Checks<'_>,
+        resyncs: Vec<(usize, WorkspaceId)>,
+        report: &mut Report,
+    ) {
+        let arm = &checks.arm;
+        let done = join_all(resyncs.into_iter().map(|(index, workspace)| async move {
+            let entry = execute::resync(arm, &workspace).await;
+            (index, workspace, entry)
+        }))
+        .await;
+        for (index, workspace, mut entry) in done {
+            match entry.outcome {
+                Outcome::Resynced | Outcome::Accepted => {
+                    let key_time = checks.run.facts.newest_key_time();
+                    self.remember_resync(&workspace, key_time);
+                }
+                // So that the redelivery the failure brings resyncs it, whatever it plans.
+                _ => self.forget_resync(&workspace),
+            }
+            if entry.outcome == Outcome::Resynced {
+                entry.reason = Some("resynced after its re-minted SAS tokens were stored".into());
+            }
+            report.entries[index] = entry;
         }
     }
 }
@@ -199,6 +243,11 @@ impl Finding {
         }
     }
 
+    /// True when the check stored a new SAS token in the datastore.
+    fn reminted(&self) -> bool {
+        self.outcome == Some(Outcome::Updated) && self.action == Some(Action::UpdateSas)
+    }
+
     fn apply(self, entry: &mut Entry) {
         let trouble = self.verification.as_ref().is_some_and(|v| {
             matches!(
@@ -234,7 +283,7 @@ struct Checks<'a> {
 }
 
 impl Checks<'_> {
-    async fn run(&self, job: Job) -> (usize, Finding) {
+    async fn run(&self, job: Job) -> (Job, Finding) {
         let subject = &job.subject;
         let finding = match &subject.stored {
             Stored::SasToken => self.sas(subject).await,
@@ -248,7 +297,7 @@ impl Checks<'_> {
                 "storage check"
             );
         }
-        (job.index, finding)
+        (job, finding)
     }
 
     async fn account_key(&self, subject: &Subject, stored: &Stored) -> Finding {

@@ -387,6 +387,48 @@ async fn with_reminting_on_a_dead_sas_is_replaced_by_one_that_verifies_with_the_
 }
 
 #[tokio::test]
+async fn a_workspace_is_resynced_after_its_sas_tokens_are_re_minted() {
+    let Some(binary) =
+        azurite_or_skip("a_workspace_is_resynced_after_its_sas_tokens_are_re_minted")
+    else {
+        return;
+    };
+    let app = start(&binary, &[("KEYSYNC_REMINT_SAS", "true")]).await;
+    app.regenerate(ACCOUNT, "key1").await;
+    let before = app.emulator.requests().len();
+
+    let record = app.deliver(&regeneration_event(ACCOUNT)).await;
+
+    assert_eq!(record.status, 200, "{:#}", record.body);
+    let workspace = workspace_entry(report(&record), WORKSPACE).expect("workspace entry");
+    assert_eq!(workspace["outcome"], "resynced", "{workspace:#}");
+    assert_eq!(
+        workspace["reason"], "resynced after its re-minted SAS tokens were stored",
+        "{workspace:#}"
+    );
+    let served = requests_since(&app, before);
+    let put = |datastore: &str| {
+        served
+            .iter()
+            .position(|r| r.starts_with("PUT ") && r.ends_with(&format!("/datastores/{datastore}")))
+            .unwrap_or_else(|| panic!("no PUT of {datastore}: {served:#?}"))
+    };
+    let resyncs: Vec<usize> = (0..served.len())
+        .filter(|i| served[*i].starts_with("POST Workspaces_ResyncKeys "))
+        .collect();
+    // The run's resync follows the key update, as before; a second one follows the re-mints,
+    // which only the storage check after it decides.
+    assert_eq!(resyncs.len(), 2, "{served:#?}");
+    assert!(put("moved") < resyncs[0], "{served:#?}");
+    for sas in ["exports", "shared"] {
+        assert!(
+            put(sas) < resyncs[1],
+            "{sas}'s PUT after the last resync: {served:#?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_shared_key_disabled_account_is_reported_untouched_and_never_checked() {
     let Some(binary) =
         azurite_or_skip("a_shared_key_disabled_account_is_reported_untouched_and_never_checked")
