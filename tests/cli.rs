@@ -204,6 +204,17 @@ async fn plan_as_json_covers_the_whole_scope_and_writes_nothing() {
         entry(account(&run, "stmlother02"), "archive_other")["outcome"],
         "inSync"
     );
+    // A plan checks no SAS token, so it has nothing for a person to do about one.
+    let sas = entry(shared, "exports_sas");
+    assert_eq!(sas["outcome"], "skipped");
+    assert!(sas.get("attention").is_none(), "{sas:#}");
+    assert!(
+        sas["reason"]
+            .as_str()
+            .unwrap()
+            .contains("checked against storage"),
+        "{sas:#}"
+    );
     assert_eq!(writes(&emulator), before);
 }
 
@@ -325,6 +336,84 @@ async fn rotate_rotates_a_due_account_leaves_a_young_one_and_force_lifts_the_age
         entry(&rotation["report"], "scratch_fresh")["outcome"],
         "updated"
     );
+}
+
+/// Azurite's executable, or `None` (after saying so) when the test should skip; as in
+/// `tests/e2e/verify.rs`, `KEYSYNC_REQUIRE_AZURITE=1` turns a skip into a failure.
+fn azurite_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    use std::io::Write;
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let found = keysync::emulator::azurite::find(&[root]);
+    if found.is_none() {
+        let hint = "run `npm ci` in the repository root, or set KEYSYNC_AZURITE";
+        if std::env::var("KEYSYNC_REQUIRE_AZURITE").is_ok_and(|v| v == "1") {
+            panic!("{test}: Azurite is required (KEYSYNC_REQUIRE_AZURITE=1) but missing: {hint}");
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: Azurite is not installed; {hint}"
+        );
+    }
+    found
+}
+
+/// The lines of stderr that say why the command exits 1 (the rest is logging).
+fn reasons(out: &Output) -> Vec<&str> {
+    out.stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect()
+}
+
+#[tokio::test]
+async fn sync_exits_1_while_a_credential_storage_refused_is_left_in_place() {
+    let Some(azurite) =
+        azurite_or_skip("sync_exits_1_while_a_credential_storage_refused_is_left_in_place")
+    else {
+        return;
+    };
+    let emulator = emulator().await;
+    emulator
+        .attach_azurite(&azurite)
+        .await
+        .expect("Azurite starts");
+    regenerate_key1(&emulator).await;
+
+    let out = keysync(&emulator.env(), &["sync", "--account", "stmlshared01"]).await;
+
+    // The key1 datastores were fixed, but the SAS token signed with the old key1 still does not
+    // work, and keysync was not allowed to replace it.
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let sas = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("exports_sas"))
+        .unwrap_or_else(|| panic!("no exports_sas line in\n{}", out.stdout));
+    assert!(
+        sas.contains("skipped, storage rejected (AuthorizationFailure)"),
+        "{sas}"
+    );
+    assert_eq!(
+        out.stdout.lines().last(),
+        Some("attention: 1 account: 3 updated, 1 resynced, 1 inSync, 6 skipped")
+    );
+    assert_eq!(
+        reasons(&out),
+        ["error: not everything is in sync: 1 needs a person (mlw-forecast/exports_sas)"]
+    );
+
+    let mut remint = emulator.env();
+    remint.push(("KEYSYNC_REMINT_SAS".into(), "true".into()));
+    let fixed = keysync(&remint, &["sync", "--account", "stmlshared01", "--json"]).await;
+
+    assert_eq!(fixed.code, 0, "{}{}", fixed.stdout, fixed.stderr);
+    let run = fixed.json();
+    assert_eq!(run["outcome"], "ok");
+    assert_eq!(
+        entry(account(&run, "stmlshared01"), "exports_sas")["action"],
+        "updateSas"
+    );
+    assert_eq!(reasons(&fixed), Vec::<&str>::new());
 }
 
 #[tokio::test]

@@ -249,13 +249,14 @@ impl Finding {
     }
 
     fn apply(self, entry: &mut Entry) {
-        let trouble = self.verification.as_ref().is_some_and(|v| {
-            matches!(
-                v.outcome,
-                VerifyOutcome::Rejected | VerifyOutcome::Unreachable | VerifyOutcome::Inconclusive
-            )
-        });
-        entry.attention = self.attention.unwrap_or(entry.attention) || trouble;
+        // A credential storage refused is one a person must replace (keysync had no better one
+        // to write). An unreachable or inconclusive check says nothing about the credential:
+        // it is logged as a warning, but nobody has to act on it.
+        let refused = self
+            .verification
+            .as_ref()
+            .is_some_and(|v| v.outcome == VerifyOutcome::Rejected);
+        entry.attention = self.attention.unwrap_or(entry.attention) || refused;
         entry.verification = self.verification.or(entry.verification.take());
         if let Some(outcome) = self.outcome {
             entry.outcome = outcome;

@@ -146,7 +146,9 @@ pub struct Entry {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// A human should look at it (a dead SAS, an unknown credentials type, ...).
+    /// A person must act: the credential does not work and keysync cannot fix it (storage
+    /// refused it, shared-key access is off), or keysync cannot tell (an unknown credentials
+    /// type, an object it cannot read).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attention: bool,
     /// What storage said when the datastore's credential was tried after the run.
@@ -164,6 +166,14 @@ impl Entry {
     /// The workspace's name, the last segment of its id.
     pub fn workspace_name(&self) -> &str {
         self.workspace.rsplit('/').next().unwrap_or(&self.workspace)
+    }
+
+    /// `workspace/datastore`, or `workspace` for a workspace's own line.
+    pub fn display_name(&self) -> String {
+        match &self.datastore {
+            Some(datastore) => format!("{}/{datastore}", self.workspace_name()),
+            None => self.workspace_name().to_string(),
+        }
     }
 }
 
@@ -185,6 +195,11 @@ impl Report {
     /// True when some work is left (failed or deferred): the trigger should be retried.
     pub fn needs_retry(&self) -> bool {
         self.has_failures() || self.count(Outcome::Deferred) > 0
+    }
+
+    /// The entries a person must act on (see [`Entry::attention`]). Retrying does not help them.
+    pub fn needing_attention(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| e.attention)
     }
 
     /// How many entries ended with `outcome`.
@@ -300,10 +315,11 @@ fn log_entry(account: &str, e: &Entry) {
             )
         };
     }
+    let check_failed = check.is_some_and(|v| v.outcome.is_warning());
     match e.outcome {
         Outcome::Failed => emit!(error),
         Outcome::Deferred => emit!(warn),
-        _ if e.attention => emit!(warn),
+        _ if e.attention || check_failed => emit!(warn),
         Outcome::Updated | Outcome::Resynced | Outcome::Accepted | Outcome::Planned => emit!(info),
         Outcome::Skipped | Outcome::InSync => emit!(debug),
     }

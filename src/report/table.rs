@@ -103,7 +103,7 @@ impl RunReport {
         }
         let verdict = match self.outcome() {
             "ok" => "ok".to_string(),
-            "incomplete" => paint.apply(warn_style(), "incomplete"),
+            other @ ("incomplete" | "attention") => paint.apply(warn_style(), other),
             other => paint.apply(failed_style(), other),
         };
         let _ = write!(out, "{verdict}: {}", self.summary());
