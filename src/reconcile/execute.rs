@@ -2,9 +2,9 @@
 //! report entry.
 
 use crate::arm::{ArmClient, ArmError, ArmErrorKind};
-use crate::model::ml::{CredentialsKind, Datastore};
+use crate::model::ml::{CredentialsKind, Datastore, Workspace};
 use crate::model::storage::{AccountKeys, KeySlot};
-use crate::report::{Action, Entry, ObjectKind, Outcome};
+use crate::report::{Action, Entry, ObjectKind, Outcome, printable};
 use crate::resource_id::{DatastoreId, WorkspaceId};
 
 use super::plan::{AccountFacts, DatastorePlan, ResyncDecision, Step};
@@ -55,6 +55,56 @@ fn datastore_entry(workspace: &WorkspaceId, ds: &DatastorePlan) -> Entry {
         outcome: Outcome::InSync,
         reason: None,
         attention: false,
+        verification: None,
+    }
+}
+
+/// How much of a name keysync cannot use a report shows.
+const UNUSABLE_NAME_CHARS: usize = 80;
+
+/// The entry of a listed datastore that neither its id nor its name can address, so that no
+/// request can be made about it: reported, and left alone.
+pub fn unusable_datastore(workspace: &WorkspaceId, ds: &Datastore) -> Entry {
+    let label = [ds.name(), ds.id().unwrap_or_default()]
+        .into_iter()
+        .map(|text| printable(text, UNUSABLE_NAME_CHARS))
+        .find(|text| !text.is_empty())
+        .unwrap_or_else(|| "(no name)".to_string());
+    Entry {
+        kind: ObjectKind::Datastore,
+        workspace: workspace.to_string(),
+        datastore: Some(label),
+        held: None,
+        action: Action::Skip,
+        key: None,
+        outcome: Outcome::Skipped,
+        reason: Some("neither its id nor its name can address it: left alone".into()),
+        attention: true,
+        verification: None,
+    }
+}
+
+/// The entry of a listed workspace whose id is not a workspace's ARM id, so that none of its
+/// datastores can be listed: reported, and left alone.
+pub fn unusable_workspace(workspace: &Workspace) -> Entry {
+    let label = [workspace.id.as_str(), workspace.name.as_str()]
+        .into_iter()
+        .map(|text| printable(text, UNUSABLE_NAME_CHARS))
+        .find(|text| !text.is_empty())
+        .unwrap_or_else(|| "(no id)".to_string());
+    Entry {
+        kind: ObjectKind::Workspace,
+        workspace: label,
+        datastore: None,
+        held: None,
+        action: Action::Skip,
+        key: None,
+        outcome: Outcome::Skipped,
+        reason: Some(
+            "its id is not a workspace's ARM id, so its datastores cannot be listed: left alone"
+                .into(),
+        ),
+        attention: true,
         verification: None,
     }
 }

@@ -25,6 +25,9 @@ pub struct Inventory {
     pub workspaces: Vec<ListedWorkspace>,
     /// What could not be listed; each is safe to report.
     pub failures: Vec<String>,
+    /// Listed workspaces whose id is not a workspace's ARM id: reported by the runs on the
+    /// accounts they may concern, never touched.
+    pub unusable: Vec<Workspace>,
 }
 
 impl Inventory {
@@ -41,7 +44,10 @@ impl Inventory {
                     .push(format!("could not list the storage accounts: {e}")),
             }
             match workspaces {
-                Ok(mut list) => inventory.workspaces.append(&mut list),
+                Ok((mut list, mut unusable)) => {
+                    inventory.workspaces.append(&mut list);
+                    inventory.unusable.append(&mut unusable);
+                }
                 Err(e) => inventory
                     .failures
                     .push(format!("could not list the workspaces: {e}")),
@@ -94,16 +100,21 @@ impl Inventory {
     }
 }
 
+/// A subscription's accounts; its workspaces with their datastores, and those whose id is
+/// unusable.
 type Scanned = (
     Result<Vec<StorageAccount>, ArmError>,
-    Result<Vec<ListedWorkspace>, ArmError>,
+    Result<(Vec<ListedWorkspace>, Vec<Workspace>), ArmError>,
 );
 
 async fn scan_subscription(arm: &ArmClient, subscription: &str) -> Scanned {
     let accounts = arm.list_storage_accounts(subscription);
     let workspaces = async {
         let listed = arm.list_workspaces(subscription).await?;
-        let with_datastores = listed.into_iter().filter_map(|workspace| {
+        let (usable, unusable): (Vec<Workspace>, Vec<Workspace>) = listed
+            .into_iter()
+            .partition(|workspace| WorkspaceId::parse(&workspace.id).is_ok());
+        let with_datastores = usable.into_iter().filter_map(|workspace| {
             let id = WorkspaceId::parse(&workspace.id).ok()?;
             Some(async move {
                 let datastores = arm
@@ -117,7 +128,7 @@ async fn scan_subscription(arm: &ArmClient, subscription: &str) -> Scanned {
                 }
             })
         });
-        Ok(join_all(with_datastores).await)
+        Ok((join_all(with_datastores).await, unusable))
     };
     futures::join!(accounts, workspaces)
 }

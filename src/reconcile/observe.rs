@@ -28,6 +28,8 @@ pub struct Observed {
     /// For each of `datastores`, the stored key when it is neither current key, so that the
     /// storage check can try it without reading it again.
     pub stale_keys: Vec<Option<SecretString>>,
+    /// Listed datastores that neither their id nor their name can address: to be reported.
+    pub unusable: Vec<Datastore>,
 }
 
 /// Reads the stored key of each listed datastore that needs it; the others are observed as
@@ -39,22 +41,24 @@ pub async fn datastores(
     facts: &AccountFacts,
     keys: Option<&AccountKeys>,
 ) -> Observed {
-    let mut datastores: Vec<ObservedDatastore> = listed
-        .into_iter()
-        .filter_map(|ds| {
-            let id = datastore_id(workspace, &ds)?;
-            Some(ObservedDatastore {
+    let mut datastores = Vec::with_capacity(listed.len());
+    let mut unusable = Vec::new();
+    for ds in listed {
+        match datastore_id(workspace, &ds) {
+            Some(id) => datastores.push(ObservedDatastore {
                 id,
                 datastore: ds,
                 secret: None,
-            })
-        })
-        .collect();
+            }),
+            None => unusable.push(ds),
+        }
+    }
     let mut stale_keys: Vec<Option<SecretString>> = datastores.iter().map(|_| None).collect();
     let Some(keys) = keys else {
         return Observed {
             datastores,
             stale_keys,
+            unusable,
         };
     };
     let reads = datastores
@@ -69,6 +73,7 @@ pub async fn datastores(
     Observed {
         datastores,
         stale_keys,
+        unusable,
     }
 }
 

@@ -80,7 +80,15 @@ impl Run<'_> {
                 .iter()
                 .map(|f| failed_note(f.clone()))
                 .collect();
-            return (join_all(runs).await.into_iter().flatten().collect(), notes);
+            let mut worked: Vec<Worked> = join_all(runs).await.into_iter().flatten().collect();
+            worked.extend(
+                inventory
+                    .unusable
+                    .iter()
+                    .filter_map(|ws| self.unusable_workspace(ws))
+                    .flatten(),
+            );
+            return (worked, notes);
         }
         let subscriptions = self
             .reconciler
@@ -116,8 +124,13 @@ impl Run<'_> {
             self.arm.list_workspaces_by_page(subscription, send).await
         };
         let work = listed
-            .flat_map(|page| futures::stream::iter(page.into_iter().filter_map(with_id)))
-            .map(|(id, ws)| self.listed_workspace(id, ws))
+            .flat_map(futures::stream::iter)
+            .map(|ws| async move {
+                match WorkspaceId::parse(&ws.id) {
+                    Ok(id) => self.listed_workspace(id, ws).await,
+                    Err(_) => self.unusable_workspace(&ws).unwrap_or_default(),
+                }
+            })
             .buffered(WORKSPACES_IN_FLIGHT)
             .collect::<Vec<_>>();
         let (listed, entries) = futures::join!(listing, work);
@@ -134,6 +147,16 @@ impl Run<'_> {
             Ok(all) => Ok(all.into_iter().filter(|d| self.needs(d)).collect()),
         };
         self.workspace(id, &workspace, listed).await
+    }
+
+    /// The entry of a listed workspace whose id keysync cannot use, when it may have to do with
+    /// the account: its default storage is the account, or cannot be told.
+    fn unusable_workspace(&self, workspace: &Workspace) -> Option<Vec<Worked>> {
+        let default = workspace.properties.storage_account.as_deref();
+        let elsewhere = default
+            .and_then(|id| StorageAccountId::parse(id).ok())
+            .is_some_and(|id| id != self.request.account);
+        (!elsewhere).then(|| plain(vec![execute::unusable_workspace(workspace)]))
     }
 
     /// A listed workspace's datastores as this run needs them (see [`Run::needs`]).
@@ -164,12 +187,18 @@ impl Run<'_> {
         let facts = super::facts(&account);
         let keys = keys.as_deref();
         let arm = &self.arm;
-        let (datastores, stale_keys) = match listed {
+        let (datastores, stale_keys, unusable) = match listed {
             Ok(listed) => {
                 let observed = observe::datastores(arm, &id, listed, &facts, keys).await;
-                (Ok(observed.datastores), observed.stale_keys)
+                let unusable = observed
+                    .unusable
+                    .iter()
+                    .filter(|ds| facts.holds(ds) || ds.account_name().is_none())
+                    .map(|ds| Worked::plain(execute::unusable_datastore(&id, ds)))
+                    .collect();
+                (Ok(observed.datastores), observed.stale_keys, unusable)
             }
-            Err(reason) => (Err(reason), Vec::new()),
+            Err(reason) => (Err(reason), Vec::new(), Vec::new()),
         };
         let observed = ObservedWorkspace {
             last_resynced_for: self.reconciler.last_resync(&id),
@@ -182,16 +211,18 @@ impl Run<'_> {
         let Some(plan) =
             plan::plan_workspace(&facts, &observed, target, facts.target_slot(target), now)
         else {
-            return Vec::new();
+            return unusable;
         };
+        let mut worked = unusable;
         match (self.request.dry_run, keys) {
             (false, Some(keys)) => {
                 let listed = observed.datastores.as_deref().unwrap_or(&[]);
                 let seen = Seen { listed, stale_keys };
-                self.apply(&plan, seen, &facts, keys).await
+                worked.extend(self.apply(&plan, seen, &facts, keys).await);
             }
-            _ => plain(self.describe(&plan, keys.is_some())),
+            _ => worked.extend(plain(self.describe(&plan, keys.is_some()))),
         }
+        worked
     }
 
     /// The entries of a plan that writes nothing (a dry run, or shared-key access disabled).
@@ -294,13 +325,6 @@ fn may_concern(ws: &ListedWorkspace, account: &StorageAccountId) -> bool {
 /// True when the datastore names `account` (whatever its cloud: the planner checks that).
 fn names(datastore: &Datastore, account: &StorageAccountId) -> bool {
     datastore.names_account(account.name())
-}
-
-/// A listed workspace with its parsed id; one whose id does not parse is not ours to touch.
-fn with_id(workspace: Workspace) -> Option<(WorkspaceId, Workspace)> {
-    WorkspaceId::parse(&workspace.id)
-        .ok()
-        .map(|id| (id, workspace))
 }
 
 fn failed_note(message: String) -> Note {

@@ -24,6 +24,18 @@ pub const ON_ANOTHER_ACCOUNT: &str = "on another storage account";
 pub const SAS_TOKEN: &str =
     "SAS token: no account key stored; checked against storage when a run writes";
 
+/// Text from Azure made safe to print on one line of a report or log: control characters
+/// dropped, cut to `max` characters with `…`. For names keysync cannot otherwise use, which may
+/// hold anything.
+pub fn printable(text: &str, max: usize) -> String {
+    let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+    let clean = clean.trim();
+    match clean.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &clean[..cut]),
+        None => clean.to_string(),
+    }
+}
+
 /// Everything one run did or would do on one storage account.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -356,6 +368,13 @@ mod tests {
         assert!(!report.has_failures());
         report.entries.push(entry(Outcome::Failed));
         assert!(report.has_failures());
+    }
+
+    #[test]
+    fn printable_drops_control_characters_and_cuts_long_text() {
+        assert_eq!(printable(" a\u{1b}[31mb\nc\t ", 10), "a[31mbc");
+        assert_eq!(printable("abcdef", 3), "abc…");
+        assert_eq!(printable("abc", 3), "abc");
     }
 
     #[test]
