@@ -81,7 +81,11 @@ async fn run_reconcile(
     let attention = !dry_run && run.needing_attention().next().is_some();
     let success = !run.needs_retry() && !attention;
     if let (false, Some(problem)) = (success, run.problem()) {
-        out.reason(&problem);
+        let verdict = match dry_run {
+            true => "the plan is incomplete",
+            false => "not everything is in sync",
+        };
+        out.reason(&format!("{verdict}: {problem}"));
     }
     Ok(exit_code(success))
 }
@@ -132,7 +136,9 @@ fn rotate_problem(rotation: &Rotation) -> Option<String> {
             rotation.reason
         )),
         ("left", true, _) => Some(format!("{account} was left alone: {}", rotation.reason)),
-        (_, _, Some(problem)) => Some(format!("after the rotation of {account}, {problem}")),
+        (_, _, Some(problem)) => Some(format!(
+            "after the rotation of {account}, not everything is in sync: {problem}"
+        )),
         _ => None,
     }
 }

@@ -138,7 +138,7 @@ pub async fn datastore(
             entry.reason = Some(reason.to_string());
         }
         Err(UpdateError::Arm(e)) if e.kind == ArmErrorKind::Deadline => defer(&mut entry),
-        Err(UpdateError::Arm(e)) => entry.reason = Some(explain(&e)),
+        Err(UpdateError::Arm(e)) => entry.reason = Some(reported(&e)),
     }
     (entry, stored)
 }
@@ -245,7 +245,7 @@ pub async fn resync(arm: &ArmClient, workspace: &WorkspaceId) -> Entry {
                 Some("resync accepted by Azure and still running at the deadline".to_string());
         }
         Err(e) if e.kind == ArmErrorKind::Deadline => defer(&mut entry),
-        Err(e) => entry.reason = Some(explain(&e)),
+        Err(e) => entry.reason = Some(reported(&e)),
     }
     entry
 }
@@ -254,4 +254,10 @@ pub async fn resync(arm: &ArmClient, workspace: &WorkspaceId) -> Entry {
 /// [`crate::report::explain`]).
 pub fn explain(e: &ArmError) -> String {
     crate::report::explain::explain(e)
+}
+
+/// The error as a report tells it, without Azure's message, which goes to the log (see
+/// [`crate::report::explain::reported`]).
+pub fn reported(e: &ArmError) -> String {
+    crate::report::explain::reported(e)
 }

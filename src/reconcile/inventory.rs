@@ -7,6 +7,7 @@ use futures::future::join_all;
 use crate::arm::{ArmClient, ArmError};
 use crate::model::ml::{Datastore, Workspace};
 use crate::model::storage::StorageAccount;
+use crate::reconcile::execute::reported;
 use crate::resource_id::{StorageAccountId, WorkspaceId};
 
 /// A workspace and its datastores (without secrets).
@@ -39,9 +40,10 @@ impl Inventory {
         {
             match accounts {
                 Ok(mut list) => inventory.accounts.append(&mut list),
-                Err(e) => inventory
-                    .failures
-                    .push(format!("could not list the storage accounts: {e}")),
+                Err(e) => inventory.failures.push(format!(
+                    "could not list the storage accounts: {}",
+                    reported(&e)
+                )),
             }
             match workspaces {
                 Ok((mut list, mut unusable)) => {
@@ -50,7 +52,7 @@ impl Inventory {
                 }
                 Err(e) => inventory
                     .failures
-                    .push(format!("could not list the workspaces: {e}")),
+                    .push(format!("could not list the workspaces: {}", reported(&e))),
             }
         }
         inventory
@@ -120,7 +122,7 @@ async fn scan_subscription(arm: &ArmClient, subscription: &str) -> Scanned {
                 let datastores = arm
                     .list_datastores(&id)
                     .await
-                    .map_err(|e| crate::reconcile::execute::explain(&e));
+                    .map_err(|e| crate::reconcile::execute::reported(&e));
                 ListedWorkspace {
                     id,
                     workspace,

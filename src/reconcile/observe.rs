@@ -96,7 +96,7 @@ async fn stored_key(
         Err(e) if e.is_not_found() => (SecretState::Missing, None),
         Err(e) if e.kind == crate::arm::ArmErrorKind::Deadline => (SecretState::Deferred, None),
         Err(e) => (
-            SecretState::Unreadable(crate::report::explain::explain(&e)),
+            SecretState::Unreadable(crate::report::explain::reported(&e)),
             None,
         ),
     }

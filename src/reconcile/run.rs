@@ -104,7 +104,7 @@ impl Run<'_> {
             if let Some(e) = failure {
                 notes.push(failed_note(format!(
                     "could not list all the workspaces: {}",
-                    execute::explain(&e)
+                    execute::reported(&e)
                 )));
             }
         }
@@ -143,7 +143,7 @@ impl Run<'_> {
             Err(e) if e.kind == ArmErrorKind::Deadline => {
                 return plain(vec![execute::deferred_listing(&id)]);
             }
-            Err(e) => Err(execute::explain(&e)),
+            Err(e) => Err(execute::reported(&e)),
             Ok(all) => Ok(all.into_iter().filter(|d| self.needs(d)).collect()),
         };
         self.workspace(id, &workspace, listed).await

@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use super::Reconciler;
-use super::execute::{self, explain};
+use super::execute::{self, reported};
 use super::plan::{AccountFacts, ObservedDatastore, SecretState};
 use super::run::FollowUp;
 use crate::arm::ArmClient;
@@ -326,7 +326,7 @@ impl Checks<'_> {
         match self.arm.list_datastore_secrets(id).await {
             Ok(secrets) => secrets.sas_token.ok_or_else(missing),
             Err(e) if e.is_not_found() => Err(missing()),
-            Err(e) => Err(format!("could not read the token: {}", explain(&e))),
+            Err(e) => Err(format!("could not read the token: {}", reported(&e))),
         }
     }
 
@@ -487,7 +487,7 @@ impl Checks<'_> {
         id: &DatastoreId,
         token: &SecretString,
     ) -> Result<Datastore, String> {
-        let current = self.arm.get_datastore(id).await.map_err(|e| explain(&e))?;
+        let current = self.arm.get_datastore(id).await.map_err(|e| reported(&e))?;
         // Someone may have re-pointed or re-typed the datastore since it was read.
         if !self.run.facts.holds(&current) || current.credentials_kind() != CredentialsKind::Sas {
             return Err("the datastore changed while keysync was working: left alone".into());
@@ -499,7 +499,7 @@ impl Checks<'_> {
             .arm
             .put_datastore(id, &body)
             .await
-            .map_err(|e| explain(&e))?;
+            .map_err(|e| reported(&e))?;
         // As for account keys: an answer that does not look like the resource leaves it as read.
         Ok(match self.run.facts.holds(&stored) {
             true => stored,

@@ -55,8 +55,8 @@ impl RunReport {
         }
     }
 
-    /// One line saying why the outcome is not `ok`, naming the lines concerned; `None` when it
-    /// is `ok`.
+    /// Why the outcome is not `ok`, on one line naming the lines concerned (such as `1 needs a
+    /// person (mlw/exports_sas)`); `None` when it is `ok`.
     pub fn problem(&self) -> Option<String> {
         let entries = || self.accounts.iter().flat_map(|r| &r.entries);
         let failed: Vec<&Entry> = entries().filter(|e| e.outcome == Outcome::Failed).collect();
@@ -99,7 +99,7 @@ impl RunReport {
                 names(&attention)
             ));
         }
-        (!parts.is_empty()).then(|| format!("not everything is in sync: {}", parts.join("; ")))
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     /// One line such as `2 accounts: 3 updated, 1 resynced, 4 skipped`.
@@ -217,7 +217,7 @@ mod tests {
         assert!(!run.needs_retry(), "retrying would not help");
         assert_eq!(
             run.problem().as_deref(),
-            Some("not everything is in sync: 1 needs a person (mlw/dead_sas)")
+            Some("1 needs a person (mlw/dead_sas)")
         );
 
         report.entries[1].attention = false;
@@ -236,9 +236,7 @@ mod tests {
         assert_eq!(run.outcome(), "failed");
         assert_eq!(
             run.problem().as_deref(),
-            Some(
-                "not everything is in sync: 5 failed (mlw/d1, mlw/d2, mlw/d3, and 2 more); 1 needs a person (mlw/dead_sas)"
-            )
+            Some("5 failed (mlw/d1, mlw/d2, mlw/d3, and 2 more); 1 needs a person (mlw/dead_sas)")
         );
     }
 
