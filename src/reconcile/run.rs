@@ -240,6 +240,7 @@ impl Run<'_> {
         entries
     }
 
+    /// Updates the stale datastores, then resyncs the workspace if its plan says so.
     async fn apply(
         &self,
         plan: &WorkspacePlan,
@@ -254,43 +255,57 @@ impl Run<'_> {
             .iter()
             .filter(is_update)
             .map(|d| execute::datastore(arm, &plan.id, d, facts, keys));
-        let mut updated = join_all(updates).await.into_iter();
+        let updated = join_all(updates).await;
         let mut worked = plain(listing_error_entry(plan));
-        // Back in plan order: the updates' entries where they were, the rest as planned.
-        let Seen { listed, stale_keys } = seen;
-        let mut stale_keys = stale_keys.into_iter();
-        for (index, d) in plan.datastores.iter().enumerate() {
-            let (entry, stored) = match d.step {
-                Step::Update(_) => updated
-                    .next()
-                    .unwrap_or_else(|| (execute::planned_entry(&plan.id, d, false), None)),
-                _ => (execute::planned_entry(&plan.id, d, false), None),
-            };
-            let stale_key = stale_keys.next().flatten();
-            let check = observation(listed, index, d)
-                .and_then(|o| Subject::of(o, stale_key, &entry, stored, facts));
-            let follow_up = check.map_or(FollowUp::Nothing, FollowUp::Check);
-            worked.push(Worked { entry, follow_up });
-        }
-        match &plan.resync {
-            Some(ResyncDecision::Resync) => {
-                let entry = execute::resync(arm, &plan.id).await;
+        worked.extend(in_plan_order(plan, updated, seen, facts));
+        worked.extend(self.resync(plan, facts).await);
+        worked
+    }
+
+    /// The workspace's own line, resynced first when its plan says so.
+    async fn resync(&self, plan: &WorkspacePlan, facts: &AccountFacts) -> Option<Worked> {
+        let entry = match plan.resync.as_ref()? {
+            ResyncDecision::Resync => {
+                let entry = execute::resync(&self.arm, &plan.id).await;
                 if matches!(entry.outcome, Outcome::Resynced | Outcome::Accepted) {
                     self.reconciler
                         .remember_resync(&plan.id, facts.newest_key_time());
                 }
-                let follow_up = FollowUp::Resync(plan.id.clone());
-                worked.push(Worked { entry, follow_up });
+                entry
             }
-            Some(decision) => {
-                let entry = execute::workspace_entry(&plan.id, decision, false);
-                let follow_up = FollowUp::Resync(plan.id.clone());
-                worked.push(Worked { entry, follow_up });
-            }
-            None => {}
-        }
-        worked
+            decision => execute::workspace_entry(&plan.id, decision, false),
+        };
+        let follow_up = FollowUp::Resync(plan.id.clone());
+        Some(Worked { entry, follow_up })
     }
+}
+
+/// The datastores' lines in plan order (the updates' where they were, the rest as planned), each
+/// with what the storage check needs of it.
+fn in_plan_order(
+    plan: &WorkspacePlan,
+    updated: Vec<(Entry, Option<Datastore>)>,
+    seen: Seen<'_>,
+    facts: &AccountFacts,
+) -> Vec<Worked> {
+    let mut updated = updated.into_iter();
+    let Seen { listed, stale_keys } = seen;
+    let mut stale_keys = stale_keys.into_iter();
+    let mut worked = Vec::with_capacity(plan.datastores.len());
+    for (index, d) in plan.datastores.iter().enumerate() {
+        let (entry, stored) = match d.step {
+            Step::Update(_) => updated
+                .next()
+                .unwrap_or_else(|| (execute::planned_entry(&plan.id, d, false), None)),
+            _ => (execute::planned_entry(&plan.id, d, false), None),
+        };
+        let stale_key = stale_keys.next().flatten();
+        let check = observation(listed, index, d)
+            .and_then(|o| Subject::of(o, stale_key, &entry, stored, facts));
+        let follow_up = check.map_or(FollowUp::Nothing, FollowUp::Check);
+        worked.push(Worked { entry, follow_up });
+    }
+    worked
 }
 
 /// What was observed of a workspace's datastores, beside the plan made from it.

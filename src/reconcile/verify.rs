@@ -78,15 +78,7 @@ impl Reconciler {
             run,
             dead: DeadEndpoints::default(),
         };
-        let mut jobs = Vec::new();
-        let mut resyncs = Vec::new();
-        for (index, follow_up) in follow_ups {
-            match follow_up {
-                FollowUp::Check(subject) => jobs.push(Job { index, subject }),
-                FollowUp::Resync(workspace) => resyncs.push((index, workspace)),
-                FollowUp::Nothing => {}
-            }
-        }
+        let (jobs, mut resyncs) = split(follow_ups);
         let findings: Vec<(Job, Finding)> = futures::stream::iter(jobs)
             .map(|job| checks.run(job))
             .buffer_unordered(verifier.policy.concurrency)
@@ -134,6 +126,20 @@ impl Reconciler {
             report.entries[index] = entry;
         }
     }
+}
+
+/// The checks to make, and the workspaces' resync lines (with where each entry is).
+fn split(follow_ups: Vec<(usize, FollowUp)>) -> (Vec<Job>, Vec<(usize, WorkspaceId)>) {
+    let mut jobs = Vec::new();
+    let mut resyncs = Vec::new();
+    for (index, follow_up) in follow_ups {
+        match follow_up {
+            FollowUp::Check(subject) => jobs.push(Job { index, subject }),
+            FollowUp::Resync(workspace) => resyncs.push((index, workspace)),
+            FollowUp::Nothing => {}
+        }
+    }
+    (jobs, resyncs)
 }
 
 /// What a run knows that the checks need.
