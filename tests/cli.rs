@@ -286,7 +286,7 @@ async fn plan_as_json_covers_the_whole_scope_and_writes_nothing() {
         sas["reason"]
             .as_str()
             .unwrap()
-            .contains("checked against storage"),
+            .ends_with("checked against storage by sync, not by a plan"),
         "{sas:#}"
     );
     let since = non_reads(&emulator).split_off(before);

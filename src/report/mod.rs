@@ -20,9 +20,10 @@ pub use run::RunReport;
 /// The reason given for a datastore on another storage account than the one reconciled.
 pub const ON_ANOTHER_ACCOUNT: &str = "on another storage account";
 
-/// The reason given for a SAS datastore before its token is checked against storage.
+/// The reason given for a SAS datastore before its token is checked against storage: a plan
+/// never checks one, a sync (or an event, or the timer) does, with or without writing anything.
 pub const SAS_TOKEN: &str =
-    "SAS token: no account key stored; checked against storage when a run writes";
+    "SAS token: no account key stored; checked against storage by sync, not by a plan";
 
 /// Text from Azure made safe to print on one line of a report or log: control characters
 /// dropped, cut to `max` characters with `…`. For names keysync cannot otherwise use, which may
