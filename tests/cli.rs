@@ -2,8 +2,13 @@
 //! subprocess, against the local emulator, checked through its output, its exit code and the
 //! requests the emulator served.
 
+use std::ops::Deref;
+
 use keysync::emulator::{EmulatorOptions, FaultKind, FaultRule, RunningEmulator, Scenario};
 use serde_json::{Value, json};
+
+#[path = "shared/secrets.rs"]
+mod secrets;
 
 const SHARED: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-ml/providers/Microsoft.Storage/storageAccounts/stmlshared01";
 
@@ -27,11 +32,13 @@ impl Output {
     }
 }
 
-/// Runs `keysync` with exactly `env` as its environment.
+/// Runs `keysync` with exactly `env` as its environment, logging everything it can
+/// (`RUST_LOG=trace`) unless `env` says otherwise, so that the secrets scan sees it all.
 async fn keysync(env: &[(String, String)], args: &[&str]) -> Output {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
         .args(args)
         .env_clear()
+        .env("RUST_LOG", "trace")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .await
@@ -43,10 +50,56 @@ async fn keysync(env: &[(String, String)], args: &[&str]) -> Output {
     }
 }
 
-async fn emulator() -> RunningEmulator {
-    RunningEmulator::start(Scenario::demo(), EmulatorOptions::default())
+/// The emulator with the demo scenario, and the secrets it held at the start (a regeneration
+/// replaces a key, which stays a secret).
+struct Emulator {
+    running: RunningEmulator,
+    initial_secrets: Vec<String>,
+}
+
+impl Deref for Emulator {
+    type Target = RunningEmulator;
+
+    fn deref(&self) -> &RunningEmulator {
+        &self.running
+    }
+}
+
+impl Emulator {
+    /// Runs `keysync` against the emulator with `env`, then searches its stdout and stderr for
+    /// every secret the emulator holds or held: account keys, stored datastore secrets and SAS
+    /// signatures, the bearer tokens it issued (to this process too), the identity header.
+    async fn run(&self, env: &[(String, String)], args: &[&str]) -> Output {
+        let out = keysync(env, args).await;
+        let mut secrets = secrets::secrets(&self.state());
+        secrets.extend(self.initial_secrets.iter().cloned());
+        secrets.extend(
+            self.env()
+                .into_iter()
+                .filter(|(k, _)| k == "IDENTITY_HEADER")
+                .map(|(_, v)| v),
+        );
+        let output = format!("{}\n{}", out.stdout, out.stderr);
+        // Named by the command alone: the arguments may be what the scan is looking for.
+        let command = args.first().copied().unwrap_or_default();
+        secrets::assert_none_in(
+            &output,
+            &secrets,
+            &format!("the output of keysync {command}"),
+        );
+        out
+    }
+}
+
+async fn emulator() -> Emulator {
+    let running = RunningEmulator::start(Scenario::demo(), EmulatorOptions::default())
         .await
-        .expect("emulator starts")
+        .expect("emulator starts");
+    let initial_secrets = secrets::secrets(&running.state());
+    Emulator {
+        running,
+        initial_secrets,
+    }
 }
 
 /// Regenerates key1 of the shared account as a portal user would, so that there is work to do.
@@ -72,6 +125,20 @@ async fn regenerate_key1(emulator: &RunningEmulator) {
         .await
         .unwrap();
     assert!(response.status().is_success());
+}
+
+/// Every request the emulator served that is not a read, failed ones included: any method but
+/// `GET`, except the two `POST`s that only read and that a plan needs (`listKeys` for the
+/// target key, `listSecrets` for the key each datastore holds).
+fn non_reads(emulator: &RunningEmulator) -> Vec<String> {
+    const READING_POSTS: [&str; 2] = ["StorageAccounts_ListKeys", "Datastores_ListSecrets"];
+    emulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .filter(|r| !(r.method == "POST" && READING_POSTS.contains(&r.operation.as_str())))
+        .map(|r| format!("{} {} {} -> {}", r.method, r.operation, r.path, r.status))
+        .collect()
 }
 
 /// The successful writes the emulator served so far.
@@ -140,9 +207,11 @@ fn entry<'a>(report: &'a Value, datastore: &str) -> &'a Value {
 async fn plan_shows_what_a_reconcile_would_do_and_writes_nothing() {
     let emulator = emulator().await;
     regenerate_key1(&emulator).await;
-    let before = writes(&emulator);
+    let before = non_reads(&emulator).len();
 
-    let out = keysync(&emulator.env(), &["plan", "--account", "stmlshared01"]).await;
+    let out = emulator
+        .run(&emulator.env(), &["plan", "--account", "stmlshared01"])
+        .await;
 
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     for line in [
@@ -168,16 +237,21 @@ async fn plan_shows_what_a_reconcile_would_do_and_writes_nothing() {
         "progress on a pipe: {}",
         out.stderr
     );
-    assert_eq!(writes(&emulator), before);
+    let since = non_reads(&emulator).split_off(before);
+    assert_eq!(
+        since,
+        Vec::<String>::new(),
+        "a plan sends nothing but reads"
+    );
 }
 
 #[tokio::test]
 async fn plan_as_json_covers_the_whole_scope_and_writes_nothing() {
     let emulator = emulator().await;
     regenerate_key1(&emulator).await;
-    let before = writes(&emulator);
+    let before = non_reads(&emulator).len();
 
-    let out = keysync(&emulator.env(), &["plan", "--json"]).await;
+    let out = emulator.run(&emulator.env(), &["plan", "--json"]).await;
 
     assert_eq!(out.code, 0, "{}", out.stderr);
     let run = out.json();
@@ -204,7 +278,23 @@ async fn plan_as_json_covers_the_whole_scope_and_writes_nothing() {
         entry(account(&run, "stmlother02"), "archive_other")["outcome"],
         "inSync"
     );
-    assert_eq!(writes(&emulator), before);
+    // A plan checks no SAS token, so it has nothing for a person to do about one.
+    let sas = entry(shared, "exports_sas");
+    assert_eq!(sas["outcome"], "skipped");
+    assert!(sas.get("attention").is_none(), "{sas:#}");
+    assert!(
+        sas["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("checked against storage by sync, not by a plan"),
+        "{sas:#}"
+    );
+    let since = non_reads(&emulator).split_off(before);
+    assert_eq!(
+        since,
+        Vec::<String>::new(),
+        "a plan sends nothing but reads"
+    );
 }
 
 #[tokio::test]
@@ -212,7 +302,9 @@ async fn sync_fixes_what_plan_showed_and_a_second_sync_writes_no_datastore() {
     let emulator = emulator().await;
     regenerate_key1(&emulator).await;
 
-    let out = keysync(&emulator.env(), &["sync", "--account", SHARED]).await;
+    let out = emulator
+        .run(&emulator.env(), &["sync", "--account", SHARED])
+        .await;
 
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(
@@ -233,7 +325,7 @@ async fn sync_fixes_what_plan_showed_and_a_second_sync_writes_no_datastore() {
     }
 
     let before = writes(&emulator).len();
-    let again = keysync(&emulator.env(), &["sync", "--json"]).await;
+    let again = emulator.run(&emulator.env(), &["sync", "--json"]).await;
     assert_eq!(again.code, 0, "{}", again.stderr);
     let run = again.json();
     assert_eq!(
@@ -258,14 +350,18 @@ async fn rotate_rotates_a_due_account_leaves_a_young_one_and_force_lifts_the_age
     let emulator = emulator().await;
     let env = emulator.env();
 
-    let due = keysync(&env, &["rotate", "--account", "stmlother02", "--json"]).await;
+    let due = emulator
+        .run(&env, &["rotate", "--account", "stmlother02", "--json"])
+        .await;
     assert_eq!(due.code, 0, "{}{}", due.stdout, due.stderr);
     let rotation = due.json();
     assert_eq!(rotation["outcome"], "rotated");
     assert_eq!(rotation["regenerated"], "key2");
     assert_eq!(rotation["report"]["targetKey"], "key2");
 
-    let young = keysync(&env, &["rotate", "--account", "stmlfresh03"]).await;
+    let young = emulator
+        .run(&env, &["rotate", "--account", "stmlfresh03"])
+        .await;
     assert_eq!(young.code, 0, "{}", young.stderr);
     assert!(
         young.stdout.starts_with(
@@ -307,11 +403,12 @@ async fn rotate_rotates_a_due_account_leaves_a_young_one_and_force_lifts_the_age
         "{written:#?}"
     );
 
-    let forced = keysync(
-        &env,
-        &["rotate", "--account", "stmlfresh03", "--force", "--json"],
-    )
-    .await;
+    let forced = emulator
+        .run(
+            &env,
+            &["rotate", "--account", "stmlfresh03", "--force", "--json"],
+        )
+        .await;
     assert_eq!(forced.code, 0, "{}", forced.stderr);
     let rotation = forced.json();
     assert_eq!(rotation["outcome"], "rotated");
@@ -327,6 +424,88 @@ async fn rotate_rotates_a_due_account_leaves_a_young_one_and_force_lifts_the_age
     );
 }
 
+/// Azurite's executable, or `None` (after saying so) when the test should skip; as in
+/// `tests/e2e/verify.rs`, `KEYSYNC_REQUIRE_AZURITE=1` turns a skip into a failure.
+fn azurite_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    use std::io::Write;
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let found = keysync::emulator::azurite::find(&[root]);
+    if found.is_none() {
+        let hint = "run `npm ci` in the repository root, or set KEYSYNC_AZURITE";
+        if std::env::var("KEYSYNC_REQUIRE_AZURITE").is_ok_and(|v| v == "1") {
+            panic!("{test}: Azurite is required (KEYSYNC_REQUIRE_AZURITE=1) but missing: {hint}");
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: Azurite is not installed; {hint}"
+        );
+    }
+    found
+}
+
+/// The lines of stderr that say why the command exits 1 (the rest is logging).
+fn reasons(out: &Output) -> Vec<&str> {
+    out.stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect()
+}
+
+#[tokio::test]
+async fn sync_exits_1_while_a_credential_storage_refused_is_left_in_place() {
+    let Some(azurite) =
+        azurite_or_skip("sync_exits_1_while_a_credential_storage_refused_is_left_in_place")
+    else {
+        return;
+    };
+    let emulator = emulator().await;
+    emulator
+        .attach_azurite(&azurite)
+        .await
+        .expect("Azurite starts");
+    regenerate_key1(&emulator).await;
+
+    let out = emulator
+        .run(&emulator.env(), &["sync", "--account", "stmlshared01"])
+        .await;
+
+    // The key1 datastores were fixed, but the SAS token signed with the old key1 still does not
+    // work, and keysync was not allowed to replace it.
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let sas = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("exports_sas"))
+        .unwrap_or_else(|| panic!("no exports_sas line in\n{}", out.stdout));
+    assert!(
+        sas.contains("skipped, storage rejected (AuthorizationFailure)"),
+        "{sas}"
+    );
+    assert_eq!(
+        out.stdout.lines().last(),
+        Some("attention: 1 account: 3 updated, 1 resynced, 1 inSync, 6 skipped")
+    );
+    assert_eq!(
+        reasons(&out),
+        ["error: not everything is in sync: 1 needs a person (mlw-forecast/exports_sas)"]
+    );
+
+    let mut remint = emulator.env();
+    remint.push(("KEYSYNC_REMINT_SAS".into(), "true".into()));
+    let fixed = emulator
+        .run(&remint, &["sync", "--account", "stmlshared01", "--json"])
+        .await;
+
+    assert_eq!(fixed.code, 0, "{}{}", fixed.stdout, fixed.stderr);
+    let run = fixed.json();
+    assert_eq!(run["outcome"], "ok");
+    assert_eq!(
+        entry(account(&run, "stmlshared01"), "exports_sas")["action"],
+        "updateSas"
+    );
+    assert_eq!(reasons(&fixed), Vec::<&str>::new());
+}
+
 #[tokio::test]
 async fn a_failure_exits_1_and_says_what_to_do() {
     let emulator = emulator().await;
@@ -335,7 +514,9 @@ async fn a_failure_exits_1_and_says_what_to_do() {
     forbidden.status = Some(403);
     emulator.set_faults(vec![forbidden]);
 
-    let out = keysync(&emulator.env(), &["sync", "--account", "stmlshared01"]).await;
+    let out = emulator
+        .run(&emulator.env(), &["sync", "--account", "stmlshared01"])
+        .await;
 
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains(
@@ -348,15 +529,22 @@ async fn a_failure_exits_1_and_says_what_to_do() {
             .unwrap()
             .starts_with("failed: 1 account")
     );
+    assert_eq!(
+        reasons(&out),
+        [
+            "error: not everything is in sync: 3 failed (mlw-vision/workspaceblobstore, mlw-vision/workspacefilestore, mlw-forecast/shared_features)"
+        ]
+    );
 
     let mut unreadable = FaultRule::new("StorageAccounts_GetProperties", FaultKind::Error);
     unreadable.status = Some(403);
     emulator.set_faults(vec![unreadable]);
-    let out = keysync(
-        &emulator.env(),
-        &["plan", "--account", "stmlshared01", "--json"],
-    )
-    .await;
+    let out = emulator
+        .run(
+            &emulator.env(),
+            &["plan", "--account", "stmlshared01", "--json"],
+        )
+        .await;
     assert_eq!(out.code, 1);
     assert!(
         out.json()["error"]
@@ -366,11 +554,12 @@ async fn a_failure_exits_1_and_says_what_to_do() {
         "{}",
         out.stdout
     );
+    let reasons = reasons(&out);
+    assert_eq!(reasons.len(), 1, "{}", out.stderr);
     assert!(
-        out.stderr
-            .starts_with("error: StorageAccounts_GetProperties"),
+        reasons[0].starts_with("error: StorageAccounts_GetProperties on /subscriptions/"),
         "{}",
-        out.stderr
+        reasons[0]
     );
 }
 
@@ -384,7 +573,7 @@ async fn usage_errors_exit_2_and_say_what_to_set() {
         .cloned()
         .collect();
 
-    let out = keysync(&without_scope, &["plan"]).await;
+    let out = emulator.run(&without_scope, &["plan"]).await;
     assert_eq!(out.code, 2);
     assert!(
         out.stderr.contains("KEYSYNC_SUBSCRIPTIONS: required")
@@ -395,7 +584,9 @@ async fn usage_errors_exit_2_and_say_what_to_set() {
         out.stderr
     );
 
-    let out = keysync(&env, &["sync", "--account", "stnothere99", "--json"]).await;
+    let out = emulator
+        .run(&env, &["sync", "--account", "stnothere99", "--json"])
+        .await;
     assert_eq!(out.code, 2);
     assert!(
         out.stderr
@@ -404,7 +595,9 @@ async fn usage_errors_exit_2_and_say_what_to_set() {
     assert!(out.json()["error"].as_str().is_some());
 
     let elsewhere = SHARED.replace("11111111", "99999999");
-    let out = keysync(&env, &["rotate", "--account", &elsewhere]).await;
+    let out = emulator
+        .run(&env, &["rotate", "--account", &elsewhere])
+        .await;
     assert_eq!(out.code, 2);
     assert!(
         out.stderr.contains("outside keysync's scope"),
@@ -417,9 +610,9 @@ async fn usage_errors_exit_2_and_say_what_to_set() {
         &["plan", "--bogus"],
         &["plan", "--account"],
     ] {
-        assert_eq!(keysync(&env, args).await.code, 2, "{args:?}");
+        assert_eq!(emulator.run(&env, args).await.code, 2, "{args:?}");
     }
-    assert_eq!(writes(&emulator), Vec::<String>::new());
+    assert_eq!(non_reads(&emulator), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -440,20 +633,21 @@ async fn flags_win_over_the_environment() {
         .trim_end_matches('/')
         .to_string();
 
-    let out = keysync(
-        &env,
-        &[
-            "plan",
-            "--arm-endpoint",
-            &endpoint,
-            "--subscriptions",
-            "11111111-2222-3333-4444-555555555555",
-            "--account",
-            "stmlshared01",
-            "--json",
-        ],
-    )
-    .await;
+    let out = emulator
+        .run(
+            &env,
+            &[
+                "plan",
+                "--arm-endpoint",
+                &endpoint,
+                "--subscriptions",
+                "11111111-2222-3333-4444-555555555555",
+                "--account",
+                "stmlshared01",
+                "--json",
+            ],
+        )
+        .await;
 
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.json()["outcome"], "ok");
@@ -484,7 +678,9 @@ async fn rotate_refuses_the_function_apps_own_storage_unless_it_is_listed() {
             .into(),
     ));
 
-    let refused = keysync(&env, &["rotate", "--account", "stmlother02"]).await;
+    let refused = emulator
+        .run(&env, &["rotate", "--account", "stmlother02"])
+        .await;
     assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
     assert!(
         refused
@@ -493,11 +689,66 @@ async fn rotate_refuses_the_function_apps_own_storage_unless_it_is_listed() {
         "{}",
         refused.stdout
     );
-    assert_eq!(writes(&emulator), Vec::<String>::new());
+    assert_eq!(non_reads(&emulator), Vec::<String>::new());
 
     let other = SHARED.replace("stmlshared01", "stmlother02");
     env.push(("KEYSYNC_ROTATE_ACCOUNTS".into(), other));
-    let listed = keysync(&env, &["rotate", "--account", "stmlother02", "--json"]).await;
+    let listed = emulator
+        .run(&env, &["rotate", "--account", "stmlother02", "--json"])
+        .await;
     assert_eq!(listed.code, 0, "{}", listed.stderr);
     assert_eq!(listed.json()["outcome"], "rotated");
+}
+
+#[tokio::test]
+async fn serve_without_a_port_names_the_variable_the_host_sets() {
+    let out = keysync(&[], &["serve"]).await;
+
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(
+            "error: no port to listen on: the Functions host sets FUNCTIONS_CUSTOMHANDLER_PORT"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("Usage: keysync serve"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn the_secrets_scan_sees_trace_logs_and_the_token_keysync_was_given_and_catches_a_leak() {
+    let emulator = emulator().await;
+
+    let out = emulator
+        .run(&emulator.env(), &["plan", "--account", "stmlshared01"])
+        .await;
+
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.lines().count() > 20,
+        "trace logging reached stderr:\n{}",
+        out.stderr
+    );
+    let state = emulator.state();
+    let token = state["issuedTokens"][0]
+        .as_str()
+        .expect("keysync was given a token");
+    assert!(secrets::secrets(&state).iter().any(|s| s == token));
+    // clap quotes an unknown flag back: with the identity header in it (a key has `=` in it,
+    // where clap cuts a flag), the scan must fail the command.
+    let header = emulator
+        .env()
+        .into_iter()
+        .find(|(k, _)| k == "IDENTITY_HEADER")
+        .map(|(_, v)| v)
+        .expect("the identity header");
+    let flag = format!("--x{header}");
+    let (env, args) = (emulator.env(), ["plan", flag.as_str()]);
+    let leak = std::panic::AssertUnwindSafe(emulator.run(&env, &args));
+    let caught = futures::FutureExt::catch_unwind(leak).await;
+    assert!(caught.is_err(), "the scan let a key through");
 }

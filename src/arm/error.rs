@@ -68,31 +68,52 @@ impl ArmError {
         resource: impl Into<String>,
         message: impl AsRef<str>,
     ) -> Self {
+        // A credential failure lists one reason per developer tool tried, and the operator
+        // needs each of them (which tool is missing, which is not signed in).
+        let limit = match kind {
+            ArmErrorKind::Credential => MAX_CREDENTIAL_MESSAGE_CHARS,
+            _ => MAX_MESSAGE_CHARS,
+        };
         ArmError {
             kind,
             operation,
             resource: resource.into(),
             status: None,
             code: None,
-            message: shorten(message.as_ref()),
+            message: shorten_to(message.as_ref(), limit),
             correlation_id: None,
             client_request_id: None,
         }
     }
 }
 
+/// The longest credential failure an error keeps: azure_identity's account of every tool it
+/// tried, with the troubleshooting link each one adds, fits well within it.
+const MAX_CREDENTIAL_MESSAGE_CHARS: usize = 1200;
+
 /// Folds `text` onto one line (control characters and runs of whitespace become one space) and
 /// cuts it at [`MAX_MESSAGE_CHARS`], marking the cut with `…`.
 pub(crate) fn shorten(text: &str) -> String {
+    shorten_to(text, MAX_MESSAGE_CHARS)
+}
+
+/// [`shorten`] to `limit` characters, cut at the last space within them so that no word is
+/// left half (a word longer than the limit is cut where it reaches it).
+fn shorten_to(text: &str, limit: usize) -> String {
     let folded = text
         .split(|c: char| c.is_whitespace() || c.is_control())
         .filter(|word| !word.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-    match folded.char_indices().nth(MAX_MESSAGE_CHARS) {
-        Some((cut, _)) => format!("{}…", &folded[..cut]),
-        None => folded,
-    }
+    let Some((cut, _)) = folded.char_indices().nth(limit) else {
+        return folded;
+    };
+    let head = &folded[..cut];
+    let head = match folded[cut..].starts_with(' ') {
+        true => head,
+        false => head.rfind(' ').map_or(head, |space| &head[..space]),
+    };
+    format!("{head}…")
 }
 
 impl fmt::Display for ArmError {
@@ -119,6 +140,28 @@ impl fmt::Display for ArmError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shorten_cuts_between_words() {
+        // 300 is not a multiple of 8: the limit falls inside a word.
+        let words = "abcdefg ".repeat(MAX_MESSAGE_CHARS);
+        let short = shorten(&words);
+        assert!(short.ends_with(" abcdefg…"), "{short}");
+        assert!(short.chars().count() <= MAX_MESSAGE_CHARS + 1);
+        // A cut that falls on a space keeps the whole word before it.
+        let exact = format!("{} tail", "x".repeat(MAX_MESSAGE_CHARS));
+        assert_eq!(
+            shorten(&exact),
+            format!("{}…", "x".repeat(MAX_MESSAGE_CHARS))
+        );
+        let credential = ArmError::new(
+            ArmErrorKind::Credential,
+            Operation::StorageAccountsList,
+            "/subscriptions/s",
+            format!("{} azd not found on PATH", "a".repeat(400)),
+        );
+        assert!(credential.message.ends_with("azd not found on PATH"));
+    }
 
     #[test]
     fn shorten_folds_lines_and_caps_the_length() {

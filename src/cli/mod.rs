@@ -1,8 +1,8 @@
 //! The command line: `keysync serve` for the Functions host; `plan`, `sync` and `rotate` for a
 //! person at a terminal or a pipeline; `emulator` and `demo` for running without Azure.
 //!
-//! Exit codes: 0 success, 1 something failed, 2 usage error (bad flags, missing configuration,
-//! an account that names nothing in scope).
+//! Exit codes: 0 success, 1 something failed or needs a person (see each command's help), 2
+//! usage error (bad flags, missing configuration, an account that names nothing in scope).
 
 mod common;
 mod operate;
@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 pub use common::CommonArgs;
 
@@ -34,9 +34,11 @@ pub enum Command {
     ///
     /// Example: FUNCTIONS_CUSTOMHANDLER_PORT=7071 KEYSYNC_SUBSCRIPTIONS=<id> keysync serve
     Serve {
-        /// The port to listen on.
+        /// The port to listen on; the Functions host passes it in FUNCTIONS_CUSTOMHANDLER_PORT.
+        // Optional to clap so that a missing port gets a message naming the variable (see
+        // `missing_port`): the host never passes --port, so clap's own message misleads.
         #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
-        port: u16,
+        port: Option<u16>,
     },
     /// Show what a reconcile would do, writing nothing.
     ///
@@ -45,8 +47,10 @@ pub enum Command {
     /// per workspace which datastores would move to which key and which workspaces would be
     /// resynced. Only reads: no datastore is written, no workspace resynced, no key regenerated.
     ///
-    /// Exits 0 when everything could be planned, 1 when something could not be read, 2 on a
-    /// usage error.
+    /// Exits 0 when everything could be planned, 1 when something could not be read (the reason
+    /// on one line of stderr), 2 on a usage error. Lines that need a person (`attention`) are
+    /// shown but do not change the exit code: a plan only reads. SAS tokens are checked against
+    /// storage by `sync`, not by a plan.
     #[command(after_help = PLAN_EXAMPLES)]
     Plan(ReconcileArgs),
     /// Reconcile now: move every stale datastore to a current key and resync workspaces.
@@ -55,8 +59,12 @@ pub enum Command {
     /// every account that a workspace or datastore in scope uses. Datastores are updated in
     /// place; nothing is deleted. Running it twice writes nothing the second time.
     ///
-    /// Exits 0 when everything is in sync or was fixed, 1 when something failed, 2 on a usage
-    /// error.
+    /// Exits 0 when everything is in sync or was fixed; 1 when something failed, or when a line
+    /// needs a person: a credential storage refused and keysync could not replace (such as a
+    /// dead SAS token without KEYSYNC_REMINT_SAS), an AccountKey or SAS datastore on an account
+    /// with shared-key access disabled, or an object keysync cannot judge (an unknown credentials
+    /// type, an unusable id); 2 on a usage error. On 1, stderr says why on one line. A storage
+    /// endpoint keysync cannot reach is a warning only: it says nothing about the credential.
     #[command(after_help = SYNC_EXAMPLES)]
     Sync(ReconcileArgs),
     /// Rotate one storage account's key now, with the timer's guards.
@@ -70,9 +78,10 @@ pub enum Command {
     /// age check only.
     ///
     /// Exits 0 when the account was rotated or left alone for a reason that needs nobody (its key
-    /// is young, a key is too recent, shared keys are disabled), 1 when the rotation failed or
+    /// is young, a key is too recent, shared keys are disabled), 1 when the rotation failed,
     /// a person must decide (both keys in use, datastores unreadable, the Function App's own
-    /// storage), 2 on a usage error.
+    /// storage) or the reconcile after it left a line that needs a person (as for sync), 2 on a
+    /// usage error.
     #[command(after_help = ROTATE_EXAMPLES)]
     Rotate(RotateArgs),
     /// Run the local Azure emulator (ARM storage and ML APIs, managed identity, Event Grid).
@@ -195,6 +204,9 @@ const ROTATE_EXAMPLES: &str = concat!(
 /// 1 failure, 2 usage error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Serve { port: None } = cli.command {
+        missing_port().exit();
+    }
     match cli.command {
         Command::Serve { .. } => crate::telemetry::init("info"),
         // The others print what they are for on stdout (a table, JSON, the emulator's NAME=value
@@ -217,9 +229,26 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The usage error (exit 2) for `serve` without a port.
+fn missing_port() -> clap::Error {
+    let message = "no port to listen on: the Functions host sets FUNCTIONS_CUSTOMHANDLER_PORT; \
+                   outside the host, set it or pass --port <PORT>";
+    let mut command = Cli::command();
+    // Built, so that the subcommand's usage line reads `keysync serve`.
+    command.build();
+    let serve = command.find_subcommand("serve").cloned();
+    serve
+        .unwrap_or(command)
+        .error(clap::error::ErrorKind::MissingRequiredArgument, message)
+}
+
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { port } => {
+            // `main` has refused a missing port already.
+            let Some(port) = port else {
+                return Err(missing_port().into());
+            };
             let config = crate::config::Config::from_env()?;
             crate::handler::serve(port, config).await?;
             Ok(ExitCode::SUCCESS)

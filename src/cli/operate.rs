@@ -9,7 +9,9 @@ use super::{CommonArgs, ReconcileArgs, RotateArgs};
 use crate::handler::Handler;
 use crate::ondemand::{self, Progress, RunError, RunOptions, Scope};
 use crate::reconcile::{Reconciler, ResolveError};
+use crate::report::RunReport;
 use crate::resource_id::StorageAccountId;
+use crate::rotation::Rotation;
 
 /// Why a command stopped before it had a result.
 enum Stop {
@@ -73,7 +75,19 @@ async fn run_reconcile(
 
     let run = run?;
     out.run(&run);
-    Ok(exit_code(!run.needs_retry()))
+    // A plan succeeds when everything could be read and planned. A sync succeeds when
+    // everything is in sync or was fixed: a credential still broken (storage refused it,
+    // shared-key access is off) or a datastore keysync cannot judge needs a person.
+    let attention = !dry_run && run.needing_attention().next().is_some();
+    let success = !run.needs_retry() && !attention;
+    if let (false, Some(problem)) = (success, run.problem()) {
+        let verdict = match dry_run {
+            true => "the plan is incomplete",
+            false => "not everything is in sync",
+        };
+        out.reason(&format!("{verdict}: {problem}"));
+    }
+    Ok(exit_code(success))
 }
 
 /// `rotate`.
@@ -96,8 +110,37 @@ async fn run_rotate(args: &RotateArgs, out: &Output) -> Result<ExitCode, Stop> {
 
     let rotation = rotation?;
     out.rotation(&rotation);
-    let needs_a_human = rotation.outcome == "left" && rotation.attention;
-    Ok(exit_code(rotation.succeeded() && !needs_a_human))
+    let problem = rotate_problem(&rotation);
+    if let Some(problem) = &problem {
+        out.reason(problem);
+    }
+    Ok(exit_code(problem.is_none()))
+}
+
+/// Why a rotation exits 1: it failed, it left the account alone for a reason a person must
+/// resolve, or the reconcile that followed left a line a person must act on (a SAS token signed
+/// with the key just regenerated, when re-minting is off).
+fn rotate_problem(rotation: &Rotation) -> Option<String> {
+    let account = rotation.account.rsplit('/').next().unwrap_or_default();
+    let lines = rotation
+        .report
+        .as_ref()
+        .map(|report| RunReport::new(false, vec![report.clone()], Vec::new()).problem());
+    match (
+        rotation.outcome.as_str(),
+        rotation.attention,
+        lines.flatten(),
+    ) {
+        ("failed", _, _) => Some(format!(
+            "the rotation of {account} failed: {}",
+            rotation.reason
+        )),
+        ("left", true, _) => Some(format!("{account} was left alone: {}", rotation.reason)),
+        (_, _, Some(problem)) => Some(format!(
+            "after the rotation of {account}, not everything is in sync: {problem}"
+        )),
+        _ => None,
+    }
 }
 
 /// The handler's own ARM client and reconciler, configured from the flags over the environment.

@@ -53,6 +53,12 @@ impl Output {
         }
     }
 
+    /// Why a command that ran to the end exits 1, on one line of stderr (the result itself is
+    /// on stdout, so `--json` adds nothing there).
+    pub fn reason(&self, message: &str) {
+        eprintln!("error: {message}");
+    }
+
     /// An error that ended the command.
     pub fn error(&self, message: &str) {
         eprintln!("error: {message}");

@@ -74,7 +74,8 @@ impl IntoResponse for Rejection {
     }
 }
 
-/// Handles one request: 200 with the report when nothing failed, 502 with the report when part
+/// Handles one request: 200 with the report when nothing failed (its `outcome` is `attention`
+/// when a person must act on a line), 502 with the report when part
 /// of the work failed in Azure, 503 with the report when the deadline left work undone,
 /// 400/404/413 with a short error when nothing was run.
 pub async fn invoke(
@@ -114,7 +115,9 @@ async fn run(
         report.log();
     }
     let status = match run.outcome() {
-        "ok" => StatusCode::OK,
+        // A line a person must act on is in the report; the run itself did all it could, and
+        // running it again would change nothing.
+        "ok" | "attention" => StatusCode::OK,
         "incomplete" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_GATEWAY,
     };

@@ -4,9 +4,9 @@
 use crate::arm::{ArmClient, ArmError, ArmErrorKind};
 use secrecy::SecretString;
 
-use crate::model::ml::{CredentialsKind, Datastore, DatastoreBody};
+use crate::model::ml::{CredentialsKind, Datastore, DatastoreBody, Workspace};
 use crate::model::storage::{AccountKeys, KeySlot};
-use crate::report::{Action, Entry, ObjectKind, Outcome};
+use crate::report::{Action, Entry, ObjectKind, Outcome, printable};
 use crate::resource_id::{DatastoreId, WorkspaceId};
 
 use super::plan::{AccountFacts, DatastorePlan, ResyncDecision, Step};
@@ -61,33 +61,88 @@ fn datastore_entry(workspace: &WorkspaceId, ds: &DatastorePlan) -> Entry {
     }
 }
 
-/// Carries out one datastore's plan and reports how it went.
+/// How much of a name keysync cannot use a report shows.
+const UNUSABLE_NAME_CHARS: usize = 80;
+
+/// The entry of a listed datastore that neither its id nor its name can address, so that no
+/// request can be made about it: reported, and left alone.
+pub fn unusable_datastore(workspace: &WorkspaceId, ds: &Datastore) -> Entry {
+    let label = [ds.name(), ds.id().unwrap_or_default()]
+        .into_iter()
+        .map(|text| printable(text, UNUSABLE_NAME_CHARS))
+        .find(|text| !text.is_empty())
+        .unwrap_or_else(|| "(no name)".to_string());
+    Entry {
+        kind: ObjectKind::Datastore,
+        workspace: workspace.to_string(),
+        datastore: Some(label),
+        held: None,
+        action: Action::Skip,
+        key: None,
+        outcome: Outcome::Skipped,
+        reason: Some("neither its id nor its name can address it: left alone".into()),
+        attention: true,
+        verification: None,
+    }
+}
+
+/// The entry of a listed workspace whose id is not a workspace's ARM id, so that none of its
+/// datastores can be listed: reported, and left alone.
+pub fn unusable_workspace(workspace: &Workspace) -> Entry {
+    let label = [workspace.id.as_str(), workspace.name.as_str()]
+        .into_iter()
+        .map(|text| printable(text, UNUSABLE_NAME_CHARS))
+        .find(|text| !text.is_empty())
+        .unwrap_or_else(|| "(no id)".to_string());
+    Entry {
+        kind: ObjectKind::Workspace,
+        workspace: label,
+        datastore: None,
+        held: None,
+        action: Action::Skip,
+        key: None,
+        outcome: Outcome::Skipped,
+        reason: Some(
+            "its id is not a workspace's ARM id, so its datastores cannot be listed: left alone"
+                .into(),
+        ),
+        attention: true,
+        verification: None,
+    }
+}
+
+/// Carries out one datastore's plan and reports how it went; with the datastore as stored when
+/// it was updated, so that the storage check after the run need not read it again.
 pub async fn datastore(
     arm: &ArmClient,
     workspace: &WorkspaceId,
     ds: &DatastorePlan,
     facts: &AccountFacts,
     keys: &AccountKeys,
-) -> Entry {
-    let Step::Update(slot) = ds.step else {
-        return planned_entry(workspace, ds, false);
-    };
+) -> (Entry, Option<Datastore>) {
     let mut entry = planned_entry(workspace, ds, false);
+    let Step::Update(slot) = ds.step else {
+        return (entry, None);
+    };
     if past_deadline(arm) {
         defer(&mut entry);
-        return entry;
+        return (entry, None);
     }
+    let mut stored = None;
     match update_in_place(arm, &ds.id, facts, keys, slot).await {
-        Ok(()) => entry.outcome = Outcome::Updated,
+        Ok(datastore) => {
+            entry.outcome = Outcome::Updated;
+            stored = Some(datastore);
+        }
         Err(UpdateError::Changed(reason)) => {
             entry.action = Action::Skip;
             entry.outcome = Outcome::Skipped;
             entry.reason = Some(reason.to_string());
         }
         Err(UpdateError::Arm(e)) if e.kind == ArmErrorKind::Deadline => defer(&mut entry),
-        Err(UpdateError::Arm(e)) => entry.reason = Some(explain(&e)),
+        Err(UpdateError::Arm(e)) => entry.reason = Some(reported(&e)),
     }
-    entry
+    (entry, stored)
 }
 
 /// True when the handle's deadline has passed: no new work may start.
@@ -125,14 +180,15 @@ impl From<ArmError> for UpdateError {
     }
 }
 
-/// GET the datastore, replace only its secret, PUT it back whole. Never deletes.
+/// GET the datastore, replace only its secret, PUT it back whole; returns it as stored. Never
+/// deletes.
 async fn update_in_place(
     arm: &ArmClient,
     id: &DatastoreId,
     facts: &AccountFacts,
     keys: &AccountKeys,
     slot: KeySlot,
-) -> Result<(), UpdateError> {
+) -> Result<Datastore, UpdateError> {
     let key = keys.get(slot);
     replace_secrets(arm, id, facts, CredentialsKind::AccountKey, |current| {
         current.with_account_key(key)
@@ -152,6 +208,7 @@ pub async fn store_sas_token(
         current.with_sas_token(token)
     })
     .await
+    .map(|_| ())
     .map_err(|e| match e {
         UpdateError::Changed(reason) => reason.to_string(),
         UpdateError::Arm(e) => explain(&e),
@@ -159,14 +216,14 @@ pub async fn store_sas_token(
 }
 
 /// GET the datastore, check it still is a `kind` datastore on the account, replace its secrets
-/// with what `with_secret` makes of it, PUT it back whole.
+/// with what `with_secret` makes of it, PUT it back whole; the datastore as stored.
 async fn replace_secrets(
     arm: &ArmClient,
     id: &DatastoreId,
     facts: &AccountFacts,
     kind: CredentialsKind,
     with_secret: impl FnOnce(&Datastore) -> Option<DatastoreBody>,
-) -> Result<(), UpdateError> {
+) -> Result<Datastore, UpdateError> {
     let current = arm.get_datastore(id).await?;
     // Someone may have re-pointed or re-typed the datastore since it was listed.
     if !facts.holds(&current) || current.credentials_kind() != kind {
@@ -177,8 +234,13 @@ async fn replace_secrets(
     let body = with_secret(&current).ok_or(UpdateError::Changed(
         "no credentials object to update: left alone",
     ))?;
-    arm.put_datastore(id, &body).await?;
-    Ok(())
+    let stored = arm.put_datastore(id, &body).await?;
+    // Azure answers with the resource as stored; an answer that does not look like it leaves
+    // the resource as read, which is what was written but for the secret.
+    Ok(match facts.holds(&stored) {
+        true => stored,
+        false => current,
+    })
 }
 
 /// The report entry for a workspace whose default storage is the account.
@@ -224,7 +286,7 @@ pub async fn resync(arm: &ArmClient, workspace: &WorkspaceId) -> Entry {
             entry.reason = Some(format!("resync {}", e.message));
         }
         Err(e) if e.kind == ArmErrorKind::Deadline => defer(&mut entry),
-        Err(e) => entry.reason = Some(explain(&e)),
+        Err(e) => entry.reason = Some(reported(&e)),
     }
     entry
 }
@@ -233,4 +295,10 @@ pub async fn resync(arm: &ArmClient, workspace: &WorkspaceId) -> Entry {
 /// [`crate::report::explain`]).
 pub fn explain(e: &ArmError) -> String {
     crate::report::explain::explain(e)
+}
+
+/// The error as a report tells it, without Azure's message, which goes to the log (see
+/// [`crate::report::explain::reported`]).
+pub fn reported(e: &ArmError) -> String {
+    crate::report::explain::reported(e)
 }

@@ -7,6 +7,7 @@ use futures::future::join_all;
 use crate::arm::{ArmClient, ArmError};
 use crate::model::ml::{Datastore, Workspace};
 use crate::model::storage::StorageAccount;
+use crate::reconcile::execute::reported;
 use crate::resource_id::{StorageAccountId, WorkspaceId};
 
 /// A workspace and its datastores (without secrets).
@@ -25,6 +26,9 @@ pub struct Inventory {
     pub workspaces: Vec<ListedWorkspace>,
     /// What could not be listed; each is safe to report.
     pub failures: Vec<String>,
+    /// Listed workspaces whose id is not a workspace's ARM id: reported by the runs on the
+    /// accounts they may concern, never touched.
+    pub unusable: Vec<Workspace>,
 }
 
 impl Inventory {
@@ -36,15 +40,19 @@ impl Inventory {
         {
             match accounts {
                 Ok(mut list) => inventory.accounts.append(&mut list),
-                Err(e) => inventory
-                    .failures
-                    .push(format!("could not list the storage accounts: {e}")),
+                Err(e) => inventory.failures.push(format!(
+                    "could not list the storage accounts: {}",
+                    reported(&e)
+                )),
             }
             match workspaces {
-                Ok(mut list) => inventory.workspaces.append(&mut list),
+                Ok((mut list, mut unusable)) => {
+                    inventory.workspaces.append(&mut list);
+                    inventory.unusable.append(&mut unusable);
+                }
                 Err(e) => inventory
                     .failures
-                    .push(format!("could not list the workspaces: {e}")),
+                    .push(format!("could not list the workspaces: {}", reported(&e))),
             }
         }
         inventory
@@ -94,22 +102,27 @@ impl Inventory {
     }
 }
 
+/// A subscription's accounts; its workspaces with their datastores, and those whose id is
+/// unusable.
 type Scanned = (
     Result<Vec<StorageAccount>, ArmError>,
-    Result<Vec<ListedWorkspace>, ArmError>,
+    Result<(Vec<ListedWorkspace>, Vec<Workspace>), ArmError>,
 );
 
 async fn scan_subscription(arm: &ArmClient, subscription: &str) -> Scanned {
     let accounts = arm.list_storage_accounts(subscription);
     let workspaces = async {
         let listed = arm.list_workspaces(subscription).await?;
-        let with_datastores = listed.into_iter().filter_map(|workspace| {
+        let (usable, unusable): (Vec<Workspace>, Vec<Workspace>) = listed
+            .into_iter()
+            .partition(|workspace| WorkspaceId::parse(&workspace.id).is_ok());
+        let with_datastores = usable.into_iter().filter_map(|workspace| {
             let id = WorkspaceId::parse(&workspace.id).ok()?;
             Some(async move {
                 let datastores = arm
                     .list_datastores(&id)
                     .await
-                    .map_err(|e| crate::reconcile::execute::explain(&e));
+                    .map_err(|e| crate::reconcile::execute::reported(&e));
                 ListedWorkspace {
                     id,
                     workspace,
@@ -117,7 +130,7 @@ async fn scan_subscription(arm: &ArmClient, subscription: &str) -> Scanned {
                 }
             })
         });
-        Ok(join_all(with_datastores).await)
+        Ok((join_all(with_datastores).await, unusable))
     };
     futures::join!(accounts, workspaces)
 }

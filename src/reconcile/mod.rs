@@ -161,7 +161,7 @@ impl Reconciler {
             account: account.clone(),
         };
         // A failed read ends the run at once; the listing is dropped with it.
-        let ((account, keys), (entries, notes)) =
+        let ((account, keys), (worked, notes)) =
             futures::try_join!(account, run.all_workspaces().map(Ok))?;
 
         let facts = facts(&account);
@@ -173,7 +173,13 @@ impl Reconciler {
                 message: "shared-key access is disabled on the account: account keys and SAS cannot work, nothing written".into(),
             }),
         }
-        report.entries = entries;
+        let mut follow_ups = Vec::new();
+        for (index, run::Worked { entry, follow_up }) in worked.into_iter().enumerate() {
+            report.entries.push(entry);
+            if !matches!(follow_up, run::FollowUp::Nothing) {
+                follow_ups.push((index, follow_up));
+            }
+        }
         report.notes.extend(notes);
         if let Some(keys) = keys.as_deref() {
             let run = verify::VerifyRun {
@@ -183,7 +189,7 @@ impl Reconciler {
                 target: facts.target_slot(request.target),
                 deadline: request.deadline,
             };
-            self.verify_credentials(run, request.dry_run, &mut report)
+            self.verify_credentials(run, follow_ups, request.dry_run, &mut report)
                 .await;
         }
         Ok(report)
@@ -199,6 +205,12 @@ impl Reconciler {
             let mut memo = self.resynced_for.lock().unwrap_or_else(|p| p.into_inner());
             memo.insert(workspace.as_str().to_ascii_lowercase(), time);
         }
+    }
+
+    /// Forgets an earlier resync, so that the next run resyncs the workspace again.
+    fn forget_resync(&self, workspace: &WorkspaceId) {
+        let mut memo = self.resynced_for.lock().unwrap_or_else(|p| p.into_inner());
+        memo.remove(&workspace.as_str().to_ascii_lowercase());
     }
 }
 

@@ -240,10 +240,11 @@ pub fn plan_datastore(
     }
     match kind {
         CredentialsKind::AccountKey => plan_account_key(observed, target, target_slot),
-        // Whether the token still works is for the storage check after the run to say.
+        // Whether the token still works is for the storage check after the run to say; until
+        // it has, nobody has anything to do.
         CredentialsKind::Sas => plan(
             None,
-            leave(Outcome::Skipped, crate::report::SAS_TOKEN, true),
+            leave(Outcome::Skipped, crate::report::SAS_TOKEN, false),
         ),
         CredentialsKind::None => plan(
             None,

@@ -3,12 +3,15 @@
 
 use futures::StreamExt;
 use futures::future::{BoxFuture, Shared, join_all};
+use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use super::inventory::ListedWorkspace;
 use super::plan::{
-    self, AccountFacts, DatastorePlan, ObservedWorkspace, ResyncDecision, Step, WorkspacePlan,
+    self, AccountFacts, DatastorePlan, ObservedDatastore, ObservedWorkspace, ResyncDecision, Step,
+    WorkspacePlan,
 };
+use super::verify::Subject;
 use super::{AccountRead, ReconcileError, Reconciler, Request, execute, observe};
 use crate::arm::{ArmClient, ArmError, ArmErrorKind};
 use crate::model::ml::{Datastore, Workspace};
@@ -23,6 +26,35 @@ pub(super) type SharedRead<'a> = Shared<BoxFuture<'a, Result<AccountRead, Reconc
 /// queue for the subscription's concurrency limit, so this only bounds the futures held.
 const WORKSPACES_IN_FLIGHT: usize = 1024;
 
+/// A report entry, and what the step after the run (the storage check) is to do with it.
+pub(super) struct Worked {
+    pub entry: Entry,
+    pub follow_up: FollowUp,
+}
+
+/// What the storage check after the run does with an entry.
+pub(super) enum FollowUp {
+    Nothing,
+    /// Check the datastore's credential, with what the run already knows of it.
+    Check(Subject),
+    /// The entry is the resync of this workspace (whose default storage is the account): it is
+    /// resynced again if the check changes one of its datastores.
+    Resync(WorkspaceId),
+}
+
+impl Worked {
+    fn plain(entry: Entry) -> Self {
+        Worked {
+            entry,
+            follow_up: FollowUp::Nothing,
+        }
+    }
+}
+
+fn plain(entries: Vec<Entry>) -> Vec<Worked> {
+    entries.into_iter().map(Worked::plain).collect()
+}
+
 pub(super) struct Run<'a> {
     pub reconciler: &'a Reconciler,
     /// The ARM client, bound to the request's deadline.
@@ -34,7 +66,7 @@ pub(super) struct Run<'a> {
 
 impl Run<'_> {
     /// Every workspace in scope, from the request's inventory or listed now.
-    pub async fn all_workspaces(&self) -> (Vec<Entry>, Vec<Note>) {
+    pub async fn all_workspaces(&self) -> (Vec<Worked>, Vec<Note>) {
         if let Some(inventory) = &self.request.inventory {
             // Only the workspaces that may have to do with the account get a future: a sweep
             // runs one of these per account, and most workspaces concern few accounts.
@@ -48,7 +80,15 @@ impl Run<'_> {
                 .iter()
                 .map(|f| failed_note(f.clone()))
                 .collect();
-            return (join_all(runs).await.into_iter().flatten().collect(), notes);
+            let mut worked: Vec<Worked> = join_all(runs).await.into_iter().flatten().collect();
+            worked.extend(
+                inventory
+                    .unusable
+                    .iter()
+                    .filter_map(|ws| self.unusable_workspace(ws))
+                    .flatten(),
+            );
+            return (worked, notes);
         }
         let subscriptions = self
             .reconciler
@@ -64,7 +104,7 @@ impl Run<'_> {
             if let Some(e) = failure {
                 notes.push(failed_note(format!(
                     "could not list all the workspaces: {}",
-                    execute::explain(&e)
+                    execute::reported(&e)
                 )));
             }
         }
@@ -74,7 +114,7 @@ impl Run<'_> {
     /// The workspaces of one subscription, each started as soon as its page of the listing
     /// arrives rather than after the last page; entries come back in listing order, with the
     /// listing's failure if a page could not be read.
-    async fn subscription(&self, subscription: &str) -> (Vec<Entry>, Option<ArmError>) {
+    async fn subscription(&self, subscription: &str) -> (Vec<Worked>, Option<ArmError>) {
         let (pages, listed) = futures::channel::mpsc::unbounded::<Vec<Workspace>>();
         let listing = async move {
             let send = |page| {
@@ -84,8 +124,13 @@ impl Run<'_> {
             self.arm.list_workspaces_by_page(subscription, send).await
         };
         let work = listed
-            .flat_map(|page| futures::stream::iter(page.into_iter().filter_map(with_id)))
-            .map(|(id, ws)| self.listed_workspace(id, ws))
+            .flat_map(futures::stream::iter)
+            .map(|ws| async move {
+                match WorkspaceId::parse(&ws.id) {
+                    Ok(id) => self.listed_workspace(id, ws).await,
+                    Err(_) => self.unusable_workspace(&ws).unwrap_or_default(),
+                }
+            })
             .buffered(WORKSPACES_IN_FLIGHT)
             .collect::<Vec<_>>();
         let (listed, entries) = futures::join!(listing, work);
@@ -93,15 +138,25 @@ impl Run<'_> {
     }
 
     /// Lists one workspace's datastores, then works on it.
-    async fn listed_workspace(&self, id: WorkspaceId, workspace: Workspace) -> Vec<Entry> {
+    async fn listed_workspace(&self, id: WorkspaceId, workspace: Workspace) -> Vec<Worked> {
         let listed = match self.arm.list_datastores(&id).await {
             Err(e) if e.kind == ArmErrorKind::Deadline => {
-                return vec![execute::deferred_listing(&id)];
+                return plain(vec![execute::deferred_listing(&id)]);
             }
-            Err(e) => Err(execute::explain(&e)),
+            Err(e) => Err(execute::reported(&e)),
             Ok(all) => Ok(all.into_iter().filter(|d| self.needs(d)).collect()),
         };
         self.workspace(id, &workspace, listed).await
+    }
+
+    /// The entry of a listed workspace whose id keysync cannot use, when it may have to do with
+    /// the account: its default storage is the account, or cannot be told.
+    fn unusable_workspace(&self, workspace: &Workspace) -> Option<Vec<Worked>> {
+        let default = workspace.properties.storage_account.as_deref();
+        let elsewhere = default
+            .and_then(|id| StorageAccountId::parse(id).ok())
+            .is_some_and(|id| id != self.request.account);
+        (!elsewhere).then(|| plain(vec![execute::unusable_workspace(workspace)]))
     }
 
     /// A listed workspace's datastores as this run needs them (see [`Run::needs`]).
@@ -124,7 +179,7 @@ impl Run<'_> {
         id: WorkspaceId,
         workspace: &Workspace,
         listed: Result<Vec<Datastore>, String>,
-    ) -> Vec<Entry> {
+    ) -> Vec<Worked> {
         // A failed read ends the whole run (see `reconcile_locked`); nothing to do here then.
         let Ok((account, keys)) = self.account.clone().await else {
             return Vec::new();
@@ -132,9 +187,18 @@ impl Run<'_> {
         let facts = super::facts(&account);
         let keys = keys.as_deref();
         let arm = &self.arm;
-        let datastores = match listed {
-            Ok(listed) => Ok(observe::datastores(arm, &id, listed, &facts, keys).await),
-            Err(reason) => Err(reason),
+        let (datastores, stale_keys, unusable) = match listed {
+            Ok(listed) => {
+                let observed = observe::datastores(arm, &id, listed, &facts, keys).await;
+                let unusable = observed
+                    .unusable
+                    .iter()
+                    .filter(|ds| facts.holds(ds) || ds.account_name().is_none())
+                    .map(|ds| Worked::plain(execute::unusable_datastore(&id, ds)))
+                    .collect();
+                (Ok(observed.datastores), observed.stale_keys, unusable)
+            }
+            Err(reason) => (Err(reason), Vec::new(), Vec::new()),
         };
         let observed = ObservedWorkspace {
             last_resynced_for: self.reconciler.last_resync(&id),
@@ -147,12 +211,18 @@ impl Run<'_> {
         let Some(plan) =
             plan::plan_workspace(&facts, &observed, target, facts.target_slot(target), now)
         else {
-            return Vec::new();
+            return unusable;
         };
+        let mut worked = unusable;
         match (self.request.dry_run, keys) {
-            (false, Some(keys)) => self.apply(&plan, &facts, keys).await,
-            _ => self.describe(&plan, keys.is_some()),
+            (false, Some(keys)) => {
+                let listed = observed.datastores.as_deref().unwrap_or(&[]);
+                let seen = Seen { listed, stale_keys };
+                worked.extend(self.apply(&plan, seen, &facts, keys).await);
+            }
+            _ => worked.extend(plain(self.describe(&plan, keys.is_some()))),
         }
+        worked
     }
 
     /// The entries of a plan that writes nothing (a dry run, or shared-key access disabled).
@@ -170,12 +240,14 @@ impl Run<'_> {
         entries
     }
 
+    /// Updates the stale datastores, then resyncs the workspace if its plan says so.
     async fn apply(
         &self,
         plan: &WorkspacePlan,
+        seen: Seen<'_>,
         facts: &AccountFacts,
         keys: &AccountKeys,
-    ) -> Vec<Entry> {
+    ) -> Vec<Worked> {
         let arm = &self.arm;
         let is_update = |d: &&DatastorePlan| matches!(d.step, Step::Update(_));
         let updates = plan
@@ -183,31 +255,76 @@ impl Run<'_> {
             .iter()
             .filter(is_update)
             .map(|d| execute::datastore(arm, &plan.id, d, facts, keys));
-        let mut updated = join_all(updates).await.into_iter();
-        let mut entries = listing_error_entry(plan);
-        // Back in plan order: the updates' entries where they were, the rest as planned.
-        entries.extend(plan.datastores.iter().map(|d| {
-            match d.step {
-                Step::Update(_) => updated
-                    .next()
-                    .unwrap_or_else(|| execute::planned_entry(&plan.id, d, false)),
-                _ => execute::planned_entry(&plan.id, d, false),
-            }
-        }));
-        match &plan.resync {
-            Some(ResyncDecision::Resync) => {
-                let entry = execute::resync(arm, &plan.id).await;
+        let updated = join_all(updates).await;
+        let mut worked = plain(listing_error_entry(plan));
+        worked.extend(in_plan_order(plan, updated, seen, facts));
+        worked.extend(self.resync(plan, facts).await);
+        worked
+    }
+
+    /// The workspace's own line, resynced first when its plan says so.
+    async fn resync(&self, plan: &WorkspacePlan, facts: &AccountFacts) -> Option<Worked> {
+        let entry = match plan.resync.as_ref()? {
+            ResyncDecision::Resync => {
+                let entry = execute::resync(&self.arm, &plan.id).await;
                 if matches!(entry.outcome, Outcome::Resynced | Outcome::Accepted) {
                     self.reconciler
                         .remember_resync(&plan.id, facts.newest_key_time());
                 }
-                entries.push(entry);
+                entry
             }
-            Some(decision) => entries.push(execute::workspace_entry(&plan.id, decision, false)),
-            None => {}
-        }
-        entries
+            decision => execute::workspace_entry(&plan.id, decision, false),
+        };
+        let follow_up = FollowUp::Resync(plan.id.clone());
+        Some(Worked { entry, follow_up })
     }
+}
+
+/// The datastores' lines in plan order (the updates' where they were, the rest as planned), each
+/// with what the storage check needs of it.
+fn in_plan_order(
+    plan: &WorkspacePlan,
+    updated: Vec<(Entry, Option<Datastore>)>,
+    seen: Seen<'_>,
+    facts: &AccountFacts,
+) -> Vec<Worked> {
+    let mut updated = updated.into_iter();
+    let Seen { listed, stale_keys } = seen;
+    let mut stale_keys = stale_keys.into_iter();
+    let mut worked = Vec::with_capacity(plan.datastores.len());
+    for (index, d) in plan.datastores.iter().enumerate() {
+        let (entry, stored) = match d.step {
+            Step::Update(_) => updated
+                .next()
+                .unwrap_or_else(|| (execute::planned_entry(&plan.id, d, false), None)),
+            _ => (execute::planned_entry(&plan.id, d, false), None),
+        };
+        let stale_key = stale_keys.next().flatten();
+        let check = observation(listed, index, d)
+            .and_then(|o| Subject::of(o, stale_key, &entry, stored, facts));
+        let follow_up = check.map_or(FollowUp::Nothing, FollowUp::Check);
+        worked.push(Worked { entry, follow_up });
+    }
+    worked
+}
+
+/// What was observed of a workspace's datastores, beside the plan made from it.
+struct Seen<'a> {
+    /// The datastores as planned, in the same order as the plan's.
+    listed: &'a [ObservedDatastore],
+    /// For each, the stored key when it is neither current key.
+    stale_keys: Vec<Option<SecretString>>,
+}
+
+/// The observation the plan's `index`-th datastore was made from. The planner keeps the
+/// listing's order; the id is compared all the same, so that a planner that one day leaves some
+/// out costs a check rather than checking the wrong datastore.
+fn observation<'a>(
+    listed: &'a [ObservedDatastore],
+    index: usize,
+    planned: &DatastorePlan,
+) -> Option<&'a ObservedDatastore> {
+    listed.get(index).filter(|o| o.id == planned.id)
 }
 
 /// True when a listed workspace may have to do with `account`: its default storage, a
@@ -223,13 +340,6 @@ fn may_concern(ws: &ListedWorkspace, account: &StorageAccountId) -> bool {
 /// True when the datastore names `account` (whatever its cloud: the planner checks that).
 fn names(datastore: &Datastore, account: &StorageAccountId) -> bool {
     datastore.names_account(account.name())
-}
-
-/// A listed workspace with its parsed id; one whose id does not parse is not ours to touch.
-fn with_id(workspace: Workspace) -> Option<(WorkspaceId, Workspace)> {
-    WorkspaceId::parse(&workspace.id)
-        .ok()
-        .map(|id| (id, workspace))
 }
 
 fn failed_note(message: String) -> Note {

@@ -22,6 +22,42 @@ pub fn explain(e: &ArmError) -> String {
     }
 }
 
+/// A failed call as a report tells it: the operation, the resource, the HTTP status, ARM's error
+/// code, the correlation id and what to do. Azure's own message is left out, since it can name
+/// the caller's identity (a 403 gives its object id) and reports reach the `Reconcile` function's
+/// callers; it is logged here instead, once, with the same correlation id, so that the report's
+/// line leads to the log's. Use it for every failure that becomes report text.
+pub fn reported(e: &ArmError) -> String {
+    tracing::warn!(
+        operation = %e.operation,
+        resource = %e.resource,
+        status = e.status,
+        code = e.code.as_deref(),
+        correlation_id = e.correlation_id.as_deref(),
+        detail = %e.message,
+        "ARM call failed"
+    );
+    brief(e)
+}
+
+/// [`explain`] without Azure's message.
+pub fn brief(e: &ArmError) -> String {
+    let mut text = format!("{} on {} failed", e.operation, e.resource);
+    if let Some(status) = e.status {
+        text.push_str(&format!(": HTTP {status}"));
+    }
+    if let Some(code) = &e.code {
+        text.push_str(&format!(" {code}"));
+    }
+    if let Some(id) = &e.correlation_id {
+        text.push_str(&format!(" (correlation id {id})"));
+    }
+    match advice(e) {
+        Some(advice) => format!("{text}; {advice}"),
+        None => text,
+    }
+}
+
 /// A failed call told to a client outside the process: the operation, the HTTP status and the
 /// advice, without Azure's message or ids (those go to the log).
 pub fn public_summary(e: &ArmError) -> String {
@@ -173,6 +209,34 @@ mod tests {
                 .unwrap()
                 .contains("datastore was deleted")
         );
+    }
+
+    #[test]
+    fn a_reported_failure_keeps_what_leads_to_the_log_but_not_azures_message() {
+        let mut e = error(
+            Operation::DatastoresCreateOrUpdate,
+            Some(403),
+            "AuthorizationFailed",
+            "The client 'c0ffee' with object id 'abc' does not have authorization",
+        );
+        e.correlation_id = Some("corr-1".into());
+        assert_eq!(
+            brief(&e),
+            "Datastores_CreateOrUpdate on /subscriptions/s/x failed: HTTP 403 AuthorizationFailed (correlation id corr-1); grant keysync's identity Microsoft.MachineLearningServices/workspaces/datastores/write on this resource"
+        );
+        assert!(
+            explain(&e).contains("object id 'abc'"),
+            "the full text keeps it"
+        );
+        // Advice that comes from the message survives its removal.
+        let conflict = error(
+            Operation::DatastoresCreateOrUpdate,
+            Some(409),
+            "Conflict",
+            "Secret ws-blob is currently in a deleted but recoverable state",
+        );
+        assert!(brief(&conflict).ends_with(SOFT_DELETED_SECRET));
+        assert!(!brief(&conflict).contains("ws-blob"));
     }
 
     #[test]

@@ -20,9 +20,22 @@ pub use run::RunReport;
 /// The reason given for a datastore on another storage account than the one reconciled.
 pub const ON_ANOTHER_ACCOUNT: &str = "on another storage account";
 
-/// The reason given for a SAS datastore before its token is checked against storage.
+/// The reason given for a SAS datastore before its token is checked against storage: a plan
+/// never checks one, a sync (or an event, or the timer) does, with or without writing anything.
 pub const SAS_TOKEN: &str =
-    "SAS token: no account key stored; checked against storage when a run writes";
+    "SAS token: no account key stored; checked against storage by sync, not by a plan";
+
+/// Text from Azure made safe to print on one line of a report or log: control characters
+/// dropped, cut to `max` characters with `…`. For names keysync cannot otherwise use, which may
+/// hold anything.
+pub fn printable(text: &str, max: usize) -> String {
+    let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+    let clean = clean.trim();
+    match clean.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &clean[..cut]),
+        None => clean.to_string(),
+    }
+}
 
 /// Everything one run did or would do on one storage account.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -146,7 +159,9 @@ pub struct Entry {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// A human should look at it (a dead SAS, an unknown credentials type, ...).
+    /// A person must act: the credential does not work and keysync cannot fix it (storage
+    /// refused it, shared-key access is off), or keysync cannot tell (an unknown credentials
+    /// type, an object it cannot read).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attention: bool,
     /// What storage said when the datastore's credential was tried after the run.
@@ -164,6 +179,14 @@ impl Entry {
     /// The workspace's name, the last segment of its id.
     pub fn workspace_name(&self) -> &str {
         self.workspace.rsplit('/').next().unwrap_or(&self.workspace)
+    }
+
+    /// `workspace/datastore`, or `workspace` for a workspace's own line.
+    pub fn display_name(&self) -> String {
+        match &self.datastore {
+            Some(datastore) => format!("{}/{datastore}", self.workspace_name()),
+            None => self.workspace_name().to_string(),
+        }
     }
 }
 
@@ -185,6 +208,11 @@ impl Report {
     /// True when some work is left (failed or deferred): the trigger should be retried.
     pub fn needs_retry(&self) -> bool {
         self.has_failures() || self.count(Outcome::Deferred) > 0
+    }
+
+    /// The entries a person must act on (see [`Entry::attention`]). Retrying does not help them.
+    pub fn needing_attention(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| e.attention)
     }
 
     /// How many entries ended with `outcome`.
@@ -300,10 +328,11 @@ fn log_entry(account: &str, e: &Entry) {
             )
         };
     }
+    let check_failed = check.is_some_and(|v| v.outcome.is_warning());
     match e.outcome {
         Outcome::Failed => emit!(error),
         Outcome::Deferred => emit!(warn),
-        _ if e.attention => emit!(warn),
+        _ if e.attention || check_failed => emit!(warn),
         Outcome::Updated | Outcome::Resynced | Outcome::Accepted | Outcome::Planned => emit!(info),
         Outcome::Skipped | Outcome::InSync => emit!(debug),
     }
@@ -340,6 +369,13 @@ mod tests {
         assert!(!report.has_failures());
         report.entries.push(entry(Outcome::Failed));
         assert!(report.has_failures());
+    }
+
+    #[test]
+    fn printable_drops_control_characters_and_cuts_long_text() {
+        assert_eq!(printable(" a\u{1b}[31mb\nc\t ", 10), "a[31mbc");
+        assert_eq!(printable("abcdef", 3), "abc…");
+        assert_eq!(printable("abc", 3), "abc");
     }
 
     #[test]

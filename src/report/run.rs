@@ -35,13 +35,71 @@ impl RunReport {
         self.has_failures() || self.accounts.iter().any(Report::needs_retry)
     }
 
-    /// `ok`; `incomplete` when only deferred work is left (run again); `failed`.
+    /// The entries of every account that a person must act on.
+    pub fn needing_attention(&self) -> impl Iterator<Item = &Entry> {
+        self.accounts.iter().flat_map(Report::needing_attention)
+    }
+
+    /// `failed`; `incomplete` when only deferred work is left (run again); `attention` when
+    /// nothing is left to retry but a person must act on some line (such as a credential storage
+    /// refused); `ok`.
     pub fn outcome(&self) -> &'static str {
-        match (self.has_failures(), self.needs_retry()) {
-            (true, _) => "failed",
-            (false, true) => "incomplete",
-            (false, false) => "ok",
+        if self.has_failures() {
+            "failed"
+        } else if self.needs_retry() {
+            "incomplete"
+        } else if self.needing_attention().next().is_some() {
+            "attention"
+        } else {
+            "ok"
         }
+    }
+
+    /// Why the outcome is not `ok`, on one line naming the lines concerned (such as `1 needs a
+    /// person (mlw/exports_sas)`); `None` when it is `ok`.
+    pub fn problem(&self) -> Option<String> {
+        let entries = || self.accounts.iter().flat_map(|r| &r.entries);
+        let failed: Vec<&Entry> = entries().filter(|e| e.outcome == Outcome::Failed).collect();
+        let failed_notes = self
+            .accounts
+            .iter()
+            .flat_map(|r| &r.notes)
+            .chain(&self.notes)
+            .filter(|n| n.outcome == Outcome::Failed)
+            .count();
+        let deferred: Vec<&Entry> = entries()
+            .filter(|e| e.outcome == Outcome::Deferred)
+            .collect();
+        let attention: Vec<&Entry> = self.needing_attention().collect();
+        let mut parts = Vec::new();
+        if !failed.is_empty() {
+            parts.push(format!("{} failed ({})", failed.len(), names(&failed)));
+        }
+        if failed_notes > 0 {
+            parts.push(format!(
+                "{failed_notes} could not be listed or read (see the notes)"
+            ));
+        }
+        if !deferred.is_empty() {
+            parts.push(format!(
+                "{} deferred to the next run ({})",
+                deferred.len(),
+                names(&deferred)
+            ));
+        }
+        if !attention.is_empty() {
+            let verb = if attention.len() == 1 {
+                "needs"
+            } else {
+                "need"
+            };
+            parts.push(format!(
+                "{} {verb} a person ({})",
+                attention.len(),
+                names(&attention)
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     /// One line such as `2 accounts: 3 updated, 1 resynced, 4 skipped`.
@@ -67,6 +125,20 @@ impl RunReport {
         }
         summary
     }
+}
+
+/// Up to three lines by name, and how many more.
+fn names(entries: &[&Entry]) -> String {
+    const SHOWN: usize = 3;
+    let mut names: Vec<String> = entries
+        .iter()
+        .take(SHOWN)
+        .map(|e| e.display_name())
+        .collect();
+    if entries.len() > SHOWN {
+        names.push(format!("and {} more", entries.len() - SHOWN));
+    }
+    names.join(", ")
 }
 
 /// The JSON form: `outcome` and `summary` are derived when it is written, so they always agree
@@ -116,6 +188,56 @@ mod tests {
         let run = RunReport::new(false, vec![report], vec![]);
         assert_eq!(run.outcome(), "incomplete");
         assert!(run.needs_retry() && !run.has_failures());
+    }
+
+    fn datastore(name: &str, outcome: Outcome, attention: bool) -> Entry {
+        Entry {
+            kind: crate::report::ObjectKind::Datastore,
+            workspace: "/subscriptions/s/x/workspaces/mlw".into(),
+            datastore: Some(name.into()),
+            held: None,
+            action: crate::report::Action::Skip,
+            key: None,
+            outcome,
+            reason: None,
+            attention,
+            verification: None,
+        }
+    }
+
+    #[test]
+    fn a_line_that_needs_a_person_is_not_ok_and_is_named() {
+        let mut report = Report::new("/subscriptions/s/x/st1", false);
+        report.entries = vec![
+            datastore("fine", Outcome::InSync, false),
+            datastore("dead_sas", Outcome::Skipped, true),
+        ];
+        let run = RunReport::new(false, vec![report.clone()], vec![]);
+        assert_eq!(run.outcome(), "attention");
+        assert!(!run.needs_retry(), "retrying would not help");
+        assert_eq!(
+            run.problem().as_deref(),
+            Some("1 needs a person (mlw/dead_sas)")
+        );
+
+        report.entries[1].attention = false;
+        let run = RunReport::new(false, vec![report], vec![]);
+        assert_eq!((run.outcome(), run.problem()), ("ok", None));
+    }
+
+    #[test]
+    fn a_failure_outranks_attention_and_long_lists_are_cut() {
+        let mut report = Report::new("/subscriptions/s/x/st1", false);
+        report.entries = (1..=5)
+            .map(|n| datastore(&format!("d{n}"), Outcome::Failed, false))
+            .chain([datastore("dead_sas", Outcome::Skipped, true)])
+            .collect();
+        let run = RunReport::new(false, vec![report], vec![]);
+        assert_eq!(run.outcome(), "failed");
+        assert_eq!(
+            run.problem().as_deref(),
+            Some("5 failed (mlw/d1, mlw/d2, mlw/d3, and 2 more); 1 needs a person (mlw/dead_sas)")
+        );
     }
 
     #[test]

@@ -17,6 +17,23 @@ impl Report {
 
     /// [`to_table`](Self::to_table), with ANSI colours when `colour` is set.
     pub fn render_table(&self, colour: bool) -> String {
+        self.render_aligned(colour, self.name_width())
+    }
+
+    /// The width of the name column: the longest datastore name, and at least `(workspace)`.
+    fn name_width(&self) -> usize {
+        self.entries
+            .iter()
+            .filter_map(|e| e.datastore.as_deref())
+            .map(|name| name.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max("(workspace)".len())
+    }
+
+    /// The table with the name column `width` characters wide, so that several reports printed
+    /// one after the other line up.
+    fn render_aligned(&self, colour: bool, width: usize) -> String {
         let paint = Painter(colour);
         let mut out = String::new();
         let account = short_name(&self.account);
@@ -34,14 +51,6 @@ impl Report {
         for note in &self.notes {
             let _ = writeln!(out, "  {}", note_line(note, paint));
         }
-        let width = self
-            .entries
-            .iter()
-            .filter_map(|e| e.datastore.as_deref())
-            .map(str::len)
-            .max()
-            .unwrap_or(0)
-            .max(11);
         for workspace in workspaces_in_order(&self.entries) {
             self.write_workspace(&mut out, workspace, width, paint);
         }
@@ -75,10 +84,15 @@ impl RunReport {
     pub fn render_table(&self, colour: bool) -> String {
         let paint = Painter(colour);
         let mut out = String::new();
+        let width = self.accounts.iter().map(Report::name_width).max();
         for report in &self.accounts {
-            let _ = writeln!(out, "{}\n", report.render_table(colour));
+            let table = report.render_aligned(colour, width.unwrap_or_default());
+            let _ = writeln!(out, "{table}\n");
         }
-        if self.accounts.is_empty() {
+        // After a failed listing keysync cannot know which accounts are in use; the notes say
+        // what failed.
+        let listed = !self.notes.iter().any(|n| n.outcome == Outcome::Failed);
+        if self.accounts.is_empty() && listed {
             let _ = writeln!(
                 out,
                 "No storage account in scope is used by a workspace or datastore.\n"
@@ -89,7 +103,7 @@ impl RunReport {
         }
         let verdict = match self.outcome() {
             "ok" => "ok".to_string(),
-            "incomplete" => paint.apply(warn_style(), "incomplete"),
+            other @ ("incomplete" | "attention") => paint.apply(warn_style(), other),
             other => paint.apply(failed_style(), other),
         };
         let _ = write!(out, "{verdict}: {}", self.summary());
@@ -309,6 +323,36 @@ mod tests {
         );
         let empty = RunReport::new(true, vec![], vec![]).render_table(false);
         assert!(empty.contains("No storage account in scope"), "{empty}");
+    }
+
+    #[test]
+    fn every_account_of_a_run_shares_one_name_column() {
+        let mut long = report();
+        long.entries[0].datastore = Some("a_much_longer_name".into());
+        let run = RunReport::new(false, vec![long, report()], vec![]);
+        let table = run.render_table(false);
+        let lines: Vec<&str> = table.lines().filter(|l| l.contains("updated to")).collect();
+        assert_eq!(
+            lines,
+            [
+                "    a_much_longer_name  stale    updated to key1",
+                "    blob                stale    updated to key1"
+            ],
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_failed_listing_says_what_failed_and_not_that_nothing_is_in_use() {
+        let failed = Note {
+            outcome: Outcome::Failed,
+            message: "could not list the storage accounts: no token".into(),
+        };
+        let table = RunReport::new(true, vec![], vec![failed]).render_table(false);
+        assert_eq!(
+            table,
+            "! failed: could not list the storage accounts: no token\nfailed: 0 accounts, 1 failed (see notes)"
+        );
     }
 
     fn strip_ansi(text: &str) -> String {

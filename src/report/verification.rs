@@ -35,9 +35,12 @@ impl VerifyOutcome {
         }
     }
 
-    /// True when a human should look at the datastore.
-    pub fn needs_attention(self) -> bool {
-        !matches!(self, VerifyOutcome::Verified)
+    /// True when the check did not pass: the line is logged as a warning.
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            VerifyOutcome::Rejected | VerifyOutcome::Unreachable | VerifyOutcome::Inconclusive
+        )
     }
 }
 

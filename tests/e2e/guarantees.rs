@@ -48,6 +48,11 @@ async fn hundreds_of_concurrent_duplicate_events_write_what_one_clean_run_writes
 
     let app = TestApp::start(Scenario::demo()).await;
     regenerate_two(&app).await;
+    // Each run reads its account's keys half a second late, so all 300 deliveries arrive while
+    // the first runs are still going, however slowly this machine sends them.
+    app.emulator.set_faults(vec![fault(
+        json!({"operation": "StorageAccounts_ListKeys", "kind": "delay", "delayMs": 500}),
+    )]);
     let events: Vec<Value> = (0..300)
         .map(|i| regeneration_event([SHARED, SHARED, OTHER, FRESH][i % 4]))
         .collect();

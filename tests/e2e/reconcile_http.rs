@@ -328,6 +328,30 @@ async fn a_failure_in_azure_gives_502_with_the_report_and_what_to_do() {
         ),
         "{reason}"
     );
+    // What lets an operator act and find the log line, but not Azure's own words, which for a
+    // real 403 name the identity's object id: those are in the handler's log only.
+    assert!(
+        reason.starts_with("Datastores_CreateOrUpdate on /subscriptions/")
+            && reason.contains("/datastores/workspaceblobstore failed: HTTP 403 Forbidden"),
+        "{reason}"
+    );
+    let correlation = reason
+        .split("(correlation id ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no correlation id in {reason}"));
+    let azure_says = "The server encountered an error while processing the request";
+    assert!(
+        !reply.body.to_string().contains(azure_says),
+        "{:#}",
+        reply.body
+    );
+    let log = app.host.handler_output().join("\n");
+    let detail = log
+        .lines()
+        .find(|l| l.contains("ARM call failed") && l.contains(correlation))
+        .unwrap_or_else(|| panic!("no log line with correlation id {correlation}"));
+    assert!(detail.contains(azure_says), "{detail}");
 }
 
 #[tokio::test]

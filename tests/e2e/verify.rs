@@ -177,7 +177,12 @@ async fn credentials_in_sync_verify_and_a_datastore_left_on_the_old_key_is_rejec
     let moved = verification(first, "moved");
     assert_eq!(moved["outcome"], "rejected", "{moved:#}");
     assert_eq!(moved["credential"], "accountKey");
-    assert!(moved["code"].is_string(), "{moved:#}");
+    // Azurite's answer to a bad Shared Key signature (Azure's is AuthenticationFailed).
+    assert_eq!(moved["code"], "AuthorizationFailure", "{moved:#}");
+    assert_eq!(
+        moved["detail"],
+        "Get Container Properties of 'moved': storage refused the credential"
+    );
     assert_eq!(verification(first, "steady")["outcome"], "verified");
     assert_eq!(verification(first, "lake")["outcome"], "verified");
     let share = verification(first, "share");
@@ -200,6 +205,70 @@ async fn credentials_in_sync_verify_and_a_datastore_left_on_the_old_key_is_rejec
     assert_eq!(app.state().held(WORKSPACE, "moved", "stverify01"), "key1");
     for ds in ["steady", "lake"] {
         assert_eq!(verification(report, ds)["outcome"], "verified", "{ds}");
+    }
+}
+
+/// The ARM requests served since the first `skip`, as `METHOD operation path`.
+fn requests_since(app: &TestApp, skip: usize) -> Vec<String> {
+    app.emulator
+        .requests()
+        .into_iter()
+        .skip(skip)
+        .map(|r| format!("{} {} {}", r.method, r.operation, r.path))
+        .collect()
+}
+
+#[tokio::test]
+async fn checking_credentials_reads_nothing_the_run_already_read() {
+    let Some(binary) = azurite_or_skip("checking_credentials_reads_nothing_the_run_already_read")
+    else {
+        return;
+    };
+    let app = start(&binary, &[]).await;
+    app.regenerate(ACCOUNT, "key1").await;
+    let before = app.emulator.requests().len();
+
+    let record = app.deliver(&regeneration_event(ACCOUNT)).await;
+
+    assert_eq!(record.status, 200, "{:#}", record.body);
+    let report = report(&record);
+    // Every check ran: the updated datastore, those in sync, and the SAS tokens.
+    for (ds, outcome) in [
+        ("moved", "verified"),
+        ("steady", "verified"),
+        ("lake", "verified"),
+        ("exports", "rejected"),
+        ("shared", "rejected"),
+    ] {
+        assert_eq!(verification(report, ds)["outcome"], outcome, "{ds}");
+    }
+    let served = requests_since(&app, before);
+    let gets: Vec<&String> = served
+        .iter()
+        .filter(|r| r.contains(" Datastores_Get "))
+        .collect();
+    assert_eq!(
+        gets,
+        [&format!(
+            "GET Datastores_Get /subscriptions/{SUB}/resourceGroups/rg-verify/providers/Microsoft.MachineLearningServices/workspaces/{WORKSPACE}/datastores/moved"
+        )],
+        "only the GET before the PUT"
+    );
+    let secrets = served
+        .iter()
+        .filter(|r| r.contains(" Datastores_ListSecrets "))
+        .count();
+    assert_eq!(
+        secrets, 6,
+        "four account keys and two SAS tokens: {served:#?}"
+    );
+    // No request twice; a long-running resync's status polls are the one exception.
+    for request in &served {
+        let times = served.iter().filter(|r| *r == request).count();
+        assert!(
+            times == 1 || request.contains("Workspaces_ResyncKeysStatus"),
+            "{request} made {times} times: {served:#?}"
+        );
     }
 }
 
@@ -231,7 +300,11 @@ async fn a_sas_signed_with_a_regenerated_key_is_reported_dead_and_left_alone_by_
     for sas in ["exports", "shared"] {
         let e = entry(report(&after), WORKSPACE, sas);
         assert_eq!(e["verification"]["outcome"], "rejected", "{e:#}");
-        assert_eq!(e["outcome"], "skipped");
+        assert_eq!(e["verification"]["code"], "AuthorizationFailure", "{e:#}");
+        assert_eq!(
+            (&e["outcome"], &e["attention"]),
+            (&json!("skipped"), &json!(true))
+        );
         assert!(
             e["reason"].as_str().unwrap().contains("KEYSYNC_REMINT_SAS"),
             "{e:#}"
@@ -316,6 +389,48 @@ async fn with_reminting_on_a_dead_sas_is_replaced_by_one_that_verifies_with_the_
         before.non_credential_fields(),
         app.state().non_credential_fields()
     );
+}
+
+#[tokio::test]
+async fn a_workspace_is_resynced_after_its_sas_tokens_are_re_minted() {
+    let Some(binary) =
+        azurite_or_skip("a_workspace_is_resynced_after_its_sas_tokens_are_re_minted")
+    else {
+        return;
+    };
+    let app = start(&binary, &[("KEYSYNC_REMINT_SAS", "true")]).await;
+    app.regenerate(ACCOUNT, "key1").await;
+    let before = app.emulator.requests().len();
+
+    let record = app.deliver(&regeneration_event(ACCOUNT)).await;
+
+    assert_eq!(record.status, 200, "{:#}", record.body);
+    let workspace = workspace_entry(report(&record), WORKSPACE).expect("workspace entry");
+    assert_eq!(workspace["outcome"], "resynced", "{workspace:#}");
+    assert_eq!(
+        workspace["reason"], "resynced after its re-minted SAS tokens were stored",
+        "{workspace:#}"
+    );
+    let served = requests_since(&app, before);
+    let put = |datastore: &str| {
+        served
+            .iter()
+            .position(|r| r.starts_with("PUT ") && r.ends_with(&format!("/datastores/{datastore}")))
+            .unwrap_or_else(|| panic!("no PUT of {datastore}: {served:#?}"))
+    };
+    let resyncs: Vec<usize> = (0..served.len())
+        .filter(|i| served[*i].starts_with("POST Workspaces_ResyncKeys "))
+        .collect();
+    // The run's resync follows the key update, as before; a second one follows the re-mints,
+    // which only the storage check after it decides.
+    assert_eq!(resyncs.len(), 2, "{served:#?}");
+    assert!(put("moved") < resyncs[0], "{served:#?}");
+    for sas in ["exports", "shared"] {
+        assert!(
+            put(sas) < resyncs[1],
+            "{sas}'s PUT after the last resync: {served:#?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -455,18 +570,49 @@ async fn an_unreachable_endpoint_is_reported_unreachable_within_the_timeout() {
 
 #[tokio::test]
 async fn verification_can_be_turned_off() {
-    let options = Options {
-        extra_env: vec![("KEYSYNC_VERIFY".into(), "false".into())],
-        ..Options::default()
-    };
-    let app = TestApp::start_with(Scenario::demo(), options).await;
-    app.regenerate(SHARED, "key1").await;
+    // The same run with the checks on and then off, against an endpoint that accepts
+    // connections and never answers: on, every datastore gets a verification and a connection
+    // reaches the endpoint; off, neither.
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused_port = refused.local_addr().unwrap().port();
+    drop(refused);
+    let account = ACCOUNT.replace("stverify01", "stsilent03");
+    for (setting, on) in [("true", true), ("false", false)] {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        silent.set_nonblocking(true).unwrap();
+        let scenario = unreachable_scenario(silent.local_addr().unwrap().port(), refused_port);
+        let options = Options {
+            extra_env: vec![
+                ("KEYSYNC_VERIFY".into(), setting.into()),
+                ("KEYSYNC_VERIFY_TIMEOUT_SECS".into(), "1".into()),
+            ],
+            ..Options::default()
+        };
+        let app = TestApp::start_with(scenario, options).await;
 
-    let record = app.deliver(&regeneration_event(SHARED)).await;
+        let record = app.deliver(&regeneration_event(&account)).await;
 
-    assert_eq!(record.status, 200);
-    let entries = report(&record)["entries"].as_array().unwrap();
-    assert!(entries.iter().all(|e| e.get("verification").is_none()));
+        assert_eq!(record.status, 200, "{:#}", record.body);
+        let report = report(&record);
+        let checked: Vec<&str> = ["silent_a", "silent_b", "silent_c"]
+            .into_iter()
+            .filter(|ds| entry(report, WORKSPACE, ds).get("verification").is_some())
+            .collect();
+        let reached = silent.accept().is_ok();
+        match on {
+            true => {
+                assert_eq!(checked, ["silent_a", "silent_b", "silent_c"], "{report:#}");
+                for ds in checked {
+                    assert_eq!(verification(report, ds)["outcome"], "unreachable", "{ds}");
+                }
+                assert!(reached, "a check connected to the endpoint");
+            }
+            false => {
+                assert_eq!(checked, Vec::<&str>::new(), "{report:#}");
+                assert!(!reached, "nothing connected to the endpoint");
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -489,17 +635,12 @@ async fn no_key_token_or_signature_reaches_any_output_at_trace_level() {
         "updateSas"
     );
     secrets.extend(app.state().secrets());
-    let mut signatures = Vec::new();
-    for token in secrets.iter().filter(|s| s.contains("sig=")) {
-        let sig = SasToken::parse(token)
-            .unwrap()
-            .get("sig")
-            .unwrap()
-            .to_string();
-        signatures.push(url::form_urlencoded::byte_serialize(sig.as_bytes()).collect::<String>());
-        signatures.push(sig);
-    }
-    secrets.extend(signatures);
+    let new_token = SasToken::parse(&stored_token(&app, "exports")).unwrap();
+    let signature = new_token.get("sig").unwrap().to_string();
+    assert!(
+        secrets.contains(&signature),
+        "signatures are searched for on their own too"
+    );
     let output = app.host.handler_output().join("\n");
     assert!(output.lines().count() > 20, "trace logging produced output");
     let reply = record.body.to_string();
