@@ -7,8 +7,12 @@ use std::ops::Deref;
 use keysync::emulator::{EmulatorOptions, FaultKind, FaultRule, RunningEmulator, Scenario};
 use serde_json::{Value, json};
 
+#[path = "shared/azurite.rs"]
+mod azurite;
 #[path = "shared/secrets.rs"]
 mod secrets;
+
+use azurite::azurite_or_skip;
 
 const SHARED: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-ml/providers/Microsoft.Storage/storageAccounts/stmlshared01";
 
@@ -422,25 +426,6 @@ async fn rotate_rotates_a_due_account_leaves_a_young_one_and_force_lifts_the_age
         entry(&rotation["report"], "scratch_fresh")["outcome"],
         "updated"
     );
-}
-
-/// Azurite's executable, or `None` (after saying so) when the test should skip; as in
-/// `tests/e2e/verify.rs`, `KEYSYNC_REQUIRE_AZURITE=1` turns a skip into a failure.
-fn azurite_or_skip(test: &str) -> Option<std::path::PathBuf> {
-    use std::io::Write;
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let found = keysync::emulator::azurite::find(&[root]);
-    if found.is_none() {
-        let hint = "run `npm ci` in the repository root, or set KEYSYNC_AZURITE";
-        if std::env::var("KEYSYNC_REQUIRE_AZURITE").is_ok_and(|v| v == "1") {
-            panic!("{test}: Azurite is required (KEYSYNC_REQUIRE_AZURITE=1) but missing: {hint}");
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: Azurite is not installed; {hint}"
-        );
-    }
-    found
 }
 
 /// The lines of stderr that say why the command exits 1 (the rest is logging).

@@ -7,8 +7,12 @@ use keysync::emulator::{EmulatorOptions, RequestRecord, RunningEmulator, Scenari
 use keysync::host::{BindingEncoding, HostOptions, InvocationRecord, LocalHost};
 use serde_json::{Map, Value, json};
 
+#[path = "../shared/azurite.rs"]
+mod azurite;
 #[path = "../shared/secrets.rs"]
 mod secrets;
+
+pub use azurite::azurite_or_skip;
 
 pub const SUB: &str = "11111111-2222-3333-4444-555555555555";
 pub const SHARED: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-ml/providers/Microsoft.Storage/storageAccounts/stmlshared01";

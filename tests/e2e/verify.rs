@@ -6,12 +6,9 @@
 //! repository root installs it), unless `KEYSYNC_REQUIRE_AZURITE=1` (set by `.ci/run`) makes
 //! that a failure.
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use keysync::emulator::Scenario;
-use keysync::emulator::azurite;
 use keysync::storage::sas::SasToken;
 use serde_json::{Value, json};
 
@@ -25,24 +22,6 @@ const WORKSPACE: &str = "mlw-verify";
 /// load with the key the scenario names.
 const ACCOUNT_SAS: &str = "sv=2024-11-04&ss=b&srt=co&sp=rl&se=2099-01-01T00:00:00Z&spr=https,http";
 const CONTAINER_SAS: &str = "sv=2024-11-04&sr=c&sp=rl&se=2099-01-01T00:00:00Z&spr=https,http";
-
-/// Azurite's executable, or `None` (after saying so) when the test should skip.
-fn azurite_or_skip(test: &str) -> Option<PathBuf> {
-    let found = azurite::find(&[PathBuf::from(env!("CARGO_MANIFEST_DIR"))]);
-    if found.is_none() {
-        let hint = "run `npm ci` in the repository root, or set KEYSYNC_AZURITE";
-        if std::env::var("KEYSYNC_REQUIRE_AZURITE").is_ok_and(|v| v == "1") {
-            panic!("{test}: Azurite is required (KEYSYNC_REQUIRE_AZURITE=1) but missing: {hint}");
-        }
-        // Written to the stderr handle itself, which the test harness does not capture, so the
-        // skip shows in a plain `cargo test`.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: Azurite is not installed; {hint}"
-        );
-    }
-    found
-}
 
 fn blob(name: &str, container: &str, secrets: Value) -> Value {
     let credentials = match secrets.get("keyRef").or(secrets.get("key")) {
