@@ -13,7 +13,6 @@
 //! so the test skips with a message, unless `KEYSYNC_REQUIRE_AZURITE=1` makes that a failure.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
