@@ -586,27 +586,95 @@ async fn an_unreadable_list_keys_answer_is_not_quoted() {
     assert!(shown.contains("could not be read"), "{shown}");
 }
 
+fn as_sent(value: &str) -> String {
+    value.to_string()
+}
+
+/// How a validation message writes the value it quotes.
+type Echo = fn(&str) -> String;
+
 #[tokio::test]
-async fn a_key_quoted_back_by_a_put_validation_error_is_redacted() {
-    let server = MockServer::start().await;
-    let key = "c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXktc2VjcmV0LWtleQ==";
-    let message = format!("Account key '{key}' is invalid for account string.");
-    Mock::given(method("PUT"))
-        .respond_with(json_response(400, arm_error("UserError", &message)))
-        .mount(&server)
-        .await;
+async fn a_secret_quoted_back_by_a_put_validation_error_is_redacted_in_every_form() {
     let current: keysync::model::ml::Datastore =
         serde_json::from_value(sample("aml_datastore_get")).unwrap();
-    let body = current.with_account_key(&SecretString::from(key)).unwrap();
+    let sas = || {
+        current
+            .with_sas_token(&SecretString::from(SAS_TOKEN))
+            .unwrap()
+    };
+    let key = || {
+        current
+            .with_account_key(&SecretString::from(ACCOUNT_KEY))
+            .unwrap()
+    };
+    // Only a piece of what was sent: shorter than any key-like run, so only what the request
+    // sent tells it apart.
+    let a_piece: Echo = |value| value[..30].to_string();
+    let cases: [(DatastoreBody, Echo); 6] = [
+        (sas(), as_sent),
+        (sas(), percent_encoded),
+        (sas(), percent_decoded),
+        (key(), as_sent),
+        (key(), percent_encoded),
+        (key(), a_piece),
+    ];
+
+    for (body, echo) in cases {
+        let server = MockServer::start().await;
+        let echo = EchoSecret {
+            status: 400,
+            code: "UserError",
+            echo,
+        };
+        Mock::given(method("PUT"))
+            .respond_with(echo)
+            .mount(&server)
+            .await;
+
+        let err = client(&server)
+            .put_datastore(&datastore(), &body)
+            .await
+            .unwrap_err();
+
+        let shown = format!("{err} {err:?}");
+        for piece in secret_pieces() {
+            assert!(!shown.contains(&piece), "{piece} in {shown}");
+        }
+        assert_eq!(err.status, Some(400));
+        assert_eq!(err.code.as_deref(), Some("UserError"));
+        assert_eq!(err.operation, Operation::DatastoresCreateOrUpdate);
+        assert!(
+            err.to_string().starts_with(&format!(
+                "Datastores_CreateOrUpdate on {} failed: HTTP 400 UserError: Could not validate the credentials '[redacted]' for the datastore.",
+                datastore()
+            )),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bearer_token_quoted_back_in_an_error_is_redacted() {
+    let server = MockServer::start().await;
+    let message = format!("The access token 'Bearer {TOKEN}' is not valid for this audience.");
+    Mock::given(method("GET"))
+        .respond_with(json_response(
+            401,
+            arm_error("InvalidAuthenticationToken", &message),
+        ))
+        .mount(&server)
+        .await;
 
     let err = client(&server)
-        .put_datastore(&datastore(), &body)
+        .get_workspace(&workspace())
         .await
         .unwrap_err();
 
-    assert_eq!(err.status, Some(400));
-    assert_eq!(err.code.as_deref(), Some("UserError"));
-    assert!(!format!("{err} {err:?}").contains(key), "{err}");
+    assert_eq!(
+        err.message,
+        "The access token 'Bearer [redacted]' is not valid for this audience."
+    );
+    assert!(!format!("{err:?}").contains(TOKEN), "{err:?}");
 }
 
 // ---- long-running operations ------------------------------------------------------------------

@@ -8,6 +8,7 @@ mod lro;
 pub mod ml;
 pub mod operation;
 mod paging;
+mod redact;
 mod request;
 mod response;
 mod retry;

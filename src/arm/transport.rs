@@ -66,7 +66,7 @@ impl ArmClient {
         let started = Instant::now();
         let client_request_id = uuid::Uuid::new_v4();
         let result = self
-            .exchange(request, authorization, timeout, client_request_id)
+            .exchange(request, authorization.clone(), timeout, client_request_id)
             .await;
         drop(permit);
 
@@ -87,7 +87,8 @@ impl ArmClient {
         if response.status.is_success() {
             Ok(response)
         } else {
-            Err(traced(self.status_failure(request, &response, attempt)))
+            let failure = self.status_failure(request, &response, &authorization, attempt);
+            Err(traced(failure))
         }
     }
 
@@ -195,13 +196,18 @@ impl ArmClient {
         })
     }
 
+    /// The failure of a non-success answer. Its text is cleared of what the attempt sent as
+    /// secrets: the body's and the bearer token.
     fn status_failure(
         &self,
         request: &ArmRequest<'_>,
         response: &RawResponse,
+        authorization: &HeaderValue,
         attempt: u32,
     ) -> Failure {
-        let mut error = response.status_error(request.operation, request.resource);
+        let token = authorization.as_bytes().get(BEARER.len()..);
+        let sent = request.secrets.expose().chain(token);
+        let mut error = response.status_error(request.operation, request.resource, sent);
         let mut retryable = RETRYABLE_STATUSES.contains(&response.status.as_u16())
             || conflict_worth_retrying(request, response);
         let retry_after = response.retry_after();
