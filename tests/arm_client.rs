@@ -3,9 +3,11 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use common::*;
 use keysync::arm::{ArmClient, ArmErrorKind, Operation};
 use keysync::model::ml::DatastoreBody;
@@ -561,6 +563,129 @@ async fn a_credential_failure_says_what_to_do_and_sends_nothing() {
 
     assert_eq!(err.kind, ArmErrorKind::Credential);
     assert!(err.message.contains("az login"), "{err}");
+    assert!(received(&server).await.is_empty());
+}
+
+/// A credential that counts the token requests it gets and answers them as `answer` does.
+#[derive(Debug)]
+struct CountingCredential {
+    calls: AtomicUsize,
+    answer: fn() -> Option<azure_core::Error>,
+}
+
+impl CountingCredential {
+    fn new(answer: fn() -> Option<azure_core::Error>) -> Arc<Self> {
+        Arc::new(CountingCredential {
+            calls: AtomicUsize::new(0),
+            answer,
+        })
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for CountingCredential {
+    async fn get_token(
+        &self,
+        _: &[&str],
+        _: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        match (self.answer)() {
+            Some(error) => Err(error),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// An identity endpoint that accepted the connection and never answered.
+fn silent() -> Option<azure_core::Error> {
+    None
+}
+
+/// The error azure_identity returns when the identity endpoint refuses the connection.
+fn refused() -> Option<azure_core::Error> {
+    use azure_core::error::ErrorKind;
+    let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+    let transport = azure_core::Error::with_error(ErrorKind::Connection, io, "failed to execute");
+    let message = "ManagedIdentityCredential authentication failed. failed to execute";
+    Some(azure_core::Error::with_error(
+        ErrorKind::Credential,
+        transport,
+        message,
+    ))
+}
+
+fn client_with(
+    server: &MockServer,
+    credential: Arc<CountingCredential>,
+    timeout: u64,
+) -> ArmClient {
+    let mut options = options(&server.uri(), 4);
+    options.request_timeout = Duration::from_millis(timeout);
+    ArmClient::new(options, credential).unwrap()
+}
+
+#[tokio::test]
+async fn a_credential_that_never_answers_fails_after_one_request_timeout() {
+    let server = MockServer::start().await;
+    let credential = CountingCredential::new(silent);
+    let client = client_with(&server, credential.clone(), 300);
+
+    let started = Instant::now();
+    let err = client.list_keys(&account()).await.unwrap_err();
+
+    assert!(started.elapsed() < Duration::from_millis(900), "{err}");
+    assert_eq!(err.kind, ArmErrorKind::Credential);
+    assert!(
+        err.message
+            .starts_with("no token for https://management.azure.com/.default: the credential did not answer within 300.0ms (the identity endpoint in IDENTITY_ENDPOINT"),
+        "{err}"
+    );
+    assert_eq!(
+        credential.calls(),
+        1,
+        "a silent endpoint is not asked again"
+    );
+    assert!(received(&server).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_credential_that_never_answers_is_given_up_on_at_the_deadline() {
+    let server = MockServer::start().await;
+    let credential = CountingCredential::new(silent);
+    let client = client_with(&server, credential, 10_000);
+    let late = client.with_deadline(Instant::now() + Duration::from_millis(300));
+
+    let started = Instant::now();
+    let err = late.get_workspace(&workspace()).await.unwrap_err();
+
+    assert!(started.elapsed() < Duration::from_millis(900), "{err}");
+    assert_eq!(err.kind, ArmErrorKind::Deadline);
+    assert!(
+        err.message.contains("did not answer before the deadline")
+            && err.message.contains("IDENTITY_ENDPOINT"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_credential_that_cannot_be_reached_is_asked_again_a_few_times() {
+    let server = MockServer::start().await;
+    let credential = CountingCredential::new(refused);
+    let client = client_with(&server, credential.clone(), 10_000);
+
+    let err = client.get_workspace(&workspace()).await.unwrap_err();
+
+    assert_eq!(credential.calls(), 3);
+    assert_eq!(err.kind, ArmErrorKind::Credential);
+    assert_eq!(
+        err.message,
+        "no token for https://management.azure.com/.default: the credential could not be reached (3 attempts) (the identity endpoint in IDENTITY_ENDPOINT on Azure; `az` or `azd` on a workstation): Connection refused"
+    );
     assert!(received(&server).await.is_empty());
 }
 

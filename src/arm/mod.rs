@@ -13,6 +13,7 @@ mod request;
 mod response;
 mod retry;
 pub mod storage;
+mod token;
 mod transport;
 
 use std::sync::Arc;

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use azure_core::credentials::AccessToken;
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use tokio::time::Instant;
@@ -110,7 +109,7 @@ impl ArmClient {
     }
 
     /// The client's request timeout, shortened so the attempt ends by the deadline.
-    fn attempt_timeout(&self, request: &ArmRequest<'_>) -> Result<Duration, ArmError> {
+    pub(super) fn attempt_timeout(&self, request: &ArmRequest<'_>) -> Result<Duration, ArmError> {
         let timeout = self.options().request_timeout;
         let Some(deadline) = self.deadline_for(request) else {
             return Ok(timeout);
@@ -139,22 +138,6 @@ impl ArmClient {
             })?;
         value.set_sensitive(true);
         Ok(value)
-    }
-
-    async fn token(&self, request: &ArmRequest<'_>) -> Result<AccessToken, ArmError> {
-        let scope = self.options().scope.as_str();
-        self.inner
-            .credential
-            .get_token(&[scope], None)
-            .await
-            .map_err(|e| {
-                // azure_identity's messages name the failing tool; they never hold a token.
-                let message = format!(
-                    "no token for {scope} (locally run `az login` or `azd auth login`; on Azure \
-                     check the function app's managed identity and AZURE_CLIENT_ID): {e}"
-                );
-                request.error(ArmErrorKind::Credential, message)
-            })
     }
 
     async fn exchange(
@@ -257,7 +240,7 @@ fn transport_failure(request: &ArmRequest<'_>, err: reqwest::Error, attempt: u32
 
 /// The innermost error of the chain, such as "Connection refused (os error 111)": the most
 /// specific one.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut current = err;
     while let Some(source) = current.source() {
         current = source;
