@@ -3,9 +3,11 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use common::*;
 use keysync::arm::{ArmClient, ArmErrorKind, Operation};
 use keysync::model::ml::DatastoreBody;
@@ -564,6 +566,129 @@ async fn a_credential_failure_says_what_to_do_and_sends_nothing() {
     assert!(received(&server).await.is_empty());
 }
 
+/// A credential that counts the token requests it gets and answers them as `answer` does.
+#[derive(Debug)]
+struct CountingCredential {
+    calls: AtomicUsize,
+    answer: fn() -> Option<azure_core::Error>,
+}
+
+impl CountingCredential {
+    fn new(answer: fn() -> Option<azure_core::Error>) -> Arc<Self> {
+        Arc::new(CountingCredential {
+            calls: AtomicUsize::new(0),
+            answer,
+        })
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for CountingCredential {
+    async fn get_token(
+        &self,
+        _: &[&str],
+        _: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        match (self.answer)() {
+            Some(error) => Err(error),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// An identity endpoint that accepted the connection and never answered.
+fn silent() -> Option<azure_core::Error> {
+    None
+}
+
+/// The error azure_identity returns when the identity endpoint refuses the connection.
+fn refused() -> Option<azure_core::Error> {
+    use azure_core::error::ErrorKind;
+    let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+    let transport = azure_core::Error::with_error(ErrorKind::Connection, io, "failed to execute");
+    let message = "ManagedIdentityCredential authentication failed. failed to execute";
+    Some(azure_core::Error::with_error(
+        ErrorKind::Credential,
+        transport,
+        message,
+    ))
+}
+
+fn client_with(
+    server: &MockServer,
+    credential: Arc<CountingCredential>,
+    timeout: u64,
+) -> ArmClient {
+    let mut options = options(&server.uri(), 4);
+    options.request_timeout = Duration::from_millis(timeout);
+    ArmClient::new(options, credential).unwrap()
+}
+
+#[tokio::test]
+async fn a_credential_that_never_answers_fails_after_one_request_timeout() {
+    let server = MockServer::start().await;
+    let credential = CountingCredential::new(silent);
+    let client = client_with(&server, credential.clone(), 300);
+
+    let started = Instant::now();
+    let err = client.list_keys(&account()).await.unwrap_err();
+
+    assert!(started.elapsed() < Duration::from_millis(900), "{err}");
+    assert_eq!(err.kind, ArmErrorKind::Credential);
+    assert!(
+        err.message
+            .starts_with("no token for https://management.azure.com/.default: the credential did not answer within 300.0ms (the identity endpoint in IDENTITY_ENDPOINT"),
+        "{err}"
+    );
+    assert_eq!(
+        credential.calls(),
+        1,
+        "a silent endpoint is not asked again"
+    );
+    assert!(received(&server).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_credential_that_never_answers_is_given_up_on_at_the_deadline() {
+    let server = MockServer::start().await;
+    let credential = CountingCredential::new(silent);
+    let client = client_with(&server, credential, 10_000);
+    let late = client.with_deadline(Instant::now() + Duration::from_millis(300));
+
+    let started = Instant::now();
+    let err = late.get_workspace(&workspace()).await.unwrap_err();
+
+    assert!(started.elapsed() < Duration::from_millis(900), "{err}");
+    assert_eq!(err.kind, ArmErrorKind::Deadline);
+    assert!(
+        err.message.contains("did not answer before the deadline")
+            && err.message.contains("IDENTITY_ENDPOINT"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_credential_that_cannot_be_reached_is_asked_again_a_few_times() {
+    let server = MockServer::start().await;
+    let credential = CountingCredential::new(refused);
+    let client = client_with(&server, credential.clone(), 10_000);
+
+    let err = client.get_workspace(&workspace()).await.unwrap_err();
+
+    assert_eq!(credential.calls(), 3);
+    assert_eq!(err.kind, ArmErrorKind::Credential);
+    assert_eq!(
+        err.message,
+        "no token for https://management.azure.com/.default: the credential could not be reached (3 attempts) (the identity endpoint in IDENTITY_ENDPOINT on Azure; `az` or `azd` on a workstation): Connection refused"
+    );
+    assert!(received(&server).await.is_empty());
+}
+
 // ---- secrets stay out of errors ---------------------------------------------------------------
 
 #[tokio::test]
@@ -586,27 +711,95 @@ async fn an_unreadable_list_keys_answer_is_not_quoted() {
     assert!(shown.contains("could not be read"), "{shown}");
 }
 
+fn as_sent(value: &str) -> String {
+    value.to_string()
+}
+
+/// How a validation message writes the value it quotes.
+type Echo = fn(&str) -> String;
+
 #[tokio::test]
-async fn a_key_quoted_back_by_a_put_validation_error_is_redacted() {
-    let server = MockServer::start().await;
-    let key = "c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXktc2VjcmV0LWtleQ==";
-    let message = format!("Account key '{key}' is invalid for account string.");
-    Mock::given(method("PUT"))
-        .respond_with(json_response(400, arm_error("UserError", &message)))
-        .mount(&server)
-        .await;
+async fn a_secret_quoted_back_by_a_put_validation_error_is_redacted_in_every_form() {
     let current: keysync::model::ml::Datastore =
         serde_json::from_value(sample("aml_datastore_get")).unwrap();
-    let body = current.with_account_key(&SecretString::from(key)).unwrap();
+    let sas = || {
+        current
+            .with_sas_token(&SecretString::from(SAS_TOKEN))
+            .unwrap()
+    };
+    let key = || {
+        current
+            .with_account_key(&SecretString::from(ACCOUNT_KEY))
+            .unwrap()
+    };
+    // Only a piece of what was sent: shorter than any key-like run, so only what the request
+    // sent tells it apart.
+    let a_piece: Echo = |value| value[..30].to_string();
+    let cases: [(DatastoreBody, Echo); 6] = [
+        (sas(), as_sent),
+        (sas(), percent_encoded),
+        (sas(), percent_decoded),
+        (key(), as_sent),
+        (key(), percent_encoded),
+        (key(), a_piece),
+    ];
+
+    for (body, echo) in cases {
+        let server = MockServer::start().await;
+        let echo = EchoSecret {
+            status: 400,
+            code: "UserError",
+            echo,
+        };
+        Mock::given(method("PUT"))
+            .respond_with(echo)
+            .mount(&server)
+            .await;
+
+        let err = client(&server)
+            .put_datastore(&datastore(), &body)
+            .await
+            .unwrap_err();
+
+        let shown = format!("{err} {err:?}");
+        for piece in secret_pieces() {
+            assert!(!shown.contains(&piece), "{piece} in {shown}");
+        }
+        assert_eq!(err.status, Some(400));
+        assert_eq!(err.code.as_deref(), Some("UserError"));
+        assert_eq!(err.operation, Operation::DatastoresCreateOrUpdate);
+        assert!(
+            err.to_string().starts_with(&format!(
+                "Datastores_CreateOrUpdate on {} failed: HTTP 400 UserError: Could not validate the credentials '[redacted]' for the datastore.",
+                datastore()
+            )),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bearer_token_quoted_back_in_an_error_is_redacted() {
+    let server = MockServer::start().await;
+    let message = format!("The access token 'Bearer {TOKEN}' is not valid for this audience.");
+    Mock::given(method("GET"))
+        .respond_with(json_response(
+            401,
+            arm_error("InvalidAuthenticationToken", &message),
+        ))
+        .mount(&server)
+        .await;
 
     let err = client(&server)
-        .put_datastore(&datastore(), &body)
+        .get_workspace(&workspace())
         .await
         .unwrap_err();
 
-    assert_eq!(err.status, Some(400));
-    assert_eq!(err.code.as_deref(), Some("UserError"));
-    assert!(!format!("{err} {err:?}").contains(key), "{err}");
+    assert_eq!(
+        err.message,
+        "The access token 'Bearer [redacted]' is not valid for this audience."
+    );
+    assert!(!format!("{err:?}").contains(TOKEN), "{err:?}");
 }
 
 // ---- long-running operations ------------------------------------------------------------------

@@ -89,3 +89,57 @@ async fn retries_and_requests_are_logged_as_fields_without_urls_tokens_or_keys()
         assert!(!text.contains(secret), "{secret} logged: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_secret_quoted_back_by_a_failing_put_is_never_logged() {
+    let server = MockServer::start().await;
+    let busy = EchoSecret {
+        status: 503,
+        code: "ServiceUnavailable",
+        echo: percent_decoded,
+    };
+    Mock::given(method("PUT"))
+        .respond_with(busy)
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    let refused = EchoSecret {
+        status: 400,
+        code: "UserError",
+        echo: |sent| sent.to_string(),
+    };
+    Mock::given(method("PUT"))
+        .respond_with(refused)
+        .mount(&server)
+        .await;
+    let current: keysync::model::ml::Datastore =
+        serde_json::from_value(sample("aml_datastore_get")).unwrap();
+    let body = current
+        .with_sas_token(&secrecy::SecretString::from(SAS_TOKEN))
+        .unwrap();
+    let logs = LogBuffer::default();
+
+    let guard = logs.capture();
+    let err = client(&server)
+        .put_datastore(&datastore(), &body)
+        .await
+        .unwrap_err();
+    // What a caller logs of a failure is the error itself.
+    tracing::error!(target: "keysync", error = %err, "datastore update failed");
+    drop(guard);
+
+    let text = logs.text();
+    for piece in secret_pieces() {
+        assert!(!text.contains(&piece), "{piece} logged: {text}");
+    }
+    let retry = text.lines().find(|l| l.contains("retrying ARM request"));
+    let retry = retry.unwrap_or_else(|| panic!("no retry logged: {text}"));
+    for field in [
+        "operation=Datastores_CreateOrUpdate",
+        "status=503",
+        "code=\"ServiceUnavailable\"",
+    ] {
+        assert!(retry.contains(field), "{field} missing: {retry}");
+    }
+    assert!(text.contains("HTTP 400 UserError"), "{text}");
+}

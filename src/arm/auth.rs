@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
 use azure_core::error::{Error, ErrorKind};
+use azure_core::http::{ClientOptions, RetryOptions};
 use azure_identity::{
     DeveloperToolsCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
     UserAssignedId,
@@ -49,9 +50,16 @@ fn managed_identity(
         ));
     }
 
+    // One request per token attempt: the ARM client times each attempt out and retries a few
+    // (`arm::token`). azure_core's default policy retries eight times over about a minute, and
+    // its HTTP client waits 60 s for an endpoint that accepts and never answers.
+    let client_options = ClientOptions {
+        retry: RetryOptions::none(),
+        ..Default::default()
+    };
     let options = ManagedIdentityCredentialOptions {
         user_assigned_id: client_id.map(|id| UserAssignedId::ClientId(id.to_string())),
-        ..Default::default()
+        client_options,
     };
     let credential = ManagedIdentityCredential::new(Some(options))?;
     tracing::info!(

@@ -10,6 +10,7 @@ use tracing::instrument;
 use url::Url;
 
 use super::error::shorten;
+use super::redact::redact;
 use super::request::{ArmRequest, same_origin};
 use super::response::RawResponse;
 use super::{ArmClient, ArmError, ArmErrorKind, Operation};
@@ -150,7 +151,11 @@ fn operation_status(
         "succeeded" => Ok(Progress::Done),
         "failed" | "canceled" | "cancelled" => {
             let detail = document.get("error");
-            let text = |field: &str| detail?.get(field)?.as_str().map(shorten);
+            // The status of a resync holds no secret, but its text gets the SAS net all the same.
+            let text = |field: &str| {
+                let text = detail?.get(field)?.as_str()?;
+                Some(shorten(&redact(text, [], false)))
+            };
             let message =
                 text("message").unwrap_or_else(|| format!("the operation ended {status}"));
             let mut error =

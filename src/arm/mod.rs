@@ -8,10 +8,12 @@ mod lro;
 pub mod ml;
 pub mod operation;
 mod paging;
+mod redact;
 mod request;
 mod response;
 mod retry;
 pub mod storage;
+mod token;
 mod transport;
 
 use std::sync::Arc;

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::resource_id::{DatastoreId, StorageAccountId, WorkspaceId};
 
+use super::redact::SentSecrets;
 use super::{ArmClient, ArmError, ArmErrorKind, Operation};
 
 /// One logical request; every retry of it sends the same method, URL and body.
@@ -22,6 +23,8 @@ pub(super) struct ArmRequest<'a> {
     pub url: Url,
     /// JSON to send. A datastore `PUT` holds a key, so the bytes are kept as a secret.
     pub body: Option<SecretBody>,
+    /// The secrets in `body`, redacted from any error its answer brings.
+    pub secrets: SentSecrets,
     /// No attempt starts, and no retry sleeps, past this instant.
     pub deadline: Option<Instant>,
 }
@@ -41,11 +44,13 @@ impl<'a> ArmRequest<'a> {
             method,
             url,
             body: None,
+            secrets: SentSecrets::default(),
             deadline: None,
         }
     }
 
     pub fn with_body(mut self, body: Zeroizing<Vec<u8>>) -> Self {
+        self.secrets = SentSecrets::in_body(&body);
         self.body = Some(SecretBody(Bytes::from_owner(body)));
         self
     }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::error::shorten;
+use super::redact::redact;
 use super::{ArmError, ArmErrorKind, Operation};
 
 /// A complete HTTP answer: the body is read before the concurrency permit is released.
@@ -89,17 +90,21 @@ impl RawResponse {
         error
     }
 
-    /// The error for a non-success answer, with ARM's code and shortened message.
-    pub fn status_error(&self, operation: Operation, resource: &str) -> ArmError {
+    /// The error for a non-success answer, with ARM's code and shortened message. Both are
+    /// redacted first: every piece of `sent` (what the request sent as secrets) and anything
+    /// shaped like a SAS token, and for the operations that carry keys every key-like run.
+    pub fn status_error<'a>(
+        &self,
+        operation: Operation,
+        resource: &str,
+        sent: impl IntoIterator<Item = &'a [u8]>,
+    ) -> ArmError {
         let content_type = self.header(CONTENT_TYPE.as_str());
         let (code, message) = describe_error_body(self.body.as_slice(), content_type);
-        let message = if carries_secrets(operation) {
-            redact_key_like(&message)
-        } else {
-            message
-        };
-        let mut error = self.error(ArmErrorKind::Status, operation, resource, message);
-        error.code = code;
+        let sent: Vec<&[u8]> = sent.into_iter().collect();
+        let clean = |text: &str| redact(text, sent.iter().copied(), carries_secrets(operation));
+        let mut error = self.error(ArmErrorKind::Status, operation, resource, clean(&message));
+        error.code = code.map(|code| shorten(&clean(&code)));
         error
     }
 
@@ -147,8 +152,9 @@ fn is_id_like(value: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
-/// ARM's `error.code` and `error.message` (or the older top-level `code`/`message`); for a body
-/// that is not JSON, only its media type and size, since gateways answer with whole HTML pages.
+/// ARM's `error.code` and `error.message` (or the older top-level `code`/`message`), as they are:
+/// the caller redacts, then shortens them. For a body that is not JSON, only its media type and
+/// size, since gateways answer with whole HTML pages.
 pub(super) fn describe_error_body(
     body: &[u8],
     content_type: Option<&str>,
@@ -162,7 +168,12 @@ pub(super) fn describe_error_body(
         return (None, message);
     };
     let detail = json.get("error").filter(|e| e.is_object()).unwrap_or(&json);
-    let text = |field: &str| detail.get(field).and_then(Value::as_str).map(shorten);
+    let text = |field: &str| {
+        detail
+            .get(field)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     match (text("code"), text("message")) {
         (None, None) => {
             let message = format!("error body without code or message ({} bytes)", body.len());
@@ -187,32 +198,6 @@ fn media_type(content_type: Option<&str>) -> &str {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "/.+-_".contains(c));
     if well_formed { essence } else { "unknown type" }
-}
-
-/// Replaces every run of base64 characters long enough to be an account key or a signature.
-/// ARM's validation messages sometimes quote the request, and for the operations that carry
-/// secrets that could be a key.
-fn redact_key_like(message: &str) -> String {
-    const MIN_KEY_LIKE: usize = 40;
-    let is_base64 = |c: char| c.is_ascii_alphanumeric() || "+/=".contains(c);
-    let mut out = String::with_capacity(message.len());
-    let mut run = String::new();
-    for c in message.chars().chain(std::iter::once('\0')) {
-        if is_base64(c) {
-            run.push(c);
-            continue;
-        }
-        if run.len() >= MIN_KEY_LIKE {
-            out.push_str("[redacted]");
-        } else {
-            out.push_str(&run);
-        }
-        run.clear();
-        if c != '\0' {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The wait a 429 or 503 asks for: `retry-after-ms` or `x-ms-retry-after-ms` (milliseconds), else
@@ -317,15 +302,5 @@ mod tests {
         assert_eq!(message, "non-JSON error body (text/html, 50 bytes)");
         let (_, message) = describe_error_body(html, Some("<script>x</script>"));
         assert_eq!(message, "non-JSON error body (unknown type, 50 bytes)");
-    }
-
-    #[test]
-    fn key_like_runs_are_redacted_and_ids_kept() {
-        let key = "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFy+/ab==";
-        let message = format!("key '{key}' is invalid for /subscriptions/0000-1111/rg-a");
-        assert_eq!(
-            redact_key_like(&message),
-            "key '[redacted]' is invalid for /subscriptions/0000-1111/rg-a"
-        );
     }
 }

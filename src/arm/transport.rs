@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use azure_core::credentials::AccessToken;
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use tokio::time::Instant;
@@ -66,7 +65,7 @@ impl ArmClient {
         let started = Instant::now();
         let client_request_id = uuid::Uuid::new_v4();
         let result = self
-            .exchange(request, authorization, timeout, client_request_id)
+            .exchange(request, authorization.clone(), timeout, client_request_id)
             .await;
         drop(permit);
 
@@ -87,7 +86,8 @@ impl ArmClient {
         if response.status.is_success() {
             Ok(response)
         } else {
-            Err(traced(self.status_failure(request, &response, attempt)))
+            let failure = self.status_failure(request, &response, &authorization, attempt);
+            Err(traced(failure))
         }
     }
 
@@ -109,7 +109,7 @@ impl ArmClient {
     }
 
     /// The client's request timeout, shortened so the attempt ends by the deadline.
-    fn attempt_timeout(&self, request: &ArmRequest<'_>) -> Result<Duration, ArmError> {
+    pub(super) fn attempt_timeout(&self, request: &ArmRequest<'_>) -> Result<Duration, ArmError> {
         let timeout = self.options().request_timeout;
         let Some(deadline) = self.deadline_for(request) else {
             return Ok(timeout);
@@ -138,22 +138,6 @@ impl ArmClient {
             })?;
         value.set_sensitive(true);
         Ok(value)
-    }
-
-    async fn token(&self, request: &ArmRequest<'_>) -> Result<AccessToken, ArmError> {
-        let scope = self.options().scope.as_str();
-        self.inner
-            .credential
-            .get_token(&[scope], None)
-            .await
-            .map_err(|e| {
-                // azure_identity's messages name the failing tool; they never hold a token.
-                let message = format!(
-                    "no token for {scope} (locally run `az login` or `azd auth login`; on Azure \
-                     check the function app's managed identity and AZURE_CLIENT_ID): {e}"
-                );
-                request.error(ArmErrorKind::Credential, message)
-            })
     }
 
     async fn exchange(
@@ -195,13 +179,18 @@ impl ArmClient {
         })
     }
 
+    /// The failure of a non-success answer. Its text is cleared of what the attempt sent as
+    /// secrets: the body's and the bearer token.
     fn status_failure(
         &self,
         request: &ArmRequest<'_>,
         response: &RawResponse,
+        authorization: &HeaderValue,
         attempt: u32,
     ) -> Failure {
-        let mut error = response.status_error(request.operation, request.resource);
+        let token = authorization.as_bytes().get(BEARER.len()..);
+        let sent = request.secrets.expose().chain(token);
+        let mut error = response.status_error(request.operation, request.resource, sent);
         let mut retryable = RETRYABLE_STATUSES.contains(&response.status.as_u16())
             || conflict_worth_retrying(request, response);
         let retry_after = response.retry_after();
@@ -251,7 +240,7 @@ fn transport_failure(request: &ArmRequest<'_>, err: reqwest::Error, attempt: u32
 
 /// The innermost error of the chain, such as "Connection refused (os error 111)": the most
 /// specific one.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut current = err;
     while let Some(source) = current.source() {
         current = source;

@@ -133,3 +133,67 @@ pub fn assert_common_headers(requests: &[Request]) {
         assert!(ids.insert(id.to_string()), "client request id reused");
     }
 }
+
+/// A SAS token as keysync mints it: its signature percent-encoded, so no run of it is as long
+/// as a key.
+pub const SAS_TOKEN: &str = "sv=2024-11-04&ss=b&srt=co&sp=rl&se=2026-01-01T00%3A00%3A00Z&spr=https%2Chttp&sig=g3gB%2FZX%2B9kq1Lm3Pq8Rt7Uv0Wx2Yz4Ab6Cd8Ef0Gh1I%3D";
+/// The signature of [`SAS_TOKEN`], decoded.
+pub const SAS_SIGNATURE: &str = "g3gB/ZX+9kq1Lm3Pq8Rt7Uv0Wx2Yz4Ab6Cd8Ef0Gh1I=";
+/// An account key: 64 bytes in base64.
+pub const ACCOUNT_KEY: &str = "Kx9/2bQ+7hZ3mN0pLw4RtY8uVi1oE6sAa5dFg2HjKl3ZxCv7Bn9Mq0Wp4Er8Ty+Ui/Op1As5Df2Gh6Jk3Lz7Xc0Vb4Nm8Q==";
+
+/// The secret a datastore `PUT` body holds: its SAS token or its account key.
+pub fn sent_secret(request: &Request) -> String {
+    let body: Value = serde_json::from_slice(&request.body).unwrap();
+    let secrets = &body["properties"]["credentials"]["secrets"];
+    let value = secrets["sasToken"].as_str().or(secrets["key"].as_str());
+    value.unwrap().to_string()
+}
+
+/// Answers a datastore `PUT` as Azure ML's validation can: with `status`, quoting the secret it
+/// was sent, written as `echo` returns it.
+pub struct EchoSecret {
+    pub status: u16,
+    pub code: &'static str,
+    pub echo: fn(&str) -> String,
+}
+
+impl wiremock::Respond for EchoSecret {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let quoted = (self.echo)(&sent_secret(request));
+        let message = format!("Could not validate the credentials '{quoted}' for the datastore.");
+        json_response(self.status, arm_error(self.code, &message))
+    }
+}
+
+/// Every run of 8 characters of `secret`: none of them may show.
+pub fn pieces(secret: &str) -> Vec<&str> {
+    (0..=secret.len() - 8)
+        .map(|at| &secret[at..at + 8])
+        .collect()
+}
+
+pub fn percent_encoded(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+pub fn percent_decoded(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .unwrap()
+        .into_owned()
+}
+
+/// The pieces of the SAS signature and the account key in every form a test echoes them.
+pub fn secret_pieces() -> Vec<String> {
+    let forms = [
+        SAS_SIGNATURE.to_string(),
+        percent_encoded(SAS_SIGNATURE),
+        ACCOUNT_KEY.to_string(),
+        percent_encoded(ACCOUNT_KEY),
+    ];
+    forms
+        .iter()
+        .flat_map(|form| pieces(form).into_iter().map(str::to_string))
+        .collect()
+}

@@ -5,6 +5,7 @@ mod batches;
 mod chaos;
 mod guarantees;
 mod helpers;
+mod identity;
 mod key_regenerated;
 mod reconcile_http;
 mod resilience;
