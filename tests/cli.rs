@@ -108,27 +108,9 @@ async fn emulator() -> Emulator {
 
 /// Regenerates key1 of the shared account as a portal user would, so that there is work to do.
 async fn regenerate_key1(emulator: &RunningEmulator) {
-    let base = emulator.base_url();
-    let client = reqwest::Client::new();
-    let token: Value = client
-        .post(base.join("/_emulator/user-token").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let url = base
-        .join(&format!("{SHARED}/regenerateKey?api-version=2025-08-01"))
-        .unwrap();
-    let response = client
-        .post(url)
-        .bearer_auth(token["access_token"].as_str().unwrap())
-        .json(&json!({"keyName": "key1"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    if let Err(e) = emulator.regenerate_as_user(SHARED, "key1").await {
+        panic!("regenerateKey: {e:#}");
+    }
 }
 
 /// Every request the emulator served that is not a read, failed ones included: any method but
@@ -736,4 +718,113 @@ async fn the_secrets_scan_sees_trace_logs_and_the_token_keysync_was_given_and_ca
     let leak = std::panic::AssertUnwindSafe(emulator.run(&env, &args));
     let caught = futures::FutureExt::catch_unwind(leak).await;
     assert!(caught.is_err(), "the scan let a key through");
+}
+
+/// How many requests of `operation` the emulator has answered with success.
+fn succeeded(emulator: &RunningEmulator, operation: &str) -> usize {
+    emulator
+        .requests()
+        .iter()
+        .filter(|r| r.operation == operation && (200..300).contains(&r.status))
+        .count()
+}
+
+/// Waits up to 30 s for `done`, checking every 50 ms.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// `keysync host` runs `keysync serve` with its own environment as app settings, prints where
+/// the host's endpoints are, passes the emulator's events, a timer run and a Reconcile request to
+/// the handler, and stops it and itself on SIGTERM, as the Functions host does on shutdown.
+#[tokio::test]
+async fn host_starts_the_handler_serves_its_functions_and_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+
+    let emulator = emulator().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
+        .args(["host", "--listen", "127.0.0.1:0"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_clear()
+        .envs(emulator.env())
+        // The demo accounts' endpoints are Azure's own names: no storage checks there.
+        .env("KEYSYNC_VERIFY", "false")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("keysync host starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut settings = std::collections::HashMap::new();
+    while settings.len() < 4 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("keysync host prints its endpoints")
+            .expect("stdout reads")
+            .expect("keysync host printed four lines");
+        let (name, value) = line.split_once('=').expect("a NAME=value line");
+        settings.insert(name.to_string(), value.to_string());
+    }
+
+    let webhook = url::Url::parse(&settings["KEYSYNC_EVENT_WEBHOOK"]).unwrap();
+    assert!(
+        webhook
+            .as_str()
+            .ends_with("/runtime/webhooks/eventgrid?functionName=KeyRegenerated")
+    );
+    emulator.set_event_webhook(Some(webhook));
+    regenerate_key1(&emulator).await;
+    eventually("the event's three datastore updates and the resync", || {
+        succeeded(&emulator, "Datastores_CreateOrUpdate") == 3
+            && succeeded(&emulator, "Workspaces_ResyncKeys") == 1
+    })
+    .await;
+
+    let client = reqwest::Client::new();
+    let timer = client
+        .post(&settings["KEYSYNC_TIMER_URL"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(timer.status(), 202);
+    eventually("the timer's rotation of stmlother02", || {
+        emulator.state()["storageAccounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| {
+                a["id"]
+                    .as_str()
+                    .is_some_and(|id| id.ends_with("/stmlother02"))
+                    && a["regenerations"] == 1
+            })
+    })
+    .await;
+
+    let plan = client
+        .post(&settings["KEYSYNC_RECONCILE_URL"])
+        .header("x-functions-key", &settings["KEYSYNC_FUNCTION_KEY"])
+        .json(&json!({"account": "stmlshared01", "dryRun": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plan.status(), 200);
+    let plan: Value = plan.json().await.unwrap();
+    assert_eq!(plan["outcome"], "ok", "{plan:#}");
+
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+        .await
+        .expect("keysync host exits on SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }

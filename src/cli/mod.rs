@@ -5,6 +5,7 @@
 //! usage error (bad flags, missing configuration, an account that names nothing in scope).
 
 mod common;
+mod host;
 mod operate;
 mod output;
 mod progress;
@@ -105,6 +106,29 @@ pub enum Command {
         /// Also serve HTTPS, with a certificate made at start for 127.0.0.1 and localhost.
         #[arg(long)]
         https: bool,
+    },
+    /// Run the local stand-in for the Azure Functions host, with `keysync serve` behind it.
+    ///
+    /// Starts the handler as the host would (from host.json, port in
+    /// FUNCTIONS_CUSTOMHANDLER_PORT, ready on GET /), with this process's environment as its app
+    /// settings, and serves what the host serves: the Event Grid webhook
+    /// (/runtime/webhooks/eventgrid?functionName=KeyRegenerated), timer functions run by hand
+    /// (POST /admin/functions/RotateKeys) and the Reconcile HTTP function (/api/reconcile, behind
+    /// a function key). Prints those as NAME=value lines once ready, echoes the handler's log
+    /// lines on stderr, and serves until Ctrl-C.
+    ///
+    /// Example, beside the emulator (set -a exports what it prints):
+    ///   keysync emulator --event-webhook 'http://127.0.0.1:7072/runtime/webhooks/eventgrid?functionName=KeyRegenerated' > emulator.env &
+    ///   set -a; . ./emulator.env; set +a
+    ///   keysync host --listen 127.0.0.1:7072
+    #[command(verbatim_doc_comment)]
+    Host {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:7072")]
+        listen: SocketAddr,
+        /// The folder holding host.json and the function folders (default: found automatically).
+        #[arg(long)]
+        app_root: Option<PathBuf>,
     },
     /// Measure how fast keysync converges a large estate against the local emulator.
     ///
@@ -272,6 +296,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { app_root, verbose } => crate::demo::run(app_root, verbose).await,
+        Command::Host { listen, app_root } => host::run(listen, app_root).await,
         Command::Bench(args) => crate::bench::run(args).await,
     }
 }
