@@ -226,4 +226,20 @@ fn the_sdk_procedure_rewrites_every_key_datastore_and_loses_fields() {
         candidates
     );
     assert!(results["sdkOverKeysync"].as_f64().unwrap() > 0.0);
+
+    // Its poller slept once per resync (the status says "still running" once), and the benchmark
+    // takes those sleeps out for its second ratio.
+    assert_eq!(sdk["pollerWaits"], expected.homes[BUSY]);
+    let waits = sdk["pollerWaitSeconds"].as_f64().unwrap();
+    assert!(waits > 0.0);
+    let without = sdk["secondsWithoutPollerWaits"].as_f64().unwrap();
+    assert!((without - (sdk["seconds"].as_f64().unwrap() - waits)).abs() < 1e-6);
+    let ratios = results["ratios"].as_str().unwrap();
+    let reported = results["sdkWithoutPollerWaitsOverKeysync"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        ratios.contains(&format!("sdk-without-poller-waits/keysync={reported:.1}")),
+        "{ratios}"
+    );
 }

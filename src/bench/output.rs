@@ -1,6 +1,6 @@
 //! The benchmark's results as tables for a person and as JSON for a test or a pipeline. Both end
 //! with the ratios the targets are about: sequential / keysync, keysync / lower bound, and (on
-//! the event path) SDK procedure / keysync.
+//! the event path) SDK procedure / keysync, with and without azure-core's poller waits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -189,38 +189,46 @@ fn bound_lines(out: &mut String, results: &PathResults, cap: usize) {
 }
 
 fn sdk_lines(out: &mut String, results: &Results) {
-    match &results.sdk {
-        Ok(run) => {
-            let version = run.sdk_version.as_deref().unwrap_or("?");
-            let _ = writeln!(
-                out,
-                "SDK procedure (azure-ai-ml {version}): {} re-registered, {} workspaces synced, {} in all, of which {} waiting in the resync pollers",
-                run.reregistered,
-                run.synced,
-                seconds(run.wall),
-                seconds(run.sync_wait),
-            );
-            let _ = writeln!(
-                out,
-                "  SDK procedure / keysync {:.1} (without the pollers' waits {:.1})",
-                ratio(run.wall, results.event.keysync.wall),
-                ratio(
-                    run.wall.saturating_sub(run.sync_wait),
-                    results.event.keysync.wall
-                ),
-            );
-            for (change, count) in &run.field_changes {
-                let _ = writeln!(out, "  its re-registration: {change} in {count} datastores");
-            }
-            for error in &run.errors {
-                let _ = writeln!(out, "  error: {error}");
-            }
-            let _ = writeln!(out);
-        }
+    let run = match &results.sdk {
+        Ok(run) => run,
         Err(why) => {
             let _ = writeln!(out, "SDK procedure not run: {why}\n");
+            return;
         }
+    };
+    let version = run.sdk_version.as_deref().unwrap_or("?");
+    let asked = match results.setup.retry_after {
+        0 => "Azure asks for a wait of 0 here, which azure-core takes for none and waits 30 s; keysync \
+              polls again at once"
+            .to_string(),
+        n => format!("Azure asks for {n} s here, which both azure-core and keysync wait"),
+    };
+    let _ = writeln!(
+        out,
+        "SDK procedure (azure-ai-ml {version}): {} re-registered, {} workspaces synced, {} in all; {} of it syncing\n\
+         \x20 the keys, of which {} asleep in azure-core's poller, {} waits ({asked})",
+        run.reregistered,
+        run.synced,
+        seconds(run.wall),
+        seconds(run.sync_wait),
+        seconds(run.poller_wait),
+        run.poller_waits,
+    );
+    let keysync = results.event.keysync.wall;
+    let _ = writeln!(
+        out,
+        "  SDK procedure / keysync {:.1}; without the poller's waits ({}) {:.1}",
+        ratio(run.wall, keysync),
+        seconds(run.without_poller_waits()),
+        ratio(run.without_poller_waits(), keysync),
+    );
+    for (change, count) in &run.field_changes {
+        let _ = writeln!(out, "  its re-registration: {change} in {count} datastores");
     }
+    for error in &run.errors {
+        let _ = writeln!(out, "  error: {error}");
+    }
+    let _ = writeln!(out);
 }
 
 fn path_ratios(results: &PathResults) -> String {
@@ -244,6 +252,14 @@ fn bound_ratio(results: &PathResults) -> f64 {
 fn sdk_ratio(results: &Results) -> Option<f64> {
     let run = results.sdk.as_ref().ok()?;
     Some(ratio(run.wall, results.event.keysync.wall))
+}
+
+fn sdk_without_waits_ratio(results: &Results) -> Option<f64> {
+    let run = results.sdk.as_ref().ok()?;
+    Some(ratio(
+        run.without_poller_waits(),
+        results.event.keysync.wall,
+    ))
 }
 
 fn ratio(a: Duration, b: Duration) -> f64 {
@@ -287,10 +303,12 @@ pub fn ratio_line(results: &Results) -> String {
             bound_ratio(p)
         )
     };
-    let sdk = sdk_ratio(results).map_or("-".to_string(), |r| format!("{r:.1}"));
+    let one_place = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.1}"));
     format!(
-        "ratios {} sdk/keysync={sdk}; {}",
+        "ratios {} sdk/keysync={} sdk-without-poller-waits/keysync={}; {}",
         path("event", &results.event),
+        one_place(sdk_ratio(results)),
+        one_place(sdk_without_waits_ratio(results)),
         path("sweep", &results.sweep)
     )
 }
@@ -334,6 +352,7 @@ pub fn json(results: &Results) -> Value {
         "peakResidentBytes": results.sweep.keysync.after.map(|m| m.peak),
         "emulatorOverheadMicros": results.sweep.keysync.emulator_overhead.map(|d| d.as_secs_f64() * 1e6),
         "sdkOverKeysync": sdk_ratio(results),
+        "sdkWithoutPollerWaitsOverKeysync": sdk_without_waits_ratio(results),
         "ratios": ratio_line(results),
         "converged": all_converged(results),
     })
@@ -386,6 +405,9 @@ fn sdk_json(run: &SdkRun) -> Value {
         "sdkVersion": run.sdk_version,
         "seconds": run.wall.as_secs_f64(),
         "syncWaitSeconds": run.sync_wait.as_secs_f64(),
+        "pollerWaitSeconds": run.poller_wait.as_secs_f64(),
+        "pollerWaits": run.poller_waits,
+        "secondsWithoutPollerWaits": run.without_poller_waits().as_secs_f64(),
         "requests": run.requests.len(),
         "byOperation": by_operation(&run.requests),
         "reregistered": run.reregistered,
