@@ -6,6 +6,7 @@
 mod bound;
 mod estate;
 mod footprint;
+mod needed;
 mod output;
 mod run;
 mod sdk;
@@ -19,6 +20,7 @@ use clap::{Args, ValueEnum};
 
 pub use bound::{Chain, LowerBound};
 pub use estate::Shape;
+pub use needed::Needed;
 use run::{Measured, Path, Setup};
 use sdk::SdkRun;
 
@@ -125,6 +127,8 @@ pub struct PathResults {
     pub path: Path,
     pub keysync: Measured,
     pub sequential: Option<Measured>,
+    /// The requests a correct run needs on the estate, which the bound is taken for.
+    pub needed: Needed,
     pub bound: LowerBound,
     pub chain: Chain,
 }
@@ -229,10 +233,10 @@ async fn measure(
         say("keysync with 1 request in flight");
         Some(run::keysync(setup, path, 1).await?)
     };
-    let chain = chain(setup, path)?;
+    let (needed, chain) = needed_and_chain(setup, path)?;
     let bound = LowerBound::new(
         &chain,
-        &keysync.per_subscription(),
+        &needed.per_subscription(),
         concurrency,
         setup.latency,
     );
@@ -240,6 +244,7 @@ async fn measure(
         path,
         keysync,
         sequential,
+        needed,
         bound,
         chain,
     })
@@ -273,18 +278,20 @@ async fn sdk_python(setup: &Setup, args: &BenchArgs) -> Result<PathBuf, String> 
     }
 }
 
-/// The longest chain of dependent requests the estate holds for `path`.
-fn chain(setup: &Setup, path: Path) -> anyhow::Result<Chain> {
+/// The requests a correct run needs on the estate for `path`, and the longest chain of
+/// dependent ones, both read from the scenario the emulator serves.
+fn needed_and_chain(setup: &Setup, path: Path) -> anyhow::Result<(Needed, Chain)> {
     let scenario = serde_json::to_value(setup.scenario()?)?;
     let regenerated: Vec<String> = run::regenerated_accounts(setup, path)
         .iter()
         .filter_map(|id| id.rsplit('/').next().map(str::to_string))
         .collect();
-    let needs = bound::needs(&scenario, &regenerated, path == Path::Sweep);
-    // The status URL says "still running" `resyncPolls` times, then "done".
-    let polls = scenario["resyncPolls"].as_u64().unwrap_or(1) as usize + 1;
+    let sweep = path == Path::Sweep;
+    let needs = bound::needs(&scenario, &regenerated, sweep);
+    let polls = needed::status_polls(&scenario);
     let poll_wait = Duration::from_secs(setup.retry_after);
-    Ok(Chain::longest(&needs, polls, poll_wait, setup.latency))
+    let chain = Chain::longest(&needs, polls, poll_wait, setup.latency);
+    Ok((Needed::of(&scenario, &regenerated, sweep), chain))
 }
 
 async fn startups(setup: &Setup, runs: usize) -> anyhow::Result<Vec<Duration>> {

@@ -21,7 +21,8 @@ pub fn all_converged(results: &Results) -> bool {
         .all(|m| m.succeeded && m.convergence.converged())
 }
 
-/// One column of a path's table: a keysync run or the SDK's.
+/// One column of a path's table: a keysync run, the SDK's, or what the lower bound is taken for
+/// (the requests a correct run needs, and the bound's time). A cell that does not apply is empty.
 struct Column<'a> {
     name: &'static str,
     requests: BTreeMap<String, usize>,
@@ -31,8 +32,8 @@ struct Column<'a> {
     log_lines: Option<usize>,
     wall: Duration,
     converged: &'static str,
-    field_changes: &'a BTreeMap<String, usize>,
-    needless_writes: usize,
+    field_changes: Option<&'a BTreeMap<String, usize>>,
+    needless_writes: Option<usize>,
 }
 
 impl<'a> Column<'a> {
@@ -46,8 +47,23 @@ impl<'a> Column<'a> {
             log_lines: Some(m.log_lines),
             wall: m.wall,
             converged: converged(m.succeeded, &m.convergence),
-            field_changes: &m.field_changes,
-            needless_writes: m.needless_writes,
+            field_changes: Some(&m.field_changes),
+            needless_writes: Some(m.needless_writes),
+        }
+    }
+
+    fn bound(results: &PathResults) -> Self {
+        Column {
+            name: "lower bound",
+            requests: results.needed.by_operation(),
+            total: results.needed.total(),
+            tokens: Some(results.needed.tokens),
+            reply_bytes: None,
+            log_lines: None,
+            wall: results.bound.value(),
+            converged: "-",
+            field_changes: None,
+            needless_writes: None,
         }
     }
 
@@ -61,8 +77,8 @@ impl<'a> Column<'a> {
             log_lines: None,
             wall: run.wall,
             converged: converged(run.errors.is_empty(), &run.convergence),
-            field_changes: &run.field_changes,
-            needless_writes: run.needless_writes,
+            field_changes: Some(&run.field_changes),
+            needless_writes: Some(run.needless_writes),
         }
     }
 }
@@ -114,7 +130,10 @@ fn title(path: Path) -> &'static str {
 }
 
 fn path_table(out: &mut String, results: &PathResults, sdk: Option<&SdkRun>, cap: usize) {
-    let mut columns = vec![Column::keysync("keysync", &results.keysync)];
+    let mut columns = vec![
+        Column::keysync("keysync", &results.keysync),
+        Column::bound(results),
+    ];
     columns.extend(
         results
             .sequential
@@ -154,27 +173,24 @@ fn summary_rows(out: &mut String, columns: &[Column]) {
     row(out, "wall time", &|c| seconds(c.wall));
     row(out, "converged", &|c| c.converged.to_string());
     row(out, "other datastore fields changed", &|c| {
-        c.field_changes.values().sum::<usize>().to_string()
+        or_dash(c.field_changes.map(|f| f.values().sum()))
     });
     row(out, "still-valid keys rewritten", &|c| {
-        c.needless_writes.to_string()
+        or_dash(c.needless_writes)
     });
 }
 
 fn bound_lines(out: &mut String, results: &PathResults, cap: usize) {
+    let _ = writeln!(out, "  {}", surplus_line(results));
     let bound = &results.bound;
-    let busiest = results
-        .keysync
-        .per_subscription()
-        .first()
-        .copied()
-        .unwrap_or(0);
+    let busiest = results.needed.per_subscription().first().copied();
     let _ = writeln!(
         out,
-        "  lower bound {}: the larger of {} dependent round trips ({}) and {busiest} requests / {cap} in flight ({})",
+        "  lower bound {}: the larger of {} dependent round trips ({}) and {} needed requests / {cap} in flight ({})",
         seconds(bound.value()),
         results.chain.round_trips,
         seconds(bound.chain),
+        busiest.unwrap_or(0),
         seconds(bound.throughput),
     );
     if let Some(sequential) = &results.sequential {
@@ -186,6 +202,29 @@ fn bound_lines(out: &mut String, results: &PathResults, cap: usize) {
         );
     }
     let _ = writeln!(out, "  {}\n", path_ratios(results));
+}
+
+/// keysync's ARM requests next to those the estate needs, and the operations that differ.
+fn surplus_line(results: &PathResults) -> String {
+    let made = results.keysync.requests.len();
+    let needed = results.needed.total();
+    let surplus = results.needed.surplus(&results.keysync.by_operation());
+    if surplus.is_empty() {
+        return format!("keysync sent exactly the {needed} ARM requests the estate needs");
+    }
+    let more = match made.cmp(&needed) {
+        std::cmp::Ordering::Less => format!("{} fewer than", needed - made),
+        std::cmp::Ordering::Equal => "as many as".to_string(),
+        std::cmp::Ordering::Greater => format!("{} more than", made - needed),
+    };
+    let by_operation: Vec<String> = surplus
+        .iter()
+        .map(|(operation, n)| format!("{operation} {n:+}"))
+        .collect();
+    format!(
+        "keysync sent {made} ARM requests, {more} the {needed} the estate needs: {}",
+        by_operation.join(", ")
+    )
 }
 
 fn sdk_lines(out: &mut String, results: &Results) {
@@ -362,6 +401,13 @@ fn path_json(results: &PathResults) -> Value {
     json!({
         "keysync": measured_json(&results.keysync),
         "sequential": results.sequential.as_ref().map(measured_json),
+        "needed": {
+            "requests": results.needed.total(),
+            "byOperation": results.needed.by_operation(),
+            "perSubscription": results.needed.per_subscription(),
+            "tokens": results.needed.tokens,
+        },
+        "keysyncSurplus": results.needed.surplus(&results.keysync.by_operation()),
         "lowerBound": {
             "seconds": results.bound.value().as_secs_f64(),
             "chainRoundTrips": results.chain.round_trips,
@@ -389,6 +435,7 @@ fn measured_json(m: &Measured) -> Value {
         "seconds": m.wall.as_secs_f64(),
         "requests": m.requests.len(),
         "byOperation": m.by_operation(),
+        "perSubscription": m.per_subscription(),
         "tokens": m.tokens,
         "replyBytes": m.reply_bytes,
         "logLines": m.log_lines,
