@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 use serde_json::Value;
 
 const BUSY: &str = "stbench000";
-const SHAPE: [&str; 14] = [
+const SHAPE: [&str; 16] = [
     "--workspaces",
     "7",
     "--datastores",
@@ -32,6 +32,9 @@ const SHAPE: [&str; 14] = [
     "2",
     "--retry-after",
     "1",
+    // Fewer than a workspace's 4 datastores, so every datastore listing takes two pages.
+    "--datastores-page-size",
+    "3",
 ];
 
 fn keysync() -> Command {
@@ -134,6 +137,7 @@ fn the_event_path_makes_exactly_the_requests_the_busy_account_needs() {
     assert_eq!(count(keysync, "StorageAccounts_ListKeys"), 1);
     assert_eq!(count(keysync, "Workspaces_ListBySubscription"), 1);
     // Every page of every workspace's datastores, at the page size the estate is served with.
+    assert!(expected.datastore_pages > expected.workspaces);
     assert_eq!(
         count(keysync, "Datastores_List"),
         expected.datastore_pages as u64
@@ -258,6 +262,11 @@ fn the_sdk_procedure_rewrites_every_key_datastore_and_loses_fields() {
     assert_eq!(
         sdk["fieldChanges"]["properties.properties removed"],
         candidates
+    );
+    // It follows the datastore listing's next links too (it asks for 30 a page, gets 3).
+    assert_eq!(
+        count(sdk, "Datastores_List"),
+        expected.datastore_pages as u64
     );
     assert!(results["sdkOverKeysync"].as_f64().unwrap() > 0.0);
 

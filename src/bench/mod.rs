@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// the SDK's poller then waits 30 s, keysync polls at once.
     #[arg(long, default_value_t = 0)]
     pub retry_after: u64,
+    /// The most datastores the emulator puts in one page of a datastore listing, whatever the
+    /// client asks (its `datastoresMaxPageSize`; keysync asks for 100, the SDK for 30).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub datastores_page_size: u16,
     /// ARM requests in flight per subscription for "keysync as configured" (default: keysync's
     /// own default, as KEYSYNC_MAX_CONCURRENCY would set it).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -107,6 +111,14 @@ impl BenchArgs {
             seed: self.seed,
         }
     }
+
+    fn serving(&self) -> estate::Serving {
+        estate::Serving {
+            latency_ms: self.latency_ms,
+            retry_after: self.retry_after,
+            datastores_page: usize::from(self.datastores_page_size),
+        }
+    }
 }
 
 /// Everything one benchmark measured.
@@ -148,6 +160,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         shape,
         latency: Duration::from_millis(args.latency_ms),
         retry_after: args.retry_after,
+        datastores_page: usize::from(args.datastores_page_size),
         app_root: crate::demo::find_app_root(args.app_root.clone())?,
         executable: std::env::current_exe().context("locating the keysync binary")?,
     };
@@ -167,7 +180,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn save_estate(shape: &Shape, args: &BenchArgs, file: &std::path::Path) -> anyhow::Result<()> {
-    let scenario = estate::scenario(shape, args.latency_ms, args.retry_after)?;
+    let scenario = estate::scenario(shape, args.serving())?;
     let scenario = serde_json::to_vec_pretty(&scenario)?;
     std::fs::write(file, scenario).with_context(|| format!("writing {}", file.display()))
 }

@@ -98,8 +98,8 @@ pub fn tables(results: &Results) -> String {
     let _ = writeln!(
         out,
         "keysync bench: {} workspaces x {} datastores, {} storage accounts, {} subscription(s); the busiest account\n\
-         has {} datastores in {} workspaces; {} ms on every answer; keysync at {} requests in flight per subscription,\n\
-         storage checks off (the estate's storage endpoints are fictional)\n",
+         has {} datastores in {} workspaces; {} ms on every answer, at most {} datastores a page; keysync at {}\n\
+         requests in flight per subscription, storage checks off (the estate's storage endpoints are fictional)\n",
         shape.workspaces,
         shape.datastores_per_workspace,
         shape.accounts,
@@ -107,6 +107,7 @@ pub fn tables(results: &Results) -> String {
         shape.busy_datastores,
         shape.busy_workspaces,
         results.setup.latency.as_millis(),
+        results.setup.datastores_page,
         results.concurrency,
     );
     let sdk = results.sdk.as_ref().ok();
@@ -378,6 +379,7 @@ pub fn json(results: &Results) -> Value {
             "seed": shape.seed,
         },
         "latencyMs": results.setup.latency.as_millis() as u64,
+        "datastoresPageSize": results.setup.datastores_page,
         "concurrency": results.concurrency,
         "event": path_json(&results.event),
         "sdk": match &results.sdk {
