@@ -78,6 +78,8 @@ static RUN: LazyLock<(Value, Value)> = LazyLock::new(|| {
 struct Expected {
     /// AccountKey datastores by account name, and those of them holding key1.
     key_datastores: BTreeMap<String, (usize, usize)>,
+    /// SAS datastores by account name.
+    sas_datastores: BTreeMap<String, usize>,
     /// Workspaces by default storage account name.
     homes: BTreeMap<String, usize>,
     workspaces: usize,
@@ -87,6 +89,7 @@ struct Expected {
 
 fn expected(estate: &Value) -> Expected {
     let mut key_datastores: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut sas_datastores: BTreeMap<String, usize> = BTreeMap::new();
     let mut homes: BTreeMap<String, usize> = BTreeMap::new();
     let page = estate["datastoresMaxPageSize"].as_u64().unwrap() as usize;
     let mut datastore_pages = 0;
@@ -98,17 +101,24 @@ fn expected(estate: &Value) -> Expected {
         datastore_pages += datastores.len().div_ceil(page).max(1);
         for ds in datastores {
             let properties = &ds["properties"];
-            if properties["credentials"]["credentialsType"] != "AccountKey" {
-                continue;
-            }
             let account = properties["accountName"].as_str().unwrap().to_string();
-            let entry = key_datastores.entry(account).or_default();
-            entry.0 += 1;
-            entry.1 += usize::from(ds["secrets"]["keyRef"] == "key1");
+            match properties["credentials"]["credentialsType"]
+                .as_str()
+                .unwrap()
+            {
+                "AccountKey" => {
+                    let entry = key_datastores.entry(account).or_default();
+                    entry.0 += 1;
+                    entry.1 += usize::from(ds["secrets"]["keyRef"] == "key1");
+                }
+                "Sas" => *sas_datastores.entry(account).or_default() += 1,
+                _ => {}
+            }
         }
     }
     Expected {
         key_datastores,
+        sas_datastores,
         homes,
         workspaces: workspaces.len(),
         datastore_pages,
@@ -208,6 +218,22 @@ fn the_sweep_shows_its_account_reads_as_a_surplus_over_what_the_estate_needs() {
     let needed = results["sweep"]["needed"]["requests"].as_u64().unwrap();
     let made = results["sweep"]["keysync"]["requests"].as_u64().unwrap();
     assert_eq!(made, needed + accounts as u64);
+}
+
+#[test]
+fn the_storage_requests_that_checks_would_add_are_counted_from_the_estate() {
+    let (results, estate) = &*RUN;
+    let expected = expected(estate);
+    let on_busy = expected.key_datastores[BUSY].0 + expected.sas_datastores.get(BUSY).unwrap_or(&0);
+    assert_eq!(results["event"]["storageRequestsWithChecksOn"], on_busy);
+    let all = expected
+        .key_datastores
+        .values()
+        .map(|(n, _)| n)
+        .sum::<usize>()
+        + expected.sas_datastores.values().sum::<usize>();
+    assert_eq!(results["sweep"]["storageRequestsWithChecksOn"], all);
+    assert!(all > on_busy, "the sweep checks more than the busy account");
 }
 
 #[test]
