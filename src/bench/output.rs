@@ -252,15 +252,18 @@ fn sdk_lines(out: &mut String, results: &Results) {
     };
     let version = run.sdk_version.as_deref().unwrap_or("?");
     let asked = match results.setup.retry_after {
-        0 => "Azure asks for a wait of 0 here, which azure-core takes for none and waits 30 s; keysync \
+        0 => {
+            "Azure asks for a wait of 0 here: azure-core takes it for none and waits 30 s, keysync \
               polls again at once"
-            .to_string(),
+                .to_string()
+        }
         n => format!("Azure asks for {n} s here, which both azure-core and keysync wait"),
     };
     let _ = writeln!(
         out,
         "SDK procedure (azure-ai-ml {version}): {} re-registered, {} workspaces synced, {} in all; {} of it syncing\n\
-         \x20 the keys, of which {} asleep in azure-core's poller, {} waits ({asked})",
+         \x20 the keys, of which {} asleep in azure-core's poller ({} waits)\n\
+         \x20 {asked}",
         run.reregistered,
         run.synced,
         seconds(run.wall),
