@@ -198,14 +198,18 @@ fn summary_rows(out: &mut String, columns: &[Column]) {
 fn bound_lines(out: &mut String, results: &PathResults, cap: usize) {
     let _ = writeln!(out, "  {}", surplus_line(results));
     let bound = &results.bound;
-    let busiest = results.needed.per_subscription().first().copied();
+    let per_subscription = results.needed.per_subscription();
+    let busiest = per_subscription.first().copied().unwrap_or(0);
+    let within = match per_subscription.len() {
+        0 | 1 => "",
+        _ => " (the busiest subscription's)",
+    };
     let _ = writeln!(
         out,
-        "  lower bound {}: the larger of {} dependent round trips ({}) and {} needed requests / {cap} in flight ({})",
+        "  lower bound {}: the larger of {} dependent round trips ({}) and {busiest} needed requests{within} / {cap} in flight ({})",
         seconds(bound.value()),
         results.chain.round_trips,
         seconds(bound.chain),
-        busiest.unwrap_or(0),
         seconds(bound.throughput),
     );
     if let Some(sequential) = &results.sequential {
