@@ -10,15 +10,21 @@
 //!   the account in a sweep); then, when one of them is stale, the in-place update (`GET`,
 //!   `PUT`); then, when the workspace is resynced, `resyncKeys` and its status polls, each after
 //!   the `Retry-After` Azure asks for;
-//! - **the requests divided by the cap**: a subscription serves at most `cap` of the run's
-//!   requests at a time, so its `n` requests take at least `n / cap` round trips. The cap is the
-//!   run's own setting, so this part says how well keysync uses the concurrency it is given, not
-//!   which cap is best.
+//! - **the requests divided by the cap**: a subscription serves at most `cap` requests at a time,
+//!   so the `n` requests a correct run needs there (counted from the estate by
+//!   [`Needed`](super::needed::Needed), not from what keysync sent, so that a needless request
+//!   cannot raise the bound that would show it) take at least `n / cap` round trips. The cap is
+//!   the run's own setting, so this part says how well keysync uses the concurrency it is given,
+//!   not which cap is best.
+//!
+//! Datastore pages are as large as the scenario's `datastoresMaxPageSize` allows.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
+
+use super::needed::{Paging, last_segment, pages, subscription_of};
 
 /// What one workspace needs, in the order the listing reaches it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -98,8 +104,8 @@ pub struct LowerBound {
 }
 
 impl LowerBound {
-    /// The bound for `chain`, with `per_subscription` requests against a cap of `cap` in flight
-    /// per subscription, at `latency` per round trip.
+    /// The bound for `chain`, with `per_subscription` needed requests against a cap of `cap` in
+    /// flight per subscription, at `latency` per round trip.
     pub fn new(chain: &Chain, per_subscription: &[usize], cap: usize, latency: Duration) -> Self {
         let busiest = per_subscription.iter().copied().max().unwrap_or(0);
         let rounds = busiest as f64 / cap.max(1) as f64;
@@ -124,23 +130,27 @@ impl LowerBound {
     }
 }
 
-/// Page sizes as the emulator serves them; keysync asks for 100 datastores a page.
-const DATASTORE_PAGE: usize = 100;
-
 /// What every workspace of `scenario` (as JSON) needs when key1 of the `regenerated` accounts
 /// (by name) was regenerated; `sweep` when the accounts come from the listing rather than an
-/// event.
+/// event. Pages are as large as the scenario serves them.
 pub fn needs(scenario: &Value, regenerated: &[String], sweep: bool) -> Vec<WorkspaceNeeds> {
-    let keys = keys_round_trips(scenario, sweep);
-    let page_size = scenario["workspacesPageSize"].as_u64().unwrap_or(20).max(1) as usize;
+    let paging = Paging::of(scenario);
+    let keys = keys_round_trips(scenario, paging.accounts, sweep);
     let mut seen_in: BTreeMap<String, usize> = BTreeMap::new();
     let mut out = Vec::new();
     for ws in scenario["workspaces"].as_array().into_iter().flatten() {
         let id = ws["id"].as_str().unwrap_or_default();
-        let position = seen_in.entry(subscription(id)).or_default();
-        let page = *position / page_size + 1;
+        let position = seen_in.entry(subscription_of(id)).or_default();
+        let page = *position / paging.workspaces + 1;
         *position += 1;
-        out.push(workspace_needs(ws, page, regenerated, &keys));
+        let datastore_pages = |n: usize| pages(n, paging.datastores);
+        out.push(workspace_needs(
+            ws,
+            page,
+            datastore_pages,
+            regenerated,
+            &keys,
+        ));
     }
     out
 }
@@ -148,6 +158,7 @@ pub fn needs(scenario: &Value, regenerated: &[String], sweep: bool) -> Vec<Works
 fn workspace_needs(
     ws: &Value,
     page: usize,
+    datastore_pages: impl Fn(usize) -> usize,
     regenerated: &[String],
     keys: &BTreeMap<String, usize>,
 ) -> WorkspaceNeeds {
@@ -155,7 +166,7 @@ fn workspace_needs(
     let datastores = ws["datastores"].as_array().map_or(&[][..], Vec::as_slice);
     let mut needs = WorkspaceNeeds {
         page,
-        datastore_pages: datastores.len().div_ceil(DATASTORE_PAGE).max(1),
+        datastore_pages: datastore_pages(datastores.len()),
         resynced: is_regenerated(last_segment(ws["storageAccount"].as_str())),
         ..WorkspaceNeeds::default()
     };
@@ -178,32 +189,17 @@ fn workspace_needs(
 
 /// Round trips until each account's keys are known, by lower-case name: `listKeys` alone for
 /// an event (it names the account), after the account listing's pages up to it in a sweep.
-fn keys_round_trips(scenario: &Value, sweep: bool) -> BTreeMap<String, usize> {
-    let page_size = scenario["storageAccountsPageSize"]
-        .as_u64()
-        .unwrap_or(100)
-        .max(1) as usize;
+fn keys_round_trips(scenario: &Value, page_size: usize, sweep: bool) -> BTreeMap<String, usize> {
     let mut seen_in: BTreeMap<String, usize> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for account in scenario["storageAccounts"].as_array().into_iter().flatten() {
         let id = account["id"].as_str().unwrap_or_default();
-        let position = seen_in.entry(subscription(id)).or_default();
+        let position = seen_in.entry(subscription_of(id)).or_default();
         let pages = if sweep { *position / page_size + 1 } else { 0 };
         *position += 1;
         out.insert(last_segment(Some(id)).to_ascii_lowercase(), pages + 1);
     }
     out
-}
-
-fn subscription(id: &str) -> String {
-    id.split('/')
-        .nth(2)
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-}
-
-fn last_segment(id: Option<&str>) -> &str {
-    id.and_then(|id| id.rsplit('/').next()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -283,9 +279,10 @@ mod tests {
         let scenario = json!({
             "workspacesPageSize": 2,
             "storageAccountsPageSize": 1,
+            "datastoresMaxPageSize": 1,
             "storageAccounts": [{"id": account("a")}, {"id": account("b")}],
             "workspaces": [
-                workspace(0, "a", vec![ds("a", "key1")]),
+                workspace(0, "a", vec![ds("a", "key1"), ds("b", "key2")]),
                 workspace(1, "b", vec![ds("a", "key2")]),
                 workspace(2, "b", vec![ds("b", "key1")]),
             ]
@@ -294,9 +291,10 @@ mod tests {
         assert_eq!(
             event,
             vec![
+                // Two datastores at one a page.
                 WorkspaceNeeds {
                     page: 1,
-                    datastore_pages: 1,
+                    datastore_pages: 2,
                     keys: Some(1),
                     stale: true,
                     resynced: true

@@ -70,6 +70,17 @@ impl Shape {
     }
 }
 
+/// How the emulator serves the estate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serving {
+    /// Added to every answer, in milliseconds.
+    pub latency_ms: u64,
+    /// The `Retry-After` of a resync and its status polls, in seconds.
+    pub retry_after: u64,
+    /// The most datastores one page of a datastore listing holds (`datastoresMaxPageSize`).
+    pub datastores_page: usize,
+}
+
 /// The name of account `a`; account 0 is the busy one.
 pub fn account_name(a: usize) -> String {
     format!("stbench{a:03}")
@@ -106,9 +117,8 @@ fn default_account(shape: &Shape, w: usize) -> usize {
     }
 }
 
-/// The emulator scenario of the estate, with `latency_ms` on every answer and `retry_after`
-/// seconds of `Retry-After` on a resync and its status polls.
-pub fn scenario(shape: &Shape, latency_ms: u64, retry_after: u64) -> anyhow::Result<Scenario> {
+/// The emulator scenario of the estate, served as `serving` says.
+pub fn scenario(shape: &Shape, serving: Serving) -> anyhow::Result<Scenario> {
     let mut rng = StdRng::seed_from_u64(shape.seed);
     let accounts: Vec<Value> = (0..shape.accounts).map(|a| account(shape, a)).collect();
     let workspaces: Vec<Value> = (0..shape.workspaces)
@@ -117,8 +127,9 @@ pub fn scenario(shape: &Shape, latency_ms: u64, retry_after: u64) -> anyhow::Res
     let value = json!({
         "storageAccounts": accounts,
         "workspaces": workspaces,
-        "latencyMs": latency_ms,
-        "lroRetryAfterSeconds": retry_after,
+        "latencyMs": serving.latency_ms,
+        "lroRetryAfterSeconds": serving.retry_after,
+        "datastoresMaxPageSize": serving.datastores_page,
         // The event is posted as soon as the regeneration is answered: the benchmark times the
         // handler, not a delivery delay of its own choosing.
         "eventDelivery": {"delayMs": 0},
@@ -297,6 +308,14 @@ mod tests {
         }
     }
 
+    fn serving(latency_ms: u64) -> Serving {
+        Serving {
+            latency_ms,
+            retry_after: 0,
+            datastores_page: 100,
+        }
+    }
+
     fn on_account(value: &Value, account: &str) -> Vec<(String, String)> {
         let mut found = Vec::new();
         for ws in value["workspaces"].as_array().unwrap() {
@@ -313,7 +332,7 @@ mod tests {
     #[test]
     fn the_default_estate_has_the_shape_the_benchmark_promises() {
         let shape = shape();
-        let value = serde_json::to_value(scenario(&shape, 25, 0).unwrap()).unwrap();
+        let value = serde_json::to_value(scenario(&shape, serving(25)).unwrap()).unwrap();
         let workspaces = value["workspaces"].as_array().unwrap();
         assert_eq!(workspaces.len(), 100);
         let datastores: usize = workspaces
@@ -336,10 +355,10 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_estate_and_another_seed_another() {
-        let one = serde_json::to_value(scenario(&shape(), 0, 0).unwrap()).unwrap();
-        let again = serde_json::to_value(scenario(&shape(), 0, 0).unwrap()).unwrap();
+        let one = serde_json::to_value(scenario(&shape(), serving(0)).unwrap()).unwrap();
+        let again = serde_json::to_value(scenario(&shape(), serving(0)).unwrap()).unwrap();
         let other = Shape { seed: 8, ..shape() };
-        let other = serde_json::to_value(scenario(&other, 0, 0).unwrap()).unwrap();
+        let other = serde_json::to_value(scenario(&other, serving(0)).unwrap()).unwrap();
         assert_eq!(one, again);
         assert_ne!(one["workspaces"], other["workspaces"]);
     }
@@ -370,7 +389,7 @@ mod tests {
             subscriptions: 3,
             ..shape()
         };
-        let value = serde_json::to_value(scenario(&shape, 0, 0).unwrap()).unwrap();
+        let value = serde_json::to_value(scenario(&shape, serving(0)).unwrap()).unwrap();
         let subscriptions: std::collections::BTreeSet<&str> = value["workspaces"]
             .as_array()
             .unwrap()

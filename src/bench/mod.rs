@@ -6,6 +6,7 @@
 mod bound;
 mod estate;
 mod footprint;
+mod needed;
 mod output;
 mod run;
 mod sdk;
@@ -19,6 +20,7 @@ use clap::{Args, ValueEnum};
 
 pub use bound::{Chain, LowerBound};
 pub use estate::Shape;
+pub use needed::Needed;
 use run::{Measured, Path, Setup};
 use sdk::SdkRun;
 
@@ -61,6 +63,10 @@ pub struct BenchArgs {
     /// the SDK's poller then waits 30 s, keysync polls at once.
     #[arg(long, default_value_t = 0)]
     pub retry_after: u64,
+    /// The most datastores the emulator puts in one page of a datastore listing, whatever the
+    /// client asks (its `datastoresMaxPageSize`; keysync asks for 100, the SDK for 30).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub datastores_page_size: u16,
     /// ARM requests in flight per subscription for "keysync as configured" (default: keysync's
     /// own default, as KEYSYNC_MAX_CONCURRENCY would set it).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -105,6 +111,14 @@ impl BenchArgs {
             seed: self.seed,
         }
     }
+
+    fn serving(&self) -> estate::Serving {
+        estate::Serving {
+            latency_ms: self.latency_ms,
+            retry_after: self.retry_after,
+            datastores_page: usize::from(self.datastores_page_size),
+        }
+    }
 }
 
 /// Everything one benchmark measured.
@@ -125,6 +139,8 @@ pub struct PathResults {
     pub path: Path,
     pub keysync: Measured,
     pub sequential: Option<Measured>,
+    /// The requests a correct run needs on the estate, which the bound is taken for.
+    pub needed: Needed,
     pub bound: LowerBound,
     pub chain: Chain,
 }
@@ -144,6 +160,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         shape,
         latency: Duration::from_millis(args.latency_ms),
         retry_after: args.retry_after,
+        datastores_page: usize::from(args.datastores_page_size),
         app_root: crate::demo::find_app_root(args.app_root.clone())?,
         executable: std::env::current_exe().context("locating the keysync binary")?,
     };
@@ -163,7 +180,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn save_estate(shape: &Shape, args: &BenchArgs, file: &std::path::Path) -> anyhow::Result<()> {
-    let scenario = estate::scenario(shape, args.latency_ms, args.retry_after)?;
+    let scenario = estate::scenario(shape, args.serving())?;
     let scenario = serde_json::to_vec_pretty(&scenario)?;
     std::fs::write(file, scenario).with_context(|| format!("writing {}", file.display()))
 }
@@ -229,10 +246,10 @@ async fn measure(
         say("keysync with 1 request in flight");
         Some(run::keysync(setup, path, 1).await?)
     };
-    let chain = chain(setup, path)?;
+    let (needed, chain) = needed_and_chain(setup, path)?;
     let bound = LowerBound::new(
         &chain,
-        &keysync.per_subscription(),
+        &needed.per_subscription(),
         concurrency,
         setup.latency,
     );
@@ -240,6 +257,7 @@ async fn measure(
         path,
         keysync,
         sequential,
+        needed,
         bound,
         chain,
     })
@@ -273,18 +291,20 @@ async fn sdk_python(setup: &Setup, args: &BenchArgs) -> Result<PathBuf, String> 
     }
 }
 
-/// The longest chain of dependent requests the estate holds for `path`.
-fn chain(setup: &Setup, path: Path) -> anyhow::Result<Chain> {
+/// The requests a correct run needs on the estate for `path`, and the longest chain of
+/// dependent ones, both read from the scenario the emulator serves.
+fn needed_and_chain(setup: &Setup, path: Path) -> anyhow::Result<(Needed, Chain)> {
     let scenario = serde_json::to_value(setup.scenario()?)?;
     let regenerated: Vec<String> = run::regenerated_accounts(setup, path)
         .iter()
         .filter_map(|id| id.rsplit('/').next().map(str::to_string))
         .collect();
-    let needs = bound::needs(&scenario, &regenerated, path == Path::Sweep);
-    // The status URL says "still running" `resyncPolls` times, then "done".
-    let polls = scenario["resyncPolls"].as_u64().unwrap_or(1) as usize + 1;
+    let sweep = path == Path::Sweep;
+    let needs = bound::needs(&scenario, &regenerated, sweep);
+    let polls = needed::status_polls(&scenario);
     let poll_wait = Duration::from_secs(setup.retry_after);
-    Ok(Chain::longest(&needs, polls, poll_wait, setup.latency))
+    let chain = Chain::longest(&needs, polls, poll_wait, setup.latency);
+    Ok((Needed::of(&scenario, &regenerated, sweep), chain))
 }
 
 async fn startups(setup: &Setup, runs: usize) -> anyhow::Result<Vec<Duration>> {

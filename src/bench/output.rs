@@ -1,6 +1,6 @@
 //! The benchmark's results as tables for a person and as JSON for a test or a pipeline. Both end
 //! with the ratios the targets are about: sequential / keysync, keysync / lower bound, and (on
-//! the event path) SDK procedure / keysync.
+//! the event path) SDK procedure / keysync, with and without azure-core's poller waits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -21,7 +21,8 @@ pub fn all_converged(results: &Results) -> bool {
         .all(|m| m.succeeded && m.convergence.converged())
 }
 
-/// One column of a path's table: a keysync run or the SDK's.
+/// One column of a path's table: a keysync run, the SDK's, or what the lower bound is taken for
+/// (the requests a correct run needs, and the bound's time). A cell that does not apply is empty.
 struct Column<'a> {
     name: &'static str,
     requests: BTreeMap<String, usize>,
@@ -31,8 +32,8 @@ struct Column<'a> {
     log_lines: Option<usize>,
     wall: Duration,
     converged: &'static str,
-    field_changes: &'a BTreeMap<String, usize>,
-    needless_writes: usize,
+    field_changes: Option<&'a BTreeMap<String, usize>>,
+    needless_writes: Option<usize>,
 }
 
 impl<'a> Column<'a> {
@@ -46,8 +47,23 @@ impl<'a> Column<'a> {
             log_lines: Some(m.log_lines),
             wall: m.wall,
             converged: converged(m.succeeded, &m.convergence),
-            field_changes: &m.field_changes,
-            needless_writes: m.needless_writes,
+            field_changes: Some(&m.field_changes),
+            needless_writes: Some(m.needless_writes),
+        }
+    }
+
+    fn bound(results: &PathResults) -> Self {
+        Column {
+            name: "lower bound",
+            requests: results.needed.by_operation(),
+            total: results.needed.total(),
+            tokens: Some(results.needed.tokens),
+            reply_bytes: None,
+            log_lines: None,
+            wall: results.bound.value(),
+            converged: "-",
+            field_changes: None,
+            needless_writes: None,
         }
     }
 
@@ -61,8 +77,8 @@ impl<'a> Column<'a> {
             log_lines: None,
             wall: run.wall,
             converged: converged(run.errors.is_empty(), &run.convergence),
-            field_changes: &run.field_changes,
-            needless_writes: run.needless_writes,
+            field_changes: Some(&run.field_changes),
+            needless_writes: Some(run.needless_writes),
         }
     }
 }
@@ -78,21 +94,7 @@ fn converged(succeeded: bool, convergence: &Convergence) -> &'static str {
 /// The readable report.
 pub fn tables(results: &Results) -> String {
     let mut out = String::new();
-    let shape = &results.setup.shape;
-    let _ = writeln!(
-        out,
-        "keysync bench: {} workspaces x {} datastores, {} storage accounts, {} subscription(s); the busiest account\n\
-         has {} datastores in {} workspaces; {} ms on every answer; keysync at {} requests in flight per subscription,\n\
-         storage checks off (the estate's storage endpoints are fictional)\n",
-        shape.workspaces,
-        shape.datastores_per_workspace,
-        shape.accounts,
-        shape.subscriptions,
-        shape.busy_datastores,
-        shape.busy_workspaces,
-        results.setup.latency.as_millis(),
-        results.concurrency,
-    );
+    header(&mut out, results);
     let sdk = results.sdk.as_ref().ok();
     path_table(&mut out, &results.event, sdk, results.concurrency);
     sdk_lines(&mut out, results);
@@ -100,6 +102,35 @@ pub fn tables(results: &Results) -> String {
     footprint_lines(&mut out, results);
     let _ = writeln!(out, "\n{}", ratio_line(results));
     out
+}
+
+/// The estate, how it is served, and what keysync runs with: storage checks above all, which
+/// are on by default and off here.
+fn header(out: &mut String, results: &Results) {
+    let shape = &results.setup.shape;
+    let _ = writeln!(
+        out,
+        "keysync bench: {} workspaces x {} datastores, {} storage accounts, {} subscription(s); the busiest account\n\
+         has {} datastores in {} workspaces; {} ms on every answer, at most {} datastores a page; keysync at {}\n\
+         requests in flight per subscription.",
+        shape.workspaces,
+        shape.datastores_per_workspace,
+        shape.accounts,
+        shape.subscriptions,
+        shape.busy_datastores,
+        shape.busy_workspaces,
+        results.setup.latency.as_millis(),
+        results.setup.datastores_page,
+        results.concurrency,
+    );
+    let _ = writeln!(
+        out,
+        "Storage checks are OFF in every run here (KEYSYNC_VERIFY=false), though on by default: the estate's\n\
+         storage endpoints are fictional, so a check would time a failed connection, not keysync. With the\n\
+         default, keysync would also send one storage request per AccountKey and SAS datastore on the\n\
+         accounts it reconciles: {} on the event path, {} in the sweep, none of them counted or timed below.\n",
+        results.event.needed.storage_checks, results.sweep.needed.storage_checks,
+    );
 }
 
 fn title(path: Path) -> &'static str {
@@ -114,7 +145,10 @@ fn title(path: Path) -> &'static str {
 }
 
 fn path_table(out: &mut String, results: &PathResults, sdk: Option<&SdkRun>, cap: usize) {
-    let mut columns = vec![Column::keysync("keysync", &results.keysync)];
+    let mut columns = vec![
+        Column::keysync("keysync", &results.keysync),
+        Column::bound(results),
+    ];
     columns.extend(
         results
             .sequential
@@ -154,24 +188,25 @@ fn summary_rows(out: &mut String, columns: &[Column]) {
     row(out, "wall time", &|c| seconds(c.wall));
     row(out, "converged", &|c| c.converged.to_string());
     row(out, "other datastore fields changed", &|c| {
-        c.field_changes.values().sum::<usize>().to_string()
+        or_dash(c.field_changes.map(|f| f.values().sum()))
     });
     row(out, "still-valid keys rewritten", &|c| {
-        c.needless_writes.to_string()
+        or_dash(c.needless_writes)
     });
 }
 
 fn bound_lines(out: &mut String, results: &PathResults, cap: usize) {
+    let _ = writeln!(out, "  {}", surplus_line(results));
     let bound = &results.bound;
-    let busiest = results
-        .keysync
-        .per_subscription()
-        .first()
-        .copied()
-        .unwrap_or(0);
+    let per_subscription = results.needed.per_subscription();
+    let busiest = per_subscription.first().copied().unwrap_or(0);
+    let within = match per_subscription.len() {
+        0 | 1 => "",
+        _ => " (the busiest subscription's)",
+    };
     let _ = writeln!(
         out,
-        "  lower bound {}: the larger of {} dependent round trips ({}) and {busiest} requests / {cap} in flight ({})",
+        "  lower bound {}: the larger of {} dependent round trips ({}) and {busiest} needed requests{within} / {cap} in flight ({})",
         seconds(bound.value()),
         results.chain.round_trips,
         seconds(bound.chain),
@@ -188,39 +223,73 @@ fn bound_lines(out: &mut String, results: &PathResults, cap: usize) {
     let _ = writeln!(out, "  {}\n", path_ratios(results));
 }
 
+/// keysync's ARM requests next to those the estate needs, and the operations that differ.
+fn surplus_line(results: &PathResults) -> String {
+    let made = results.keysync.requests.len();
+    let needed = results.needed.total();
+    let surplus = results.needed.surplus(&results.keysync.by_operation());
+    if surplus.is_empty() {
+        return format!("keysync sent exactly the {needed} ARM requests the estate needs");
+    }
+    let more = match made.cmp(&needed) {
+        std::cmp::Ordering::Less => format!("{} fewer than", needed - made),
+        std::cmp::Ordering::Equal => "as many as".to_string(),
+        std::cmp::Ordering::Greater => format!("{} more than", made - needed),
+    };
+    let by_operation: Vec<String> = surplus
+        .iter()
+        .map(|(operation, n)| format!("{operation} {n:+}"))
+        .collect();
+    format!(
+        "keysync sent {made} ARM requests, {more} the {needed} the estate needs: {}",
+        by_operation.join(", ")
+    )
+}
+
 fn sdk_lines(out: &mut String, results: &Results) {
-    match &results.sdk {
-        Ok(run) => {
-            let version = run.sdk_version.as_deref().unwrap_or("?");
-            let _ = writeln!(
-                out,
-                "SDK procedure (azure-ai-ml {version}): {} re-registered, {} workspaces synced, {} in all, of which {} waiting in the resync pollers",
-                run.reregistered,
-                run.synced,
-                seconds(run.wall),
-                seconds(run.sync_wait),
-            );
-            let _ = writeln!(
-                out,
-                "  SDK procedure / keysync {:.1} (without the pollers' waits {:.1})",
-                ratio(run.wall, results.event.keysync.wall),
-                ratio(
-                    run.wall.saturating_sub(run.sync_wait),
-                    results.event.keysync.wall
-                ),
-            );
-            for (change, count) in &run.field_changes {
-                let _ = writeln!(out, "  its re-registration: {change} in {count} datastores");
-            }
-            for error in &run.errors {
-                let _ = writeln!(out, "  error: {error}");
-            }
-            let _ = writeln!(out);
-        }
+    let run = match &results.sdk {
+        Ok(run) => run,
         Err(why) => {
             let _ = writeln!(out, "SDK procedure not run: {why}\n");
+            return;
         }
+    };
+    let version = run.sdk_version.as_deref().unwrap_or("?");
+    let asked = match results.setup.retry_after {
+        0 => {
+            "Azure asks for a wait of 0 here: azure-core takes it for none and waits 30 s, keysync \
+              polls again at once"
+                .to_string()
+        }
+        n => format!("Azure asks for {n} s here, which both azure-core and keysync wait"),
+    };
+    let _ = writeln!(
+        out,
+        "SDK procedure (azure-ai-ml {version}): {} re-registered, {} workspaces synced, {} in all; {} of it syncing\n\
+         \x20 the keys, of which {} asleep in azure-core's poller ({} waits)\n\
+         \x20 {asked}",
+        run.reregistered,
+        run.synced,
+        seconds(run.wall),
+        seconds(run.sync_wait),
+        seconds(run.poller_wait),
+        run.poller_waits,
+    );
+    let keysync = results.event.keysync.wall;
+    let _ = writeln!(
+        out,
+        "  SDK procedure / keysync {:.1}; without the poller's waits ({}) {:.1}",
+        ratio(run.wall, keysync),
+        seconds(run.without_poller_waits()),
+        ratio(run.without_poller_waits(), keysync),
+    );
+    for (change, count) in &run.field_changes {
+        let _ = writeln!(out, "  its re-registration: {change} in {count} datastores");
     }
+    for error in &run.errors {
+        let _ = writeln!(out, "  error: {error}");
+    }
+    let _ = writeln!(out);
 }
 
 fn path_ratios(results: &PathResults) -> String {
@@ -244,6 +313,14 @@ fn bound_ratio(results: &PathResults) -> f64 {
 fn sdk_ratio(results: &Results) -> Option<f64> {
     let run = results.sdk.as_ref().ok()?;
     Some(ratio(run.wall, results.event.keysync.wall))
+}
+
+fn sdk_without_waits_ratio(results: &Results) -> Option<f64> {
+    let run = results.sdk.as_ref().ok()?;
+    Some(ratio(
+        run.without_poller_waits(),
+        results.event.keysync.wall,
+    ))
 }
 
 fn ratio(a: Duration, b: Duration) -> f64 {
@@ -287,10 +364,12 @@ pub fn ratio_line(results: &Results) -> String {
             bound_ratio(p)
         )
     };
-    let sdk = sdk_ratio(results).map_or("-".to_string(), |r| format!("{r:.1}"));
+    let one_place = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.1}"));
     format!(
-        "ratios {} sdk/keysync={sdk}; {}",
+        "ratios {} sdk/keysync={} sdk-without-poller-waits/keysync={}; {}",
         path("event", &results.event),
+        one_place(sdk_ratio(results)),
+        one_place(sdk_without_waits_ratio(results)),
         path("sweep", &results.sweep)
     )
 }
@@ -321,7 +400,10 @@ pub fn json(results: &Results) -> Value {
             "seed": shape.seed,
         },
         "latencyMs": results.setup.latency.as_millis() as u64,
+        "datastoresPageSize": results.setup.datastores_page,
         "concurrency": results.concurrency,
+        // On by default; off in every run here (see `handler_env`).
+        "storageChecks": false,
         "event": path_json(&results.event),
         "sdk": match &results.sdk {
             Ok(run) => sdk_json(run),
@@ -334,6 +416,7 @@ pub fn json(results: &Results) -> Value {
         "peakResidentBytes": results.sweep.keysync.after.map(|m| m.peak),
         "emulatorOverheadMicros": results.sweep.keysync.emulator_overhead.map(|d| d.as_secs_f64() * 1e6),
         "sdkOverKeysync": sdk_ratio(results),
+        "sdkWithoutPollerWaitsOverKeysync": sdk_without_waits_ratio(results),
         "ratios": ratio_line(results),
         "converged": all_converged(results),
     })
@@ -343,6 +426,14 @@ fn path_json(results: &PathResults) -> Value {
     json!({
         "keysync": measured_json(&results.keysync),
         "sequential": results.sequential.as_ref().map(measured_json),
+        "needed": {
+            "requests": results.needed.total(),
+            "byOperation": results.needed.by_operation(),
+            "perSubscription": results.needed.per_subscription(),
+            "tokens": results.needed.tokens,
+        },
+        "keysyncSurplus": results.needed.surplus(&results.keysync.by_operation()),
+        "storageRequestsWithChecksOn": results.needed.storage_checks,
         "lowerBound": {
             "seconds": results.bound.value().as_secs_f64(),
             "chainRoundTrips": results.chain.round_trips,
@@ -370,6 +461,7 @@ fn measured_json(m: &Measured) -> Value {
         "seconds": m.wall.as_secs_f64(),
         "requests": m.requests.len(),
         "byOperation": m.by_operation(),
+        "perSubscription": m.per_subscription(),
         "tokens": m.tokens,
         "replyBytes": m.reply_bytes,
         "logLines": m.log_lines,
@@ -386,6 +478,9 @@ fn sdk_json(run: &SdkRun) -> Value {
         "sdkVersion": run.sdk_version,
         "seconds": run.wall.as_secs_f64(),
         "syncWaitSeconds": run.sync_wait.as_secs_f64(),
+        "pollerWaitSeconds": run.poller_wait.as_secs_f64(),
+        "pollerWaits": run.poller_waits,
+        "secondsWithoutPollerWaits": run.without_poller_waits().as_secs_f64(),
         "requests": run.requests.len(),
         "byOperation": by_operation(&run.requests),
         "reregistered": run.reregistered,

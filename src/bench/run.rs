@@ -36,6 +36,8 @@ pub struct Setup {
     pub latency: Duration,
     /// The `Retry-After` of a resync and its status polls, in seconds.
     pub retry_after: u64,
+    /// The most datastores in one page of a datastore listing.
+    pub datastores_page: usize,
     /// The folder with `host.json` and the function folders.
     pub app_root: PathBuf,
     /// The `keysync` binary the host starts.
@@ -209,10 +211,17 @@ async fn settled_output(host: &LocalHost) -> usize {
 }
 
 impl Setup {
-    /// The estate as an emulator scenario, with the setup's latency and `Retry-After`.
+    /// The estate as an emulator scenario, with the setup's latency, `Retry-After` and pages.
     pub fn scenario(&self) -> anyhow::Result<crate::emulator::Scenario> {
-        let latency_ms = u64::try_from(self.latency.as_millis()).unwrap_or(u64::MAX);
-        estate::scenario(&self.shape, latency_ms, self.retry_after)
+        estate::scenario(&self.shape, self.serving())
+    }
+
+    pub fn serving(&self) -> estate::Serving {
+        estate::Serving {
+            latency_ms: u64::try_from(self.latency.as_millis()).unwrap_or(u64::MAX),
+            retry_after: self.retry_after,
+            datastores_page: self.datastores_page,
+        }
     }
 }
 

@@ -28,8 +28,13 @@ const LIMIT: Duration = Duration::from_secs(3600);
 pub struct SdkRun {
     /// The script's own measure: from its first request to the end of the last key sync.
     pub wall: Duration,
-    /// Of that, the time spent waiting for the resync pollers.
+    /// Of that, the time spent syncing the workspaces' keys: the resyncs' requests and the
+    /// poller's waits between them.
     pub sync_wait: Duration,
+    /// Of that, the time azure-core's poller slept between polls (30 s a wait when Azure asks
+    /// for none or for 0, where keysync polls again at once), and how many times it slept.
+    pub poller_wait: Duration,
+    pub poller_waits: usize,
     pub requests: Vec<RequestRecord>,
     pub convergence: Convergence,
     pub field_changes: BTreeMap<String, usize>,
@@ -42,6 +47,14 @@ pub struct SdkRun {
     pub sdk_version: Option<String>,
 }
 
+impl SdkRun {
+    /// The procedure's time with the poller's waits taken out: its requests, and its own work
+    /// between them.
+    pub fn without_poller_waits(&self) -> Duration {
+        self.wall.saturating_sub(self.poller_wait)
+    }
+}
+
 /// The script's JSON answer.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -49,6 +62,8 @@ struct Answer {
     wall_seconds: f64,
     #[serde(default)]
     sync_seconds: f64,
+    poller_wait_seconds: f64,
+    poller_waits: usize,
     #[serde(default)]
     datastores_reregistered: Vec<String>,
     #[serde(default)]
@@ -102,6 +117,8 @@ pub async fn run(setup: &Setup, python: &Path) -> anyhow::Result<SdkRun> {
     Ok(SdkRun {
         wall: seconds(answer.wall_seconds)?,
         sync_wait: seconds(answer.sync_seconds)?,
+        poller_wait: seconds(answer.poller_wait_seconds)?,
+        poller_waits: answer.poller_waits,
         requests,
         convergence: run::convergence(&after, &accounts),
         field_changes: run::field_changes(&before, &after),
