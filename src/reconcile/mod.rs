@@ -219,6 +219,9 @@ impl Reconciler {
 pub(crate) type AccountRead = (Arc<StorageAccount>, Option<Arc<AccountKeys>>);
 
 /// `GET` the account, then its keys unless the request brought them or shared keys are off.
+/// Always a fresh `GET`, even in a sweep whose listing carried the account: the listing can be
+/// minutes old when a long sweep reaches the account, and the key times read here decide the
+/// target key and whether keys read earlier are still current.
 async fn read_account_and_keys(
     arm: &ArmClient,
     request: &Request,
