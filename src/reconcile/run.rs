@@ -184,7 +184,7 @@ impl Run<'_> {
         let Ok((account, keys)) = self.account.clone().await else {
             return Vec::new();
         };
-        let facts = super::facts(&account);
+        let facts = self.reconciler.facts(&account);
         let keys = keys.as_deref();
         let arm = &self.arm;
         let (datastores, stale_keys, unusable) = match listed {

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use crate::arm::ArmClient;
 use crate::model::storage::{AccountKeys, KeyCreationTime, KeySlot, StorageAccount};
 use crate::reconcile::plan::Target;
-use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request, facts, read_account};
+use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request, read_account};
 use crate::report::{Held, ObjectKind, Report};
 use crate::resource_id::StorageAccountId;
 
@@ -217,7 +217,7 @@ impl Reconciler {
         standby: KeySlot,
     ) -> Result<Vec<sas::Reminted>, Rotation> {
         let account = scope.account;
-        let facts = facts(&look.account);
+        let facts = self.facts(&look.account);
         let found = sas::read(arm, &facts, &look.keys, &look.dry_run).await;
         let findings: Vec<decide::SasFinding> = found.iter().map(|f| f.finding.clone()).collect();
         let lifetime = self.sas_remint_lifetime();
@@ -253,7 +253,7 @@ impl Reconciler {
         let observed = read_account(arm, account).await?;
         let now = OffsetDateTime::now_utc();
         let created = observed.properties.creation_time;
-        let facts = facts(&observed);
+        let facts = self.facts(&observed);
         if !observed.shared_key_allowed() {
             let reason = decide::SHARED_KEY_DISABLED.to_string();
             return Ok(Err(Rotation::left(account, reason, false)));

@@ -3,6 +3,7 @@
 
 mod batches;
 mod chaos;
+mod clouds;
 mod guarantees;
 mod helpers;
 mod key_regenerated;
