@@ -68,6 +68,9 @@ pub struct Config {
     /// `KEYSYNC_TIMER_DEADLINE_SECS`: the same for a timer tick, inside the host's
     /// `functionTimeout` (5 minutes in host.json).
     pub timer_deadline: Duration,
+    /// `KEYSYNC_HTTP_DEADLINE_SECS`: the same for a call of `/api/reconcile`, the account's
+    /// lookup included, inside the 230 s Azure's front end waits for an HTTP trigger's answer.
+    pub http_deadline: Duration,
 }
 
 impl Config {
@@ -126,6 +129,12 @@ impl Config {
                 get("KEYSYNC_TIMER_DEADLINE_SECS"),
                 270,
                 1..=3600,
+            )?,
+            http_deadline: seconds(
+                "KEYSYNC_HTTP_DEADLINE_SECS",
+                get("KEYSYNC_HTTP_DEADLINE_SECS"),
+                200,
+                1..=220,
             )?,
         })
     }
@@ -341,5 +350,20 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.setting, "KEYSYNC_MAX_CONCURRENCY");
         assert!(err.to_string().contains("from 1 to 256"), "{err}");
+    }
+
+    #[test]
+    fn the_http_deadline_stays_inside_azures_230_seconds() {
+        let c = config(&[("KEYSYNC_SUBSCRIPTIONS", SUB)]).unwrap();
+        assert_eq!(c.http_deadline, Duration::from_secs(200));
+        let err = config(&[
+            ("KEYSYNC_SUBSCRIPTIONS", SUB),
+            ("KEYSYNC_HTTP_DEADLINE_SECS", "230"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "KEYSYNC_HTTP_DEADLINE_SECS: '230' is not a whole number from 1 to 220"
+        );
     }
 }
