@@ -220,10 +220,23 @@ impl Report {
         self.entries.iter().filter(|e| e.outcome == outcome).count()
     }
 
-    /// One short line such as `3 updated, 1 resynced, 2 inSync`.
+    /// One short line such as `3 updated, 1 resynced, 2 inSync`, then what failed on the
+    /// account as a whole (a listing, say): `failed: could not list all the workspaces: ...`.
     pub fn summary(&self) -> String {
-        let summary = count_outcomes(self.entries.iter())
-            .unwrap_or_else(|| "nothing on this account".to_string());
+        let mut parts: Vec<String> = count_outcomes(self.entries.iter()).into_iter().collect();
+        let mut failed = self.notes.iter().filter(|n| n.outcome == Outcome::Failed);
+        if let Some(first) = failed.next() {
+            let more = match failed.count() {
+                0 => String::new(),
+                1 => " (and 1 more failure: see the notes)".to_string(),
+                n => format!(" (and {n} more failures: see the notes)"),
+            };
+            parts.push(format!("failed: {}{more}", first.message));
+        }
+        let summary = match parts.is_empty() {
+            true => "nothing on this account".to_string(),
+            false => parts.join("; "),
+        };
         match self.verification_summary() {
             Some(checks) => format!("{summary}; storage: {checks}"),
             None => summary,
@@ -369,6 +382,34 @@ mod tests {
         assert!(!report.has_failures());
         report.entries.push(entry(Outcome::Failed));
         assert!(report.has_failures());
+    }
+
+    #[test]
+    fn the_summary_says_what_failed_on_the_account_as_a_whole() {
+        let mut report = Report::new("acct", false);
+        assert_eq!(report.summary(), "nothing on this account");
+        let note = |outcome, message: &str| Note {
+            outcome,
+            message: message.into(),
+        };
+        report
+            .notes
+            .push(note(Outcome::Skipped, "shared-key access is disabled"));
+        assert_eq!(report.summary(), "nothing on this account");
+        report.notes.push(note(
+            Outcome::Failed,
+            "could not list all the workspaces: HTTP 503",
+        ));
+        assert_eq!(
+            report.summary(),
+            "failed: could not list all the workspaces: HTTP 503"
+        );
+        report.notes.push(note(Outcome::Failed, "another"));
+        report.entries.push(entry(Outcome::Updated));
+        assert_eq!(
+            report.summary(),
+            "1 updated; failed: could not list all the workspaces: HTTP 503 (and 1 more failure: see the notes)"
+        );
     }
 
     #[test]

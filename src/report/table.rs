@@ -118,7 +118,7 @@ impl Rotation {
         let style = match (self.outcome.as_str(), self.attention) {
             ("failed", _) => failed_style(),
             ("rotated", _) => ok_style(),
-            (_, true) => warn_style(),
+            ("incomplete", _) | (_, true) => warn_style(),
             _ => Style::new(),
         };
         let mut out = format!(

@@ -17,7 +17,7 @@ use crate::arm::ArmClient;
 use crate::model::storage::{AccountKeys, KeyCreationTime, KeySlot, StorageAccount};
 use crate::reconcile::plan::Target;
 use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request, read_account};
-use crate::report::{Held, ObjectKind, Report};
+use crate::report::{Held, ObjectKind, Outcome, Report};
 use crate::resource_id::StorageAccountId;
 
 pub use decide::{Decision, Limits};
@@ -28,7 +28,9 @@ pub use decide::{Decision, Limits};
 pub struct Rotation {
     pub account: String,
     /// `rotated`; `completed` (no key regenerated: the datastores moved to the key an earlier
-    /// rotation created, which was cut short); `left`; or `failed`.
+    /// rotation created, which was cut short); `incomplete` (rotated or completing, but some
+    /// datastore moves failed or were left for later: the next tick completes them); `left`; or
+    /// `failed`.
     pub outcome: String,
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,7 +56,9 @@ impl Rotation {
         }
     }
 
-    /// An account whose keys and datastores were changed, with the reconcile that did it.
+    /// An account whose keys and datastores were changed, with the reconcile that did it; it is
+    /// `incomplete` instead of `outcome` when that reconcile failed or deferred some of its work,
+    /// and needs a person's attention when something failed.
     fn done(
         account: &StorageAccountId,
         outcome: &str,
@@ -62,13 +66,17 @@ impl Rotation {
         regenerated: Option<KeySlot>,
         report: Report,
     ) -> Self {
+        let (outcome, reason) = match report.needs_retry() {
+            false => (outcome, reason),
+            true => ("incomplete", format!("{reason}; {}", left_over(&report))),
+        };
         Rotation {
             account: account.to_string(),
             outcome: outcome.into(),
             reason,
             regenerated,
+            attention: report.has_failures(),
             report: Some(report),
-            attention: false,
         }
     }
 
@@ -92,10 +100,10 @@ impl Rotation {
     pub fn log(&self) {
         let account = self.account.rsplit('/').next().unwrap_or(&self.account);
         match (self.outcome.as_str(), self.attention) {
-            ("failed", _) => {
+            ("failed", _) | ("incomplete", true) => {
                 tracing::error!(account, outcome = %self.outcome, reason = %self.reason, "rotation")
             }
-            (_, true) => {
+            (_, true) | ("incomplete", _) => {
                 tracing::warn!(account, outcome = %self.outcome, reason = %self.reason, "rotation")
             }
             _ => {
@@ -308,6 +316,32 @@ fn not_reminted(
             ),
         ),
     }
+}
+
+/// What a rotation's reconcile left undone, for its reason: `but not everything moved to key2
+/// (2 failed, 1 deferred): ...`.
+fn left_over(report: &Report) -> String {
+    let failed_notes = report
+        .notes
+        .iter()
+        .filter(|n| n.outcome == Outcome::Failed)
+        .count();
+    let counts: Vec<String> = [
+        (report.count(Outcome::Failed), "failed"),
+        (report.count(Outcome::Deferred), "deferred"),
+        (failed_notes, "account-level failures"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    let key = report
+        .target_key
+        .map_or_else(|| "the new key".to_string(), |k| k.to_string());
+    format!(
+        "but not everything moved to {key} ({}): the next tick completes the move",
+        counts.join(", ")
+    )
 }
 
 /// Why an account is left when some of its datastores could not be read.

@@ -10,4 +10,5 @@ mod key_regenerated;
 mod reconcile_http;
 mod resilience;
 mod rotation;
+mod summaries;
 mod verify;
