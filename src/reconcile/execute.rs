@@ -42,6 +42,12 @@ pub fn planned_entry(workspace: &WorkspaceId, ds: &DatastorePlan, dry_run: bool)
             entry.outcome = Outcome::Failed;
             entry.reason = Some(reason.clone());
         }
+        Step::OtherAccount => {
+            entry.action = Action::Skip;
+            entry.outcome = Outcome::Skipped;
+            entry.reason = Some(crate::report::ON_ANOTHER_ACCOUNT.to_string());
+            entry.other_account = true;
+        }
     }
     entry
 }
@@ -57,6 +63,7 @@ fn datastore_entry(workspace: &WorkspaceId, ds: &DatastorePlan) -> Entry {
         outcome: Outcome::InSync,
         reason: None,
         attention: false,
+        other_account: false,
         verification: None,
     }
 }
@@ -82,6 +89,7 @@ pub fn unusable_datastore(workspace: &WorkspaceId, ds: &Datastore) -> Entry {
         outcome: Outcome::Skipped,
         reason: Some("neither its id nor its name can address it: left alone".into()),
         attention: true,
+        other_account: false,
         verification: None,
     }
 }
@@ -107,6 +115,7 @@ pub fn unusable_workspace(workspace: &Workspace) -> Entry {
                 .into(),
         ),
         attention: true,
+        other_account: false,
         verification: None,
     }
 }
@@ -260,6 +269,7 @@ pub fn workspace_entry(workspace: &WorkspaceId, decision: &ResyncDecision, dry_r
         outcome,
         reason,
         attention: false,
+        other_account: false,
         verification: None,
     }
 }

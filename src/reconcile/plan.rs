@@ -122,6 +122,9 @@ pub enum Step {
     },
     /// Cannot decide; the reason says why.
     Fail(String),
+    /// Nothing to do: the datastore is on another storage account (another name, or the same
+    /// name on another cloud), listed only because its workspace has something on this one.
+    OtherAccount,
 }
 
 #[derive(Debug, Clone)]
@@ -227,10 +230,7 @@ pub fn plan_datastore(
         step,
     };
     if !account.holds(ds) {
-        return plan(
-            None,
-            leave(Outcome::Skipped, crate::report::ON_ANOTHER_ACCOUNT, false),
-        );
+        return plan(None, Step::OtherAccount);
     }
     let kind = ds.credentials_kind();
     if !account.shared_key_allowed

@@ -17,7 +17,8 @@ pub use verification::{CredentialUsed, Verification, VerifyOutcome};
 
 pub use run::RunReport;
 
-/// The reason given for a datastore on another storage account than the one reconciled.
+/// The reason given for a datastore on another storage account than the one reconciled (which
+/// [`Entry::other_account`] marks).
 pub const ON_ANOTHER_ACCOUNT: &str = "on another storage account";
 
 /// The reason given for a SAS datastore before its token is checked against storage: a plan
@@ -164,6 +165,10 @@ pub struct Entry {
     /// type, an object it cannot read).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attention: bool,
+    /// A datastore on another storage account, listed only because its workspace has something
+    /// on this one: nothing was done to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub other_account: bool,
     /// What storage said when the datastore's credential was tried after the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
@@ -173,7 +178,7 @@ impl Entry {
     /// True for a datastore listed only because its workspace has something on the account:
     /// it is on another account, and nothing was done to it.
     pub fn is_on_another_account(&self) -> bool {
-        self.outcome == Outcome::Skipped && self.reason.as_deref() == Some(ON_ANOTHER_ACCOUNT)
+        self.other_account
     }
 
     /// The workspace's name, the last segment of its id.
@@ -366,6 +371,7 @@ mod tests {
             outcome,
             reason: None,
             attention: false,
+            other_account: false,
             verification: None,
         }
     }

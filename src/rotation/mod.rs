@@ -271,12 +271,22 @@ impl Reconciler {
         let dry_run = self
             .reconcile_locked(scope.request(Target::Newest, true, keys.clone(), as_of))
             .await?;
-        let decision = match dry_run.needs_retry() {
-            true => Decision::Leave {
+        // A run from the tick's inventory does not repeat the inventory's failures (the tick
+        // reports them once), but a workspace it could not list may hold a consumer all the same.
+        let unlisted = scope
+            .inventory
+            .as_ref()
+            .is_some_and(|i| !i.failures.is_empty());
+        let decision = match (unlisted, dry_run.needs_retry()) {
+            (true, _) => Decision::Leave {
+                reason: UNLISTED.into(),
+                attention: true,
+            },
+            (false, true) => Decision::Leave {
                 reason: UNREAD.into(),
                 attention: true,
             },
-            false => decide::decide(&facts, created, &keys_held(&dry_run), limits, now),
+            (false, false) => decide::decide(&facts, created, &keys_held(&dry_run), limits, now),
         };
         Ok(Ok(Look {
             account: observed,
@@ -343,6 +353,9 @@ fn left_over(report: &Report) -> String {
         counts.join(", ")
     )
 }
+
+/// Why an account is left when the scope could not be listed in full.
+const UNLISTED: &str = "the scope could not be listed in full (see the tick's notes), so a consumer of the standby key cannot be ruled out: nothing regenerated";
 
 /// Why an account is left when some of its datastores could not be read.
 const UNREAD: &str = "some datastores could not be read, so a consumer of the standby key cannot be ruled out: nothing regenerated";

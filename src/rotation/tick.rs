@@ -409,6 +409,7 @@ mod tests {
             outcome: Outcome::Deferred,
             reason: None,
             attention: false,
+            other_account: false,
             verification: None,
         };
         let id = StorageAccountId::parse(&format!(
@@ -445,6 +446,7 @@ mod tests {
             outcome,
             reason: None,
             attention: false,
+            other_account: false,
             verification: None,
         }
     }

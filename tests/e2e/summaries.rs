@@ -7,11 +7,23 @@ use time::OffsetDateTime;
 
 use crate::helpers::*;
 
-const RG: &str =
-    "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-sum/providers";
+const SUB1: &str = "11111111-2222-3333-4444-555555555555";
+const SUB2: &str = "22222222-2222-3333-4444-555555555555";
 
 fn account_id(name: &str) -> String {
-    format!("{RG}/Microsoft.Storage/storageAccounts/{name}")
+    account_in(SUB1, name)
+}
+
+fn account_in(subscription: &str, name: &str) -> String {
+    format!(
+        "/subscriptions/{subscription}/resourceGroups/rg-sum/providers/Microsoft.Storage/storageAccounts/{name}"
+    )
+}
+
+fn workspace_in(subscription: &str, name: &str) -> String {
+    format!(
+        "/subscriptions/{subscription}/resourceGroups/rg-sum/providers/Microsoft.MachineLearningServices/workspaces/{name}"
+    )
 }
 
 fn days_ago(days: i64) -> String {
@@ -22,8 +34,12 @@ fn days_ago(days: i64) -> String {
 
 /// A tagged account whose key1 (in use) is `key1_days` old; key2 is older still.
 fn tagged_account(name: &str, key1_days: i64) -> Value {
+    tagged_account_in(SUB1, name, key1_days)
+}
+
+fn tagged_account_in(subscription: &str, name: &str, key1_days: i64) -> Value {
     json!({
-        "id": account_id(name),
+        "id": account_in(subscription, name),
         "tags": {"keysync-rotate": "true"},
         "keyCreationTime": {"key1": days_ago(key1_days), "key2": days_ago(400)}
     })
@@ -45,7 +61,7 @@ fn two_candidates() -> Scenario {
     serde_json::from_value(json!({
         "storageAccounts": [tagged_account("stdue01", 120), tagged_account("styoung02", 10)],
         "workspaces": [{
-            "id": format!("{RG}/Microsoft.MachineLearningServices/workspaces/ws-sum"),
+            "id": workspace_in(SUB1, "ws-sum"),
             "storageAccount": account_id("stdue01"),
             "datastores": [store("due_a", "stdue01"), store("due_b", "stdue01"), store("young", "styoung02")]
         }]
@@ -121,4 +137,99 @@ async fn an_event_whose_workspace_listing_failed_says_so() {
         logs[0]
     );
     assert!(app.writes().is_empty());
+}
+
+/// Two subscriptions alike: each with a due account and a workspace with a datastore on it.
+fn two_subscriptions() -> Scenario {
+    let half = |subscription: &str, n: u32| {
+        let account = format!("stdue0{n}");
+        (
+            tagged_account_in(subscription, &account, 120),
+            json!({
+                "id": workspace_in(subscription, &format!("ws-{n}")),
+                "storageAccount": account_in(subscription, &account),
+                "datastores": [store(&format!("data_{n}"), &account)]
+            }),
+        )
+    };
+    let (account1, workspace1) = half(SUB1, 1);
+    let (account2, workspace2) = half(SUB2, 2);
+    serde_json::from_value(json!({
+        "storageAccounts": [account1, account2],
+        "workspaces": [workspace1, workspace2]
+    }))
+    .expect("scenario")
+}
+
+/// The workspaces of one of the two subscriptions (whichever is asked second) cannot be listed.
+fn one_workspace_listing_fails(app: &TestApp) {
+    app.emulator.set_faults(vec![fault(json!({
+        "operation": "Workspaces_ListBySubscription", "kind": "error", "status": 403, "skip": 1
+    }))]);
+}
+
+#[tokio::test]
+async fn a_whole_scope_plan_reports_a_failed_listing_once() {
+    let app = TestApp::start(two_subscriptions()).await;
+    one_workspace_listing_fails(&app);
+
+    let response = reqwest::Client::new()
+        .post(app.host.http_url("reconcile"))
+        .header("x-functions-key", app.host.function_key())
+        .body("{}")
+        .send()
+        .await
+        .expect("the host answers");
+
+    assert_eq!(response.status().as_u16(), 502);
+    let body: Value = response.json().await.unwrap();
+    let text = body.to_string();
+    assert_eq!(
+        text.matches("could not list the workspaces").count(),
+        1,
+        "{body:#}"
+    );
+    assert_eq!(body["notes"].as_array().unwrap().len(), 1, "{body:#}");
+    let accounts = body["accounts"].as_array().unwrap();
+    assert_eq!(accounts.len(), 1, "{body:#}");
+    assert!(accounts[0].get("notes").is_none(), "{body:#}");
+    assert_eq!(body["summary"], "1 account: 2 inSync, 1 failed (see notes)");
+}
+
+#[tokio::test]
+async fn a_tick_reports_a_failed_listing_once_and_rotates_nothing() {
+    let app = TestApp::start(two_subscriptions()).await;
+    one_workspace_listing_fails(&app);
+
+    let tick = app.host.tick("RotateKeys", false).await.unwrap();
+
+    assert_eq!(tick.status, 500, "{:#}", tick.body);
+    assert_eq!(
+        logs(&tick),
+        [
+            "rotated 0 of 2 candidate accounts; swept 1 accounts: 0 datastores updated, 0 with failures; 1 of the scope's listings failed"
+        ]
+    );
+    let value = &tick.body["ReturnValue"];
+    assert_eq!(
+        value
+            .to_string()
+            .matches("could not list the workspaces")
+            .count(),
+        1,
+        "{value:#}"
+    );
+    for rotation in value["rotations"].as_array().unwrap() {
+        assert_eq!(rotation["outcome"], "left", "{rotation:#}");
+        assert!(
+            rotation["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("the scope could not be listed in full"),
+            "{rotation:#}"
+        );
+    }
+    for name in ["stdue01", "stdue02"] {
+        assert_eq!(app.state().account(name)["regenerations"], 0, "{name}");
+    }
 }
