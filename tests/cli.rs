@@ -737,3 +737,66 @@ async fn the_secrets_scan_sees_trace_logs_and_the_token_keysync_was_given_and_ca
     let caught = futures::FutureExt::catch_unwind(leak).await;
     assert!(caught.is_err(), "the scan let a key through");
 }
+
+#[tokio::test]
+async fn the_emulator_refuses_a_scenario_that_is_not_an_object_or_sets_two_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, value: &Value| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, value.to_string()).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let array = write("array.json", &json!([]));
+    let sub = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg/providers";
+    let both = write(
+        "both.json",
+        &json!({
+            "storageAccounts": [{"id": format!("{sub}/Microsoft.Storage/storageAccounts/sta")}],
+            "workspaces": [{
+                "id": format!("{sub}/Microsoft.MachineLearningServices/workspaces/w1"),
+                "storageAccount": format!("{sub}/Microsoft.Storage/storageAccounts/sta"),
+                "datastores": [{
+                    "name": "blob1",
+                    "properties": {"datastoreType": "AzureBlob", "accountName": "sta", "credentials": {"credentialsType": "AccountKey"}},
+                    "secrets": {"key": "not-a-real-key", "keyRef": "key1"}
+                }]
+            }]
+        }),
+    );
+
+    // An emulator that took the file would serve until stopped: give it ten seconds.
+    let refused = |path: String| async move {
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
+            .args(["emulator", "--scenario", &path])
+            .env_clear()
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(std::time::Duration::from_secs(10), run)
+            .await
+            .unwrap_or_else(|_| panic!("the emulator took {path} and started"))
+            .expect("keysync runs");
+        Output {
+            code: output.status.code().expect("an exit code"),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    };
+
+    let out = refused(array).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("array.json: a scenario is a JSON object, such as {\"storageAccounts\""),
+        "{}",
+        out.stderr
+    );
+    let out = refused(both).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "workspace 'w1': datastore 'blob1': secrets sets key and keyRef: set exactly one of"
+        ),
+        "{}",
+        out.stderr
+    );
+}
