@@ -764,25 +764,7 @@ async fn the_emulator_refuses_a_scenario_that_is_not_an_object_or_sets_two_secre
         }),
     );
 
-    // An emulator that took the file would serve until stopped: give it ten seconds.
-    let refused = |path: String| async move {
-        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
-            .args(["emulator", "--scenario", &path])
-            .env_clear()
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(std::time::Duration::from_secs(10), run)
-            .await
-            .unwrap_or_else(|_| panic!("the emulator took {path} and started"))
-            .expect("keysync runs");
-        Output {
-            code: output.status.code().expect("an exit code"),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    };
-
-    let out = refused(array).await;
+    let out = exits_soon(&["emulator", "--scenario", &array], &[]).await;
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stderr
@@ -790,7 +772,7 @@ async fn the_emulator_refuses_a_scenario_that_is_not_an_object_or_sets_two_secre
         "{}",
         out.stderr
     );
-    let out = refused(both).await;
+    let out = exits_soon(&["emulator", "--scenario", &both], &[]).await;
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stderr.contains(
@@ -799,4 +781,52 @@ async fn the_emulator_refuses_a_scenario_that_is_not_an_object_or_sets_two_secre
         "{}",
         out.stderr
     );
+}
+
+/// Runs `keysync` with exactly `env`, for a command that must refuse to start: one that started
+/// would serve until stopped, so it is given ten seconds and then stopped.
+async fn exits_soon(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .unwrap_or_else(|_| panic!("keysync {args:?} started instead of refusing"))
+        .expect("keysync runs");
+    Output {
+        code: output.status.code().expect("an exit code"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_with_a_rotation_it_could_never_carry_out() {
+    let sub = "11111111-2222-3333-4444-555555555555";
+    let base = [
+        ("FUNCTIONS_CUSTOMHANDLER_PORT", "0"),
+        ("KEYSYNC_SUBSCRIPTIONS", sub),
+    ];
+    let elsewhere = SHARED.replace("11111111", "99999999");
+    for (setting, value, words) in [
+        (
+            "KEYSYNC_ROTATE_ACCOUNTS",
+            elsewhere.as_str(),
+            "KEYSYNC_ROTATE_ACCOUNTS: stmlshared01 is in subscription 99999999-2222-3333-4444-555555555555, which KEYSYNC_SUBSCRIPTIONS does not list",
+        ),
+        (
+            "KEYSYNC_ROTATION_SCHEDULE",
+            "0 0 3 31 2 *",
+            "KEYSYNC_ROTATION_SCHEDULE: '0 0 3 31 2 *' never fires in the next four years",
+        ),
+    ] {
+        let mut env = base.to_vec();
+        env.push((setting, value));
+        let out = exits_soon(&["serve"], &env).await;
+        assert_ne!(out.code, 0, "{setting}: {}", out.stderr);
+        assert!(out.stderr.contains(words), "{setting}: {}", out.stderr);
+    }
 }
