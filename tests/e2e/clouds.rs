@@ -67,6 +67,7 @@ async fn a_dns_zone_account_updates_its_own_cloud_and_leaves_foreign_and_look_al
             (Some("skipped"), Some("on another storage account")),
             "{name}"
         );
+        assert_eq!(skipped["otherAccount"], true, "{name}");
         assert_eq!(after.datastore("mlw-zone", name)["writes"], 0, "{name}");
         assert_eq!(
             after.datastore("mlw-zone", name)["secrets"],
