@@ -828,3 +828,96 @@ async fn host_starts_the_handler_serves_its_functions_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn the_emulator_refuses_a_scenario_that_is_not_an_object_or_sets_two_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, value: &Value| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, value.to_string()).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let array = write("array.json", &json!([]));
+    let sub = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg/providers";
+    let both = write(
+        "both.json",
+        &json!({
+            "storageAccounts": [{"id": format!("{sub}/Microsoft.Storage/storageAccounts/sta")}],
+            "workspaces": [{
+                "id": format!("{sub}/Microsoft.MachineLearningServices/workspaces/w1"),
+                "storageAccount": format!("{sub}/Microsoft.Storage/storageAccounts/sta"),
+                "datastores": [{
+                    "name": "blob1",
+                    "properties": {"datastoreType": "AzureBlob", "accountName": "sta", "credentials": {"credentialsType": "AccountKey"}},
+                    "secrets": {"key": "not-a-real-key", "keyRef": "key1"}
+                }]
+            }]
+        }),
+    );
+
+    let out = exits_soon(&["emulator", "--scenario", &array], &[]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("array.json: a scenario is a JSON object, such as {\"storageAccounts\""),
+        "{}",
+        out.stderr
+    );
+    let out = exits_soon(&["emulator", "--scenario", &both], &[]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "workspace 'w1': datastore 'blob1': secrets sets key and keyRef: set exactly one of"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Runs `keysync` with exactly `env`, for a command that must refuse to start: one that started
+/// would serve until stopped, so it is given ten seconds and then stopped.
+async fn exits_soon(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .unwrap_or_else(|_| panic!("keysync {args:?} started instead of refusing"))
+        .expect("keysync runs");
+    Output {
+        code: output.status.code().expect("an exit code"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_with_a_rotation_it_could_never_carry_out() {
+    let sub = "11111111-2222-3333-4444-555555555555";
+    let base = [
+        ("FUNCTIONS_CUSTOMHANDLER_PORT", "0"),
+        ("KEYSYNC_SUBSCRIPTIONS", sub),
+    ];
+    let elsewhere = SHARED.replace("11111111", "99999999");
+    for (setting, value, words) in [
+        (
+            "KEYSYNC_ROTATE_ACCOUNTS",
+            elsewhere.as_str(),
+            "KEYSYNC_ROTATE_ACCOUNTS: stmlshared01 is in subscription 99999999-2222-3333-4444-555555555555, which KEYSYNC_SUBSCRIPTIONS does not list",
+        ),
+        (
+            "KEYSYNC_ROTATION_SCHEDULE",
+            "0 0 3 31 2 *",
+            "KEYSYNC_ROTATION_SCHEDULE: '0 0 3 31 2 *' never fires in the next four years",
+        ),
+    ] {
+        let mut env = base.to_vec();
+        env.push((setting, value));
+        let out = exits_soon(&["serve"], &env).await;
+        assert_ne!(out.code, 0, "{setting}: {}", out.stderr);
+        assert!(out.stderr.contains(words), "{setting}: {}", out.stderr);
+    }
+}

@@ -158,7 +158,7 @@ async fn resolve(
 ) -> Result<StorageAccountId, Stop> {
     progress.step(&format!("finding storage account {}", account.trim()));
     reconciler
-        .resolve_account(account)
+        .resolve_account(account, None)
         .await
         .map_err(|e| match e {
             ResolveError::Arm { .. } => Stop::Failed(e.to_string()),

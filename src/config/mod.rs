@@ -68,6 +68,9 @@ pub struct Config {
     /// `KEYSYNC_TIMER_DEADLINE_SECS`: the same for a timer tick, inside the host's
     /// `functionTimeout` (5 minutes in host.json).
     pub timer_deadline: Duration,
+    /// `KEYSYNC_HTTP_DEADLINE_SECS`: the same for a call of `/api/reconcile`, the account's
+    /// lookup included, inside the 230 s Azure's front end waits for an HTTP trigger's answer.
+    pub http_deadline: Duration,
 }
 
 impl Config {
@@ -99,6 +102,8 @@ impl Config {
             30,
             1..=600,
         )?;
+        let rotation = RotationPolicy::read(&get)?;
+        check_rotation_scope(&rotation, &subscriptions)?;
         let credential = match (get("IDENTITY_ENDPOINT"), get("IDENTITY_HEADER")) {
             (Some(_), Some(_)) => CredentialChoice::ManagedIdentity {
                 client_id: parse_client_id(get("AZURE_CLIENT_ID"))?,
@@ -113,7 +118,7 @@ impl Config {
             max_concurrency,
             request_timeout: Duration::from_secs(timeout as u64),
             credential,
-            rotation: RotationPolicy::read(&get)?,
+            rotation,
             verification: VerificationPolicy::read(&get)?,
             event_deadline: seconds(
                 "KEYSYNC_EVENT_DEADLINE_SECS",
@@ -126,6 +131,12 @@ impl Config {
                 get("KEYSYNC_TIMER_DEADLINE_SECS"),
                 270,
                 1..=3600,
+            )?,
+            http_deadline: seconds(
+                "KEYSYNC_HTTP_DEADLINE_SECS",
+                get("KEYSYNC_HTTP_DEADLINE_SECS"),
+                200,
+                1..=220,
             )?,
         })
     }
@@ -191,6 +202,30 @@ fn parse_subscriptions(value: Option<String>) -> Result<Vec<String>, ConfigError
         return Err(ConfigError::new(NAME, "lists no subscription"));
     }
     Ok(subscriptions)
+}
+
+/// An account listed for rotation must be in a subscription in scope: keysync reads and writes
+/// nothing elsewhere, so it could never rotate it.
+fn check_rotation_scope(
+    rotation: &RotationPolicy,
+    subscriptions: &[String],
+) -> Result<(), ConfigError> {
+    let in_scope = |sub: &str| subscriptions.iter().any(|s| s.eq_ignore_ascii_case(sub));
+    match rotation
+        .accounts
+        .iter()
+        .find(|a| !in_scope(a.subscription()))
+    {
+        Some(outside) => Err(ConfigError::new(
+            "KEYSYNC_ROTATE_ACCOUNTS",
+            format!(
+                "{} is in subscription {}, which KEYSYNC_SUBSCRIPTIONS does not list: keysync could never rotate it",
+                outside.name(),
+                outside.subscription()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A user-assigned identity is chosen by its client id, a GUID; anything else would only fail
@@ -341,5 +376,46 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.setting, "KEYSYNC_MAX_CONCURRENCY");
         assert!(err.to_string().contains("from 1 to 256"), "{err}");
+    }
+
+    #[test]
+    fn an_account_to_rotate_must_be_in_a_subscription_in_scope() {
+        let account = |sub: &str| {
+            format!(
+                "/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/stdue"
+            )
+        };
+        let inside = account(&SUB.to_uppercase());
+        let c = config(&[
+            ("KEYSYNC_SUBSCRIPTIONS", SUB),
+            ("KEYSYNC_ROTATE_ACCOUNTS", &inside),
+        ])
+        .unwrap();
+        assert_eq!(c.rotation.accounts.len(), 1);
+        let outside = account("99999999-2222-3333-4444-555555555555");
+        let err = config(&[
+            ("KEYSYNC_SUBSCRIPTIONS", SUB),
+            ("KEYSYNC_ROTATE_ACCOUNTS", &format!("{inside},{outside}")),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "KEYSYNC_ROTATE_ACCOUNTS: stdue is in subscription 99999999-2222-3333-4444-555555555555, which KEYSYNC_SUBSCRIPTIONS does not list: keysync could never rotate it"
+        );
+    }
+
+    #[test]
+    fn the_http_deadline_stays_inside_azures_230_seconds() {
+        let c = config(&[("KEYSYNC_SUBSCRIPTIONS", SUB)]).unwrap();
+        assert_eq!(c.http_deadline, Duration::from_secs(200));
+        let err = config(&[
+            ("KEYSYNC_SUBSCRIPTIONS", SUB),
+            ("KEYSYNC_HTTP_DEADLINE_SECS", "230"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "KEYSYNC_HTTP_DEADLINE_SECS: '230' is not a whole number from 1 to 220"
+        );
     }
 }

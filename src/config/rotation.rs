@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use chrono::NaiveDateTime;
 use croner::parser::{CronParser, Seconds, Year};
 
 use super::ConfigError;
@@ -116,10 +117,37 @@ fn check_schedule(schedule: &str) -> Result<(), ConfigError> {
             ),
         ));
     }
-    ncrontab().parse(schedule).map_err(|e| {
+    let cron = ncrontab().parse(schedule).map_err(|e| {
         ConfigError::new(NAME, format!("'{schedule}' is not a valid schedule: {e}"))
     })?;
-    Ok(())
+    match next_within_reach(&cron, now_utc()) {
+        Some(_) => Ok(()),
+        None => Err(ConfigError::new(
+            NAME,
+            format!(
+                "'{schedule}' never fires in the next four years (a day that does not exist, such as 31 February, or a day of the month that is never on that day of the week): no key would ever be rotated"
+            ),
+        )),
+    }
+}
+
+/// How long from start-up a schedule may take to fire: four years and two days hold every
+/// leap day, the rarest date a sensible schedule names.
+const LONGEST_WAIT_DAYS: i64 = 4 * 365 + 2;
+
+/// The schedule's next time after `now` (UTC, as the Functions host reads schedules unless told
+/// otherwise), if it comes within [`LONGEST_WAIT_DAYS`].
+fn next_within_reach(cron: &croner::Cron, now: NaiveDateTime) -> Option<NaiveDateTime> {
+    let next = cron.find_next_occurrence(&now, false).ok()?;
+    (next - now <= chrono::TimeDelta::days(LONGEST_WAIT_DAYS)).then_some(next)
+}
+
+/// The current time in UTC, as croner reads it.
+fn now_utc() -> NaiveDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    chrono::DateTime::from_timestamp(now.unix_timestamp(), 0)
+        .map(|t| t.naive_utc())
+        .unwrap_or_default()
 }
 
 /// A parser that reads schedules as the Functions host does: six fields with seconds first,
@@ -174,7 +202,7 @@ fn account_name_in(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{Datelike, NaiveDate, NaiveDateTime, Weekday};
+    use chrono::{Datelike, NaiveDate, Weekday};
     use std::collections::HashMap;
 
     fn policy(pairs: &[(&str, &str)]) -> Result<RotationPolicy, ConfigError> {
@@ -240,6 +268,39 @@ mod tests {
         assert_eq!(
             fridays_13th,
             [at(2026, 2, 13, 9), at(2026, 3, 13, 9), at(2026, 11, 13, 9)]
+        );
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_is_refused() {
+        for never in ["0 0 3 31 2 *", "0 0 3 30 2 *", "0 0 3 31 4 *"] {
+            let err = policy(&[("KEYSYNC_ROTATION_SCHEDULE", never)]).unwrap_err();
+            assert_eq!(err.setting, "KEYSYNC_ROTATION_SCHEDULE", "{never}");
+            assert!(err.to_string().contains("never fires"), "{err}");
+        }
+        for rare in ["0 0 3 29 2 *", "0 0 3 31 * 1", "0 0 3 13 * 5"] {
+            assert!(
+                policy(&[("KEYSYNC_ROTATION_SCHEDULE", rare)]).is_ok(),
+                "{rare}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_next_time_must_come_within_four_years() {
+        let cron = |s| ncrontab().parse(s).unwrap();
+        // 29 February on a Monday: 2044 is the next after 2026, too far to wait for.
+        let leap_monday = cron("0 0 3 29 2 1");
+        assert_eq!(next_within_reach(&leap_monday, at(2026, 3, 1, 0)), None);
+        assert_eq!(
+            next_within_reach(&leap_monday, at(2043, 3, 1, 0)),
+            Some(at(2044, 2, 29, 3))
+        );
+        // Just after one leap day, the next is four years away, and within reach.
+        let leap_day = cron("0 0 3 29 2 *");
+        assert_eq!(
+            next_within_reach(&leap_day, at(2024, 2, 29, 4)),
+            Some(at(2028, 2, 29, 3))
         );
     }
 

@@ -266,22 +266,37 @@ pub(crate) struct SasRef {
 }
 
 impl SecretSpec {
-    /// The `secretsType` this secret is for.
+    /// The `secretsType` this secret is for; `None` unless exactly one field is set.
     pub(crate) fn secrets_type(&self) -> Option<&'static str> {
-        let kinds = [
-            (self.key.is_some() || self.key_ref.is_some(), "AccountKey"),
-            (self.sas_token.is_some(), "Sas"),
-            (self.sas_ref.is_some(), "Sas"),
-            (self.client_secret.is_some(), "ServicePrincipal"),
-            (self.certificate.is_some(), "Certificate"),
-        ];
-        let mut set = kinds.iter().filter(|(present, _)| *present);
-        match (set.next(), set.next()) {
-            (Some((_, kind)), None) => Some(kind),
+        match self.fields_set().as_slice() {
+            [(_, kind)] => Some(kind),
             _ => None,
         }
     }
+
+    /// The fields set, by their name in the file, each with the `secretsType` it is for.
+    fn fields_set(&self) -> Vec<(&'static str, &'static str)> {
+        [
+            ("key", self.key.is_some(), "AccountKey"),
+            ("keyRef", self.key_ref.is_some(), "AccountKey"),
+            ("sasToken", self.sas_token.is_some(), "Sas"),
+            ("sasRef", self.sas_ref.is_some(), "Sas"),
+            (
+                "clientSecret",
+                self.client_secret.is_some(),
+                "ServicePrincipal",
+            ),
+            ("certificate", self.certificate.is_some(), "Certificate"),
+        ]
+        .into_iter()
+        .filter(|(_, present, _)| *present)
+        .map(|(field, _, kind)| (field, kind))
+        .collect()
+    }
 }
+
+/// The fields a datastore's `secrets` may set, exactly one at a time.
+const SECRET_FIELDS: &str = "key, keyRef, sasToken, sasRef, clientSecret, certificate";
 
 mod defaults {
     pub fn tenant() -> String {
@@ -339,12 +354,22 @@ impl Scenario {
     pub fn from_file(path: &Path) -> anyhow::Result<Scenario> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading scenario {}", path.display()))?;
-        let scenario: Scenario = serde_json::from_str(&text)
-            .with_context(|| format!("parsing scenario {}", path.display()))?;
+        let scenario =
+            Self::parse(&text).with_context(|| format!("parsing scenario {}", path.display()))?;
         scenario
             .validate()
             .with_context(|| format!("checking scenario {}", path.display()))?;
         Ok(scenario)
+    }
+
+    /// A scenario from its JSON text, unchecked. Only an object is one: serde would also take an
+    /// array as the fields in order, so that `[]` read as a scenario with nothing in it.
+    fn parse(text: &str) -> anyhow::Result<Scenario> {
+        ensure!(
+            text.trim_start().starts_with('{'),
+            "a scenario is a JSON object, such as {{\"storageAccounts\": [...], \"workspaces\": [...]}}"
+        );
+        Ok(serde_json::from_str(text)?)
     }
 
     /// The distinct subscriptions of the scenario's accounts and workspaces, in order of
@@ -479,9 +504,19 @@ impl Scenario {
         let Some(secret) = &datastore.secrets else {
             return Ok(());
         };
-        let secrets_type = secret.secrets_type().context(
-            "secrets must set exactly one of key, keyRef, sasToken, sasRef, clientSecret, certificate",
-        )?;
+        let secrets_type = match secret.fields_set().as_slice() {
+            [(_, kind)] => *kind,
+            [] => {
+                bail!("secrets sets none of {SECRET_FIELDS}: set exactly one, or leave secrets out")
+            }
+            set => {
+                let names: Vec<&str> = set.iter().map(|(field, _)| *field).collect();
+                bail!(
+                    "secrets sets {}: set exactly one of {SECRET_FIELDS}",
+                    names.join(" and ")
+                )
+            }
+        };
         ensure!(
             secrets_type.eq_ignore_ascii_case(credentials_type),
             "a {secrets_type} secret does not fit credentialsType {credentials_type}"
@@ -655,6 +690,43 @@ mod tests {
             json!({"storageAccounts": [{"id": account_id("sta")}], "workspaces": [workspace(ds)]}),
         );
         assert!(err.contains("does not fit"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_with_both_a_key_and_a_key_ref_is_refused_by_name() {
+        let ds = |secrets: Value| {
+            json!([{
+                "name": "blob1",
+                "properties": {"datastoreType": "AzureBlob", "accountName": "sta", "credentials": {"credentialsType": "AccountKey"}},
+                "secrets": secrets
+            }])
+        };
+        let with = |datastores| json!({"storageAccounts": [{"id": account_id("sta")}], "workspaces": [workspace(datastores)]});
+        let err = error_of(with(ds(json!({"key": "abc", "keyRef": "key1"}))));
+        assert!(
+            err.contains("datastore 'blob1'")
+                && err.contains("secrets sets key and keyRef: set exactly one of key, keyRef,"),
+            "{err}"
+        );
+        let err = error_of(with(ds(json!({}))));
+        assert!(err.contains("secrets sets none of key, keyRef"), "{err}");
+        assert!(scenario(with(ds(json!({"keyRef": "key1"})))).is_ok());
+        assert!(scenario(with(ds(json!({"key": "abc"})))).is_ok());
+    }
+
+    #[test]
+    fn only_a_json_object_is_a_scenario() {
+        for text in [
+            "[]",
+            " [\"aaaaaaaa-0000-4000-8000-00000000000a\"]",
+            "null",
+            "7",
+        ] {
+            let err = format!("{:#}", Scenario::parse(text).unwrap_err());
+            assert!(err.contains("a scenario is a JSON object"), "{text}: {err}");
+        }
+        let empty = Scenario::parse(" \n{}").unwrap();
+        assert!(empty.storage_accounts.is_empty());
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! is the run's report as JSON. Callers get short errors; the detail goes to the log.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -16,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Handler;
+use crate::arm::ArmErrorKind;
 use crate::ondemand::{self, Quiet, RunError, RunOptions, Scope};
 use crate::reconcile::ResolveError;
 
@@ -24,10 +24,6 @@ pub const ROUTE: &str = "/api/reconcile";
 
 /// The largest body accepted; a real one is a few dozen bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// No new work starts after this long. Azure's front end gives up on an HTTP trigger after
-/// 230 s, so this leaves time for calls already under way and the answer.
-pub const DEADLINE: Duration = Duration::from_secs(200);
 
 /// `{"account": "<name or id>", "dryRun": true}`; both optional.
 #[derive(Debug, Deserialize)]
@@ -77,7 +73,9 @@ impl IntoResponse for Rejection {
 /// Handles one request: 200 with the report when nothing failed (its `outcome` is `attention`
 /// when a person must act on a line), 502 with the report when part
 /// of the work failed in Azure, 503 with the report when the deadline left work undone,
-/// 400/404/413 with a short error when nothing was run.
+/// 400/404/413 with a short error when nothing was run (502/503 when the account's lookup failed
+/// or ran out of time). The deadline (`KEYSYNC_HTTP_DEADLINE_SECS`) counts from the request's
+/// arrival, the lookup included.
 pub async fn invoke(
     State(handler): State<Arc<Handler>>,
     body: Result<Bytes, BytesRejection>,
@@ -93,9 +91,12 @@ async fn run(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Rejection> {
     let body = parse(body)?;
+    // One deadline from the start: looking a name up lists the accounts of every subscription,
+    // and a hung listing must not leave the run that follows its full time.
+    let deadline = tokio::time::Instant::now() + handler.config.http_deadline;
     let scope = match body.account.as_deref() {
         None => Scope::All,
-        Some(text) => Scope::Account(resolve(handler, text).await?),
+        Some(text) => Scope::Account(resolve(handler, text, deadline).await?),
     };
     tracing::info!(
         function = "Reconcile",
@@ -106,7 +107,7 @@ async fn run(
 
     let options = RunOptions {
         dry_run: body.dry_run,
-        deadline: Some(tokio::time::Instant::now() + DEADLINE),
+        deadline: Some(deadline),
     };
     let run = ondemand::reconcile(&handler.reconciler, &scope, options, &Quiet)
         .await
@@ -181,16 +182,26 @@ const SHAPE: &str = r#"{"account": "<storage account name or id>" (optional), "d
 async fn resolve(
     handler: &Handler,
     text: &str,
+    deadline: tokio::time::Instant,
 ) -> Result<crate::resource_id::StorageAccountId, Rejection> {
-    handler.reconciler.resolve_account(text).await.map_err(|e| {
+    let found = handler
+        .reconciler
+        .resolve_account(text, Some(deadline))
+        .await;
+    found.map_err(|e| {
         let status = match &e {
             ResolveError::Malformed(_) => StatusCode::BAD_REQUEST,
             // Outside the scope is as good as absent: keysync may not touch it either way.
             ResolveError::OutOfScope(_) | ResolveError::NotFound(_) => StatusCode::NOT_FOUND,
             ResolveError::Arm { error, .. } => {
                 tracing::error!(function = "Reconcile", error = %crate::report::explain::explain(error), "finding the account failed");
+                // Out of time is what a run cut short by its deadline answers: try again.
+                let status = match error.kind {
+                    ArmErrorKind::Deadline => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
                 return Rejection::new(
-                    StatusCode::BAD_GATEWAY,
+                    status,
                     format!(
                         "could not look the account up: {}",
                         crate::report::explain::public_summary(error)

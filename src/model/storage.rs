@@ -151,6 +151,26 @@ impl StorageAccount {
     }
 }
 
+/// The storage DNS suffix of the cloud whose ARM endpoint is `arm`, such as `core.windows.net`
+/// for `https://management.azure.com`; `None` for an endpoint keysync does not know. A loopback
+/// endpoint is the local emulator, which emulates the public cloud.
+pub fn cloud_storage_suffix(arm: &url::Url) -> Option<&'static str> {
+    let public = "core.windows.net";
+    match arm.host()? {
+        url::Host::Ipv4(ip) if ip.is_loopback() => return Some(public),
+        url::Host::Ipv6(ip) if ip.is_loopback() => return Some(public),
+        url::Host::Ipv4(_) | url::Host::Ipv6(_) => return None,
+        url::Host::Domain(_) => {}
+    }
+    let host = arm.host_str()?.trim_end_matches('.').to_ascii_lowercase();
+    match host.as_str() {
+        "localhost" | "management.azure.com" => Some(public),
+        "management.chinacloudapi.cn" => Some("core.chinacloudapi.cn"),
+        "management.usgovcloudapi.net" => Some("core.usgovcloudapi.net"),
+        _ => None,
+    }
+}
+
 /// The response of `listKeys` and `regenerateKey`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AccountKeyList {
@@ -267,6 +287,43 @@ mod tests {
             account("http://127.0.0.1:10000/sto1").endpoint_suffix(),
             None
         );
+    }
+
+    #[test]
+    fn a_dns_zone_endpoint_has_no_suffix_to_read() {
+        let zone = account("https://sto1.z12.blob.storage.azure.net/");
+        assert_eq!(zone.endpoint_suffix(), None);
+    }
+
+    #[test]
+    fn the_cloud_storage_suffix_follows_the_arm_endpoint() {
+        let suffix = |arm: &str| cloud_storage_suffix(&url::Url::parse(arm).unwrap());
+        assert_eq!(
+            suffix("https://management.azure.com"),
+            Some("core.windows.net")
+        );
+        assert_eq!(
+            suffix("https://Management.ChinaCloudAPI.cn/"),
+            Some("core.chinacloudapi.cn")
+        );
+        assert_eq!(
+            suffix("https://management.usgovcloudapi.net"),
+            Some("core.usgovcloudapi.net")
+        );
+        for emulator in [
+            "http://127.0.0.1:40123",
+            "https://localhost:8443/",
+            "http://[::1]:1234",
+        ] {
+            assert_eq!(suffix(emulator), Some("core.windows.net"), "{emulator}");
+        }
+        for unknown in [
+            "https://management.example.com",
+            "https://management.azure.com.evil.com",
+            "http://10.0.0.5:8080",
+        ] {
+            assert_eq!(suffix(unknown), None, "{unknown}");
+        }
     }
 
     #[test]

@@ -42,6 +42,12 @@ pub fn planned_entry(workspace: &WorkspaceId, ds: &DatastorePlan, dry_run: bool)
             entry.outcome = Outcome::Failed;
             entry.reason = Some(reason.clone());
         }
+        Step::OtherAccount => {
+            entry.action = Action::Skip;
+            entry.outcome = Outcome::Skipped;
+            entry.reason = Some(crate::report::ON_ANOTHER_ACCOUNT.to_string());
+            entry.other_account = true;
+        }
     }
     entry
 }
@@ -57,6 +63,7 @@ fn datastore_entry(workspace: &WorkspaceId, ds: &DatastorePlan) -> Entry {
         outcome: Outcome::InSync,
         reason: None,
         attention: false,
+        other_account: false,
         verification: None,
     }
 }
@@ -82,6 +89,7 @@ pub fn unusable_datastore(workspace: &WorkspaceId, ds: &Datastore) -> Entry {
         outcome: Outcome::Skipped,
         reason: Some("neither its id nor its name can address it: left alone".into()),
         attention: true,
+        other_account: false,
         verification: None,
     }
 }
@@ -107,6 +115,7 @@ pub fn unusable_workspace(workspace: &Workspace) -> Entry {
                 .into(),
         ),
         attention: true,
+        other_account: false,
         verification: None,
     }
 }
@@ -134,11 +143,8 @@ pub async fn datastore(
             entry.outcome = Outcome::Updated;
             stored = Some(datastore);
         }
-        Err(UpdateError::Changed(reason)) => {
-            entry.action = Action::Skip;
-            entry.outcome = Outcome::Skipped;
-            entry.reason = Some(reason.to_string());
-        }
+        Err(UpdateError::Changed) => skip(&mut entry, CHANGED),
+        Err(UpdateError::NoCredentials) => skip(&mut entry, NO_CREDENTIALS),
         Err(UpdateError::Arm(e)) if e.kind == ArmErrorKind::Deadline => defer(&mut entry),
         Err(UpdateError::Arm(e)) => entry.reason = Some(reported(&e)),
     }
@@ -168,9 +174,25 @@ fn defer(entry: &mut Entry) {
     entry.reason = Some(DEFERRED.into());
 }
 
-enum UpdateError {
-    /// The datastore no longer looks like it did when planned.
-    Changed(&'static str),
+/// Marks a datastore left alone after all, and why.
+fn skip(entry: &mut Entry, reason: &str) {
+    entry.action = Action::Skip;
+    entry.outcome = Outcome::Skipped;
+    entry.reason = Some(reason.into());
+}
+
+/// Why a datastore that was re-pointed or re-typed while keysync worked on it was left alone.
+pub(crate) const CHANGED: &str = "changed while keysync was working: left alone";
+/// Why a datastore without a credentials object was left alone.
+pub(crate) const NO_CREDENTIALS: &str = "no credentials object to update: left alone";
+
+/// Why a datastore's secret was not replaced.
+pub(crate) enum UpdateError {
+    /// It is no longer a datastore of that kind on the account: re-pointed or re-typed since
+    /// it was read.
+    Changed,
+    /// Its resource has no credentials object to put the secret in.
+    NoCredentials,
     Arm(ArmError),
 }
 
@@ -196,23 +218,27 @@ async fn update_in_place(
     .await
 }
 
-/// Stores `token` as a SAS datastore's token, in place like a key update; the error, in words,
-/// when nothing was stored.
-pub async fn store_sas_token(
+/// Stores `token` as a SAS datastore's token, in place like a key update; returns the datastore
+/// as stored.
+pub(crate) async fn store_sas_token(
     arm: &ArmClient,
     id: &DatastoreId,
     facts: &AccountFacts,
     token: &SecretString,
-) -> Result<(), String> {
+) -> Result<Datastore, UpdateError> {
     replace_secrets(arm, id, facts, CredentialsKind::Sas, |current| {
         current.with_sas_token(token)
     })
     .await
-    .map(|_| ())
-    .map_err(|e| match e {
-        UpdateError::Changed(reason) => reason.to_string(),
+}
+
+/// [`store_sas_token`]'s error in words, with Azure's message when an ARM call failed.
+pub(crate) fn explain_update(e: UpdateError) -> String {
+    match e {
+        UpdateError::Changed => CHANGED.to_string(),
+        UpdateError::NoCredentials => NO_CREDENTIALS.to_string(),
         UpdateError::Arm(e) => explain(&e),
-    })
+    }
 }
 
 /// GET the datastore, check it still is a `kind` datastore on the account, replace its secrets
@@ -227,13 +253,9 @@ async fn replace_secrets(
     let current = arm.get_datastore(id).await?;
     // Someone may have re-pointed or re-typed the datastore since it was listed.
     if !facts.holds(&current) || current.credentials_kind() != kind {
-        return Err(UpdateError::Changed(
-            "changed while keysync was working: left alone",
-        ));
+        return Err(UpdateError::Changed);
     }
-    let body = with_secret(&current).ok_or(UpdateError::Changed(
-        "no credentials object to update: left alone",
-    ))?;
+    let body = with_secret(&current).ok_or(UpdateError::NoCredentials)?;
     let stored = arm.put_datastore(id, &body).await?;
     // Azure answers with the resource as stored; an answer that does not look like it leaves
     // the resource as read, which is what was written but for the secret.
@@ -260,6 +282,7 @@ pub fn workspace_entry(workspace: &WorkspaceId, decision: &ResyncDecision, dry_r
         outcome,
         reason,
         attention: false,
+        other_account: false,
         verification: None,
     }
 }

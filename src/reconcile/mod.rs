@@ -18,7 +18,7 @@ use futures::FutureExt;
 use time::OffsetDateTime;
 
 use crate::arm::{ArmClient, ArmError};
-use crate::model::storage::{AccountKeys, KeyCreationTime, StorageAccount};
+use crate::model::storage::{AccountKeys, KeyCreationTime, StorageAccount, cloud_storage_suffix};
 use crate::report::{Note, Outcome, Report};
 use crate::resource_id::{StorageAccountId, WorkspaceId};
 
@@ -95,11 +95,15 @@ pub struct Reconciler {
     slots: coalesce::Slots,
     /// Checks credentials against storage after a run; see `with_verification`.
     verifier: Option<verify::Verifier>,
+    /// The storage DNS suffix of the cloud the ARM client talks to, for accounts whose endpoints
+    /// do not tell theirs.
+    cloud_suffix: Option<&'static str>,
 }
 
 impl Reconciler {
     pub fn new(arm: ArmClient, subscriptions: Vec<String>) -> Self {
         Reconciler {
+            cloud_suffix: cloud_storage_suffix(&arm.options().endpoint),
             arm,
             subscriptions,
             resynced_for: Mutex::default(),
@@ -164,7 +168,7 @@ impl Reconciler {
         let ((account, keys), (worked, notes)) =
             futures::try_join!(account, run.all_workspaces().map(Ok))?;
 
-        let facts = facts(&account);
+        let facts = self.facts(&account);
         let mut report = Report::new(request.account.as_str(), request.dry_run);
         match &keys {
             Some(_) => report.target_key = Some(facts.target_slot(request.target)),
@@ -193,6 +197,11 @@ impl Reconciler {
                 .await;
         }
         Ok(report)
+    }
+
+    /// What the planner needs to know about `account`.
+    pub fn facts(&self, account: &StorageAccount) -> AccountFacts {
+        facts(account, self.cloud_suffix)
     }
 
     fn last_resync(&self, workspace: &WorkspaceId) -> Option<OffsetDateTime> {
@@ -258,11 +267,14 @@ pub(crate) async fn read_account(
     }
 }
 
-/// What the planner needs to know about an account.
-pub fn facts(account: &StorageAccount) -> AccountFacts {
+/// What the planner needs to know about an account; `cloud_suffix` stands in for the storage
+/// suffix of its cloud when its endpoints do not show one (a DNS-zone endpoint, an emulator's).
+pub fn facts(account: &StorageAccount, cloud_suffix: Option<&str>) -> AccountFacts {
     AccountFacts {
         name: account.name.clone(),
-        endpoint_suffix: account.endpoint_suffix(),
+        endpoint_suffix: account
+            .endpoint_suffix()
+            .or_else(|| cloud_suffix.map(str::to_string)),
         shared_key_allowed: account.shared_key_allowed(),
         key_creation_time: account.key_creation_time(),
     }

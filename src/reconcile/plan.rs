@@ -26,7 +26,8 @@ pub enum Target {
 #[derive(Debug, Clone)]
 pub struct AccountFacts {
     pub name: String,
-    /// `core.windows.net` and the like; `None` when the account's endpoints have another shape.
+    /// The storage DNS suffix of the account's cloud (`core.windows.net` and the like): read from
+    /// its endpoints, else that of the cloud keysync talks to; `None` when neither tells.
     pub endpoint_suffix: Option<String>,
     pub shared_key_allowed: bool,
     pub key_creation_time: KeyCreationTime,
@@ -47,20 +48,20 @@ impl AccountFacts {
         t.key1.max(t.key2)
     }
 
-    /// True when `datastore` reaches this account: same account name and the same cloud.
+    /// True when `datastore` reaches this account: same account name and the same cloud. When
+    /// the account's cloud is unknown, only a datastore that names no endpoint can be told to be
+    /// on it (Azure fills in its own cloud's suffix).
     pub fn holds(&self, datastore: &Datastore) -> bool {
-        let same_name = datastore.names_account(&self.name);
         let same_cloud = match (datastore.endpoint(), self.endpoint_suffix.as_deref()) {
+            (None, _) => true,
             (Some(endpoint), Some(suffix)) => endpoint
                 .trim()
                 .trim_matches('.')
                 .trim_end_matches('/')
                 .eq_ignore_ascii_case(suffix),
-            // Azure fills in the cloud's suffix when a datastore names none; and an account whose
-            // endpoints are not `<name>.blob.<suffix>` (an emulator) cannot be told apart by cloud.
-            _ => true,
+            (Some(_), None) => false,
         };
-        same_name && same_cloud
+        datastore.names_account(&self.name) && same_cloud
     }
 
     /// True when keysync must read this datastore's stored secret to decide.
@@ -121,6 +122,9 @@ pub enum Step {
     },
     /// Cannot decide; the reason says why.
     Fail(String),
+    /// Nothing to do: the datastore is on another storage account (another name, or the same
+    /// name on another cloud), listed only because its workspace has something on this one.
+    OtherAccount,
 }
 
 #[derive(Debug, Clone)]
@@ -226,10 +230,7 @@ pub fn plan_datastore(
         step,
     };
     if !account.holds(ds) {
-        return plan(
-            None,
-            leave(Outcome::Skipped, crate::report::ON_ANOTHER_ACCOUNT, false),
-        );
+        return plan(None, Step::OtherAccount);
     }
     let kind = ds.credentials_kind();
     if !account.shared_key_allowed

@@ -2,6 +2,7 @@
 //! looked up in the subscriptions in scope.
 
 use futures::future::join_all;
+use tokio::time::Instant;
 
 use super::Reconciler;
 use crate::arm::ArmError;
@@ -31,10 +32,12 @@ pub enum ResolveError {
 impl Reconciler {
     /// The in-scope account that `name_or_id` names: an ARM id (whose subscription must be in
     /// scope; the account itself is read later) or a bare name, matched case-insensitively
-    /// against the accounts listed in every subscription in scope.
+    /// against the accounts listed in every subscription in scope. No listing request starts,
+    /// and none runs on, past `deadline`: the lookup is part of the run that follows.
     pub async fn resolve_account(
         &self,
         name_or_id: &str,
+        deadline: Option<Instant>,
     ) -> Result<StorageAccountId, ResolveError> {
         let input = name_or_id.trim();
         if input.contains('/') {
@@ -52,14 +55,19 @@ impl Reconciler {
         if !is_account_name(input) {
             return Err(ResolveError::Malformed(shown(input)));
         }
-        self.find_account_named(input).await
+        self.find_account_named(input, deadline).await
     }
 
-    async fn find_account_named(&self, name: &str) -> Result<StorageAccountId, ResolveError> {
+    async fn find_account_named(
+        &self,
+        name: &str,
+        deadline: Option<Instant>,
+    ) -> Result<StorageAccountId, ResolveError> {
+        let arm = self.arm_until(deadline);
         let listings = self
             .subscriptions()
             .iter()
-            .map(|s| self.arm().list_storage_accounts(s));
+            .map(|s| arm.list_storage_accounts(s));
         let mut first_error = None;
         for listing in join_all(listings).await {
             match listing {

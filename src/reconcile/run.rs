@@ -65,7 +65,9 @@ pub(super) struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Every workspace in scope, from the request's inventory or listed now.
+    /// Every workspace in scope, from the request's inventory or listed now; and the listing's
+    /// failures when it was listed now. An inventory's failures are its lister's to report, once
+    /// for the whole scope rather than again under every account run from it.
     pub async fn all_workspaces(&self) -> (Vec<Worked>, Vec<Note>) {
         if let Some(inventory) = &self.request.inventory {
             // Only the workspaces that may have to do with the account get a future: a sweep
@@ -75,11 +77,6 @@ impl Run<'_> {
                 .iter()
                 .filter(|ws| may_concern(ws, &self.request.account))
                 .map(|ws| self.workspace(ws.id.clone(), &ws.workspace, self.listed(ws)));
-            let notes = inventory
-                .failures
-                .iter()
-                .map(|f| failed_note(f.clone()))
-                .collect();
             let mut worked: Vec<Worked> = join_all(runs).await.into_iter().flatten().collect();
             worked.extend(
                 inventory
@@ -88,7 +85,7 @@ impl Run<'_> {
                     .filter_map(|ws| self.unusable_workspace(ws))
                     .flatten(),
             );
-            return (worked, notes);
+            return (worked, Vec::new());
         }
         let subscriptions = self
             .reconciler
@@ -184,7 +181,7 @@ impl Run<'_> {
         let Ok((account, keys)) = self.account.clone().await else {
             return Vec::new();
         };
-        let facts = super::facts(&account);
+        let facts = self.reconciler.facts(&account);
         let keys = keys.as_deref();
         let arm = &self.arm;
         let (datastores, stale_keys, unusable) = match listed {
@@ -363,6 +360,7 @@ fn listing_error_entry(plan: &WorkspacePlan) -> Vec<Entry> {
         outcome: Outcome::Failed,
         reason: Some(format!("could not list its datastores: {reason}")),
         attention: false,
+        other_account: false,
         verification: None,
     }]
 }

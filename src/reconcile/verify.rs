@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use super::Reconciler;
-use super::execute::{self, reported};
+use super::execute::{self, UpdateError, reported};
 use super::plan::{AccountFacts, ObservedDatastore, SecretState};
 use super::run::FollowUp;
 use crate::arm::ArmClient;
@@ -491,31 +491,20 @@ impl Checks<'_> {
         }
     }
 
-    /// GET the datastore, replace only its secret with `token`, PUT it back whole; returns it as
-    /// stored.
+    /// Stores `token` in place (see [`execute::store_sas_token`]); returns the datastore as
+    /// stored, or why not in the report's words (without Azure's message, which is logged).
     async fn store_token(
         &self,
         id: &DatastoreId,
         token: &SecretString,
     ) -> Result<Datastore, String> {
-        let current = self.arm.get_datastore(id).await.map_err(|e| reported(&e))?;
-        // Someone may have re-pointed or re-typed the datastore since it was read.
-        if !self.run.facts.holds(&current) || current.credentials_kind() != CredentialsKind::Sas {
-            return Err("the datastore changed while keysync was working: left alone".into());
-        }
-        let body = current
-            .with_sas_token(token)
-            .ok_or("no credentials object to update: left alone")?;
-        let stored = self
-            .arm
-            .put_datastore(id, &body)
+        execute::store_sas_token(&self.arm, id, self.run.facts, token)
             .await
-            .map_err(|e| reported(&e))?;
-        // As for account keys: an answer that does not look like the resource leaves it as read.
-        Ok(match self.run.facts.holds(&stored) {
-            true => stored,
-            false => current,
-        })
+            .map_err(|e| match e {
+                UpdateError::Changed => format!("the datastore {}", execute::CHANGED),
+                UpdateError::NoCredentials => execute::NO_CREDENTIALS.to_string(),
+                UpdateError::Arm(e) => reported(&e),
+            })
     }
 
     /// The container or share a datastore names, under the account's endpoint for it.

@@ -17,7 +17,8 @@ pub use verification::{CredentialUsed, Verification, VerifyOutcome};
 
 pub use run::RunReport;
 
-/// The reason given for a datastore on another storage account than the one reconciled.
+/// The reason given for a datastore on another storage account than the one reconciled (which
+/// [`Entry::other_account`] marks).
 pub const ON_ANOTHER_ACCOUNT: &str = "on another storage account";
 
 /// The reason given for a SAS datastore before its token is checked against storage: a plan
@@ -164,6 +165,10 @@ pub struct Entry {
     /// type, an object it cannot read).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attention: bool,
+    /// A datastore on another storage account, listed only because its workspace has something
+    /// on this one: nothing was done to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub other_account: bool,
     /// What storage said when the datastore's credential was tried after the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
@@ -173,7 +178,7 @@ impl Entry {
     /// True for a datastore listed only because its workspace has something on the account:
     /// it is on another account, and nothing was done to it.
     pub fn is_on_another_account(&self) -> bool {
-        self.outcome == Outcome::Skipped && self.reason.as_deref() == Some(ON_ANOTHER_ACCOUNT)
+        self.other_account
     }
 
     /// The workspace's name, the last segment of its id.
@@ -220,10 +225,23 @@ impl Report {
         self.entries.iter().filter(|e| e.outcome == outcome).count()
     }
 
-    /// One short line such as `3 updated, 1 resynced, 2 inSync`.
+    /// One short line such as `3 updated, 1 resynced, 2 inSync`, then what failed on the
+    /// account as a whole (a listing, say): `failed: could not list all the workspaces: ...`.
     pub fn summary(&self) -> String {
-        let summary = count_outcomes(self.entries.iter())
-            .unwrap_or_else(|| "nothing on this account".to_string());
+        let mut parts: Vec<String> = count_outcomes(self.entries.iter()).into_iter().collect();
+        let mut failed = self.notes.iter().filter(|n| n.outcome == Outcome::Failed);
+        if let Some(first) = failed.next() {
+            let more = match failed.count() {
+                0 => String::new(),
+                1 => " (and 1 more failure: see the notes)".to_string(),
+                n => format!(" (and {n} more failures: see the notes)"),
+            };
+            parts.push(format!("failed: {}{more}", first.message));
+        }
+        let summary = match parts.is_empty() {
+            true => "nothing on this account".to_string(),
+            false => parts.join("; "),
+        };
         match self.verification_summary() {
             Some(checks) => format!("{summary}; storage: {checks}"),
             None => summary,
@@ -353,6 +371,7 @@ mod tests {
             outcome,
             reason: None,
             attention: false,
+            other_account: false,
             verification: None,
         }
     }
@@ -369,6 +388,34 @@ mod tests {
         assert!(!report.has_failures());
         report.entries.push(entry(Outcome::Failed));
         assert!(report.has_failures());
+    }
+
+    #[test]
+    fn the_summary_says_what_failed_on_the_account_as_a_whole() {
+        let mut report = Report::new("acct", false);
+        assert_eq!(report.summary(), "nothing on this account");
+        let note = |outcome, message: &str| Note {
+            outcome,
+            message: message.into(),
+        };
+        report
+            .notes
+            .push(note(Outcome::Skipped, "shared-key access is disabled"));
+        assert_eq!(report.summary(), "nothing on this account");
+        report.notes.push(note(
+            Outcome::Failed,
+            "could not list all the workspaces: HTTP 503",
+        ));
+        assert_eq!(
+            report.summary(),
+            "failed: could not list all the workspaces: HTTP 503"
+        );
+        report.notes.push(note(Outcome::Failed, "another"));
+        report.entries.push(entry(Outcome::Updated));
+        assert_eq!(
+            report.summary(),
+            "1 updated; failed: could not list all the workspaces: HTTP 503 (and 1 more failure: see the notes)"
+        );
     }
 
     #[test]

@@ -183,6 +183,7 @@ mod tests {
             outcome: Outcome::Deferred,
             reason: None,
             attention: false,
+            other_account: false,
             verification: None,
         });
         let run = RunReport::new(false, vec![report], vec![]);
@@ -201,6 +202,7 @@ mod tests {
             outcome,
             reason: None,
             attention,
+            other_account: false,
             verification: None,
         }
     }

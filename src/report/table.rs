@@ -118,7 +118,7 @@ impl Rotation {
         let style = match (self.outcome.as_str(), self.attention) {
             ("failed", _) => failed_style(),
             ("rotated", _) => ok_style(),
-            (_, true) => warn_style(),
+            ("incomplete", _) | (_, true) => warn_style(),
             _ => Style::new(),
         };
         let mut out = format!(
@@ -270,6 +270,7 @@ mod tests {
                 outcome: Outcome::Updated,
                 reason: None,
                 attention: false,
+                other_account: false,
                 verification: None,
             },
             Entry {
@@ -282,6 +283,7 @@ mod tests {
                 outcome: Outcome::Resynced,
                 reason: None,
                 attention: false,
+                other_account: false,
                 verification: None,
             },
         ];
@@ -293,6 +295,35 @@ mod tests {
         let table = report().to_table();
         let expected = "storage account st1, target key1\n  workspace mlw-vision\n    blob         stale    updated to key1\n    (workspace)           resynced\n  summary: 1 updated, 1 resynced";
         assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn datastores_on_other_accounts_are_told_by_their_mark_not_their_wording() {
+        let mut report = report();
+        let mut elsewhere = report.entries[0].clone();
+        elsewhere.datastore = Some("elsewhere".into());
+        elsewhere.outcome = Outcome::Skipped;
+        elsewhere.reason = Some("reworded: this one lives on a different account".into());
+        elsewhere.other_account = true;
+        let mut look_alike = report.entries[0].clone();
+        look_alike.datastore = Some("look_alike".into());
+        look_alike.outcome = Outcome::Skipped;
+        look_alike.reason = Some(crate::report::ON_ANOTHER_ACCOUNT.into());
+        report.entries.insert(1, elsewhere);
+        report.entries.insert(2, look_alike);
+        let table = report.to_table();
+        assert!(
+            table.contains("    (on other storage accounts: elsewhere)\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("    look_alike   stale    skipped  (on another storage account)\n"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&report.entries[1]).unwrap();
+        assert_eq!(json["otherAccount"], true);
+        let json = serde_json::to_value(&report.entries[2]).unwrap();
+        assert!(json.get("otherAccount").is_none(), "{json}");
     }
 
     #[test]

@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 use crate::arm::ArmClient;
 use crate::model::storage::{AccountKeys, KeyCreationTime, KeySlot, StorageAccount};
 use crate::reconcile::plan::Target;
-use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request, facts, read_account};
-use crate::report::{Held, ObjectKind, Report};
+use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request, read_account};
+use crate::report::{Held, ObjectKind, Outcome, Report};
 use crate::resource_id::StorageAccountId;
 
 pub use decide::{Decision, Limits};
@@ -28,7 +28,9 @@ pub use decide::{Decision, Limits};
 pub struct Rotation {
     pub account: String,
     /// `rotated`; `completed` (no key regenerated: the datastores moved to the key an earlier
-    /// rotation created, which was cut short); `left`; or `failed`.
+    /// rotation created, which was cut short); `incomplete` (rotated or completing, but some
+    /// datastore moves failed or were left for later: the next tick completes them); `left`; or
+    /// `failed`.
     pub outcome: String,
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,7 +56,9 @@ impl Rotation {
         }
     }
 
-    /// An account whose keys and datastores were changed, with the reconcile that did it.
+    /// An account whose keys and datastores were changed, with the reconcile that did it; it is
+    /// `incomplete` instead of `outcome` when that reconcile failed or deferred some of its work,
+    /// and needs a person's attention when something failed.
     fn done(
         account: &StorageAccountId,
         outcome: &str,
@@ -62,13 +66,17 @@ impl Rotation {
         regenerated: Option<KeySlot>,
         report: Report,
     ) -> Self {
+        let (outcome, reason) = match report.needs_retry() {
+            false => (outcome, reason),
+            true => ("incomplete", format!("{reason}; {}", left_over(&report))),
+        };
         Rotation {
             account: account.to_string(),
             outcome: outcome.into(),
             reason,
             regenerated,
+            attention: report.has_failures(),
             report: Some(report),
-            attention: false,
         }
     }
 
@@ -92,10 +100,10 @@ impl Rotation {
     pub fn log(&self) {
         let account = self.account.rsplit('/').next().unwrap_or(&self.account);
         match (self.outcome.as_str(), self.attention) {
-            ("failed", _) => {
+            ("failed", _) | ("incomplete", true) => {
                 tracing::error!(account, outcome = %self.outcome, reason = %self.reason, "rotation")
             }
-            (_, true) => {
+            (_, true) | ("incomplete", _) => {
                 tracing::warn!(account, outcome = %self.outcome, reason = %self.reason, "rotation")
             }
             _ => {
@@ -217,7 +225,7 @@ impl Reconciler {
         standby: KeySlot,
     ) -> Result<Vec<sas::Reminted>, Rotation> {
         let account = scope.account;
-        let facts = facts(&look.account);
+        let facts = self.facts(&look.account);
         let found = sas::read(arm, &facts, &look.keys, &look.dry_run).await;
         let findings: Vec<decide::SasFinding> = found.iter().map(|f| f.finding.clone()).collect();
         let lifetime = self.sas_remint_lifetime();
@@ -253,7 +261,7 @@ impl Reconciler {
         let observed = read_account(arm, account).await?;
         let now = OffsetDateTime::now_utc();
         let created = observed.properties.creation_time;
-        let facts = facts(&observed);
+        let facts = self.facts(&observed);
         if !observed.shared_key_allowed() {
             let reason = decide::SHARED_KEY_DISABLED.to_string();
             return Ok(Err(Rotation::left(account, reason, false)));
@@ -263,12 +271,22 @@ impl Reconciler {
         let dry_run = self
             .reconcile_locked(scope.request(Target::Newest, true, keys.clone(), as_of))
             .await?;
-        let decision = match dry_run.needs_retry() {
-            true => Decision::Leave {
+        // A run from the tick's inventory does not repeat the inventory's failures (the tick
+        // reports them once), but a workspace it could not list may hold a consumer all the same.
+        let unlisted = scope
+            .inventory
+            .as_ref()
+            .is_some_and(|i| !i.failures.is_empty());
+        let decision = match (unlisted, dry_run.needs_retry()) {
+            (true, _) => Decision::Leave {
+                reason: UNLISTED.into(),
+                attention: true,
+            },
+            (false, true) => Decision::Leave {
                 reason: UNREAD.into(),
                 attention: true,
             },
-            false => decide::decide(&facts, created, &keys_held(&dry_run), limits, now),
+            (false, false) => decide::decide(&facts, created, &keys_held(&dry_run), limits, now),
         };
         Ok(Ok(Look {
             account: observed,
@@ -309,6 +327,35 @@ fn not_reminted(
         ),
     }
 }
+
+/// What a rotation's reconcile left undone, for its reason: `but not everything moved to key2
+/// (2 failed, 1 deferred): ...`.
+fn left_over(report: &Report) -> String {
+    let failed_notes = report
+        .notes
+        .iter()
+        .filter(|n| n.outcome == Outcome::Failed)
+        .count();
+    let counts: Vec<String> = [
+        (report.count(Outcome::Failed), "failed"),
+        (report.count(Outcome::Deferred), "deferred"),
+        (failed_notes, "account-level failures"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    let key = report
+        .target_key
+        .map_or_else(|| "the new key".to_string(), |k| k.to_string());
+    format!(
+        "but not everything moved to {key} ({}): the next tick completes the move",
+        counts.join(", ")
+    )
+}
+
+/// Why an account is left when the scope could not be listed in full.
+const UNLISTED: &str = "the scope could not be listed in full (see the tick's notes), so a consumer of the standby key cannot be ruled out: nothing regenerated";
 
 /// Why an account is left when some of its datastores could not be read.
 const UNREAD: &str = "some datastores could not be read, so a consumer of the standby key cannot be ruled out: nothing regenerated";

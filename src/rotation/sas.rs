@@ -15,7 +15,7 @@ use super::decide::{SasFinding, Signer};
 use crate::arm::ArmClient;
 use crate::model::ml::{CredentialsKind, Datastore};
 use crate::model::storage::{AccountKeys, KeySlot};
-use crate::reconcile::execute::{explain, store_sas_token};
+use crate::reconcile::execute::{explain, explain_update, store_sas_token};
 use crate::reconcile::plan::AccountFacts;
 use crate::report::{Action, ObjectKind, Outcome, Report, SAS_TOKEN};
 use crate::resource_id::{DatastoreId, WorkspaceId};
@@ -188,7 +188,7 @@ pub(super) async fn remint(
         .map_err(|e| cannot(e.to_string()))?;
     store_sas_token(arm, &found.id, facts, &new)
         .await
-        .map_err(NotReminted::Failed)?;
+        .map_err(|e| NotReminted::Failed(explain_update(e)))?;
     tracing::info!(
         datastore = found.id.name(),
         key = %active,

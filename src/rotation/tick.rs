@@ -63,8 +63,10 @@ impl TickReport {
         regenerations.count() + reports.chain(&self.sweep).map(written).sum::<usize>()
     }
 
-    /// One line: `rotated 1 of 2 candidate accounts; swept 3 accounts: 2 datastores updated,
-    /// ...`, with the rotations cut short that were completed, if any.
+    /// One line: `rotated 1 of 2 candidate accounts; swept 3 accounts: 2 datastores updated, 0
+    /// with failures`, with the rotations completed, incomplete or failed, the sweep's accounts
+    /// cut short by the deadline and the scope's failed listings when there are any: whatever
+    /// fails the tick shows here.
     pub fn summary(&self) -> String {
         let count = |outcome| {
             self.rotations
@@ -72,18 +74,57 @@ impl TickReport {
                 .filter(|r| r.outcome == outcome)
                 .count()
         };
-        let completed = match count("completed") {
-            0 => String::new(),
-            n => format!(" (and completed {n} cut short)"),
-        };
-        let failed = self.sweep.iter().filter(|r| r.has_failures()).count();
-        let changed: usize = self.sweep.iter().map(|r| r.count(Outcome::Updated)).sum();
-        format!(
-            "rotated {} of {} candidate accounts{completed}; swept {} accounts: {changed} datastores updated, {failed} with failures",
-            count("rotated"),
+        let rotated = self
+            .rotations
+            .iter()
+            .filter(|r| r.regenerated.is_some())
+            .count();
+        let rotations = format!(
+            "rotated {rotated} of {} candidate accounts{}",
             self.rotations.len(),
+            parenthesised(&[
+                (count("completed"), "completed {} cut short"),
+                (count("incomplete"), "{} incomplete"),
+                (count("failed"), "{} failed"),
+            ])
+        );
+        let failed = self.sweep.iter().filter(|r| r.has_failures()).count();
+        let deferred = self
+            .sweep
+            .iter()
+            .filter(|r| r.needs_retry() && !r.has_failures())
+            .count();
+        let changed: usize = self.sweep.iter().map(|r| r.count(Outcome::Updated)).sum();
+        let listings = self
+            .notes
+            .iter()
+            .filter(|n| n.outcome == Outcome::Failed)
+            .count();
+        let mut summary = format!(
+            "{rotations}; swept {} accounts: {changed} datastores updated, {failed} with failures",
             self.sweep.len()
-        )
+        );
+        if deferred > 0 {
+            summary.push_str(&format!(", {deferred} cut short by the deadline"));
+        }
+        if listings > 0 {
+            summary.push_str(&format!("; {listings} of the scope's listings failed"));
+        }
+        summary
+    }
+}
+
+/// ` (completed 1 cut short, 1 incomplete)`: the counts that are not zero, each put into its
+/// pattern's `{}`; nothing when all are zero.
+fn parenthesised(counts: &[(usize, &str)]) -> String {
+    let parts: Vec<String> = counts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, pattern)| pattern.replacen("{}", &n.to_string(), 1))
+        .collect();
+    match parts.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", parts.join(", ")),
     }
 }
 
@@ -368,6 +409,7 @@ mod tests {
             outcome: Outcome::Deferred,
             reason: None,
             attention: false,
+            other_account: false,
             verification: None,
         };
         let id = StorageAccountId::parse(&format!(
@@ -391,6 +433,105 @@ mod tests {
             ..TickReport::default()
         };
         assert!(tick.has_failures());
+    }
+
+    fn datastore_entry(name: &str, outcome: Outcome) -> crate::report::Entry {
+        crate::report::Entry {
+            kind: crate::report::ObjectKind::Datastore,
+            workspace: "ws".into(),
+            datastore: Some(name.into()),
+            held: None,
+            action: crate::report::Action::UpdateKey,
+            key: None,
+            outcome,
+            reason: None,
+            attention: false,
+            other_account: false,
+            verification: None,
+        }
+    }
+
+    fn account_id(name: &str) -> StorageAccountId {
+        StorageAccountId::parse(&format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/{name}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rotation_whose_moves_failed_is_incomplete_and_the_summary_counts_it() {
+        use crate::model::storage::KeySlot;
+        let id = account_id("stdue");
+        let mut moves = Report::new(id.as_str(), false);
+        moves.target_key = Some(KeySlot::Key2);
+        moves.entries = vec![
+            datastore_entry("a", Outcome::Failed),
+            datastore_entry("b", Outcome::Failed),
+        ];
+        let rotated = Rotation::done(
+            &id,
+            "rotated",
+            "key1 is due".into(),
+            Some(KeySlot::Key2),
+            moves,
+        );
+        assert_eq!(rotated.outcome, "incomplete");
+        assert!(rotated.attention && !rotated.succeeded());
+        assert_eq!(
+            rotated.reason,
+            "key1 is due; but not everything moved to key2 (2 failed): the next tick completes the move"
+        );
+        let tick = TickReport {
+            rotations: vec![
+                rotated,
+                Rotation::left(&account_id("styoung"), "young".into(), false),
+            ],
+            sweep: vec![Report::new(account_id("styoung").as_str(), false)],
+            notes: Vec::new(),
+        };
+        assert!(tick.has_failures());
+        assert_eq!(
+            tick.summary(),
+            "rotated 1 of 2 candidate accounts (1 incomplete); swept 1 accounts: 0 datastores updated, 0 with failures"
+        );
+    }
+
+    #[test]
+    fn a_rotation_whose_moves_were_deferred_is_incomplete_without_attention() {
+        let id = account_id("stdue");
+        let mut moves = Report::new(id.as_str(), false);
+        moves.entries = vec![datastore_entry("a", Outcome::Deferred)];
+        let done = Rotation::done(&id, "completed", "completing".into(), None, moves);
+        assert_eq!(done.outcome, "incomplete");
+        assert!(!done.attention);
+        assert!(
+            done.reason
+                .ends_with("(1 deferred): the next tick completes the move")
+        );
+    }
+
+    #[test]
+    fn the_tick_summary_names_every_kind_of_trouble() {
+        let mut cut = Report::new(account_id("stcut").as_str(), false);
+        cut.entries = vec![datastore_entry("a", Outcome::Deferred)];
+        let mut broken = Report::new(account_id("stbroken").as_str(), false);
+        broken.entries = vec![datastore_entry("b", Outcome::Failed)];
+        let tick = TickReport {
+            rotations: vec![Rotation::failed(&account_id("stfail"), "no".into())],
+            sweep: vec![cut, broken],
+            notes: vec![Note {
+                outcome: Outcome::Failed,
+                message: "could not list the workspaces".into(),
+            }],
+        };
+        assert_eq!(
+            tick.summary(),
+            "rotated 0 of 1 candidate accounts (1 failed); swept 2 accounts: 0 datastores updated, 1 with failures, 1 cut short by the deadline; 1 of the scope's listings failed"
+        );
+        assert_eq!(
+            TickReport::default().summary(),
+            "rotated 0 of 0 candidate accounts; swept 0 accounts: 0 datastores updated, 0 with failures"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod batches;
 mod chaos;
+mod clouds;
 mod guarantees;
 mod helpers;
 mod identity;
@@ -10,4 +11,5 @@ mod key_regenerated;
 mod reconcile_http;
 mod resilience;
 mod rotation;
+mod summaries;
 mod verify;

@@ -277,6 +277,39 @@ async fn unknown_and_out_of_scope_accounts_get_404() {
 }
 
 #[tokio::test]
+async fn looking_an_account_up_against_a_hung_listing_ends_at_the_runs_deadline() {
+    let deadline = ("KEYSYNC_HTTP_DEADLINE_SECS".to_string(), "2".to_string());
+    let options = Options {
+        extra_env: vec![deadline],
+        ..Options::default()
+    };
+    let app = TestApp::start_with(Scenario::demo(), options).await;
+    app.emulator.set_faults(vec![fault(
+        json!({"operation": "StorageAccounts_List", "kind": "delay", "delayMs": 120_000}),
+    )]);
+
+    let started = std::time::Instant::now();
+    let reply = post_json(
+        &app,
+        Key::Header,
+        json!({"account": "stmlshared01", "dryRun": false}),
+    )
+    .await;
+    let took = started.elapsed();
+
+    // Well past a 2 s deadline, and well short of the listing's 120 s or one request's 30 s.
+    assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
+    assert_short_error(&reply, 503);
+    let message = reply.body["error"].as_str().unwrap();
+    assert!(
+        message.starts_with("could not look the account up: StorageAccounts_List failed")
+            && message.contains("ran out of time"),
+        "{message}"
+    );
+    assert!(app.writes().is_empty());
+}
+
+#[tokio::test]
 async fn an_oversized_body_gets_413() {
     let app = TestApp::start(Scenario::demo()).await;
     let body = json!({"account": "x".repeat(100 * 1024)}).to_string();

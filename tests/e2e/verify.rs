@@ -634,3 +634,42 @@ async fn no_key_token_or_signature_reaches_any_output_at_trace_level() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_re_minted_token_azure_refuses_to_store_is_reported_failed_without_azures_words() {
+    let Some(binary) = azurite_or_skip(
+        "a_re_minted_token_azure_refuses_to_store_is_reported_failed_without_azures_words",
+    ) else {
+        return;
+    };
+    let app = start(&binary, &[("KEYSYNC_REMINT_SAS", "true")]).await;
+    let old = stored_token(&app, "exports");
+    app.regenerate(ACCOUNT, "key1").await;
+    app.emulator.set_faults(vec![fault(
+        json!({"operation": "Datastores_CreateOrUpdate", "kind": "error", "status": 403}),
+    )]);
+
+    let record = app.deliver(&regeneration_event(ACCOUNT)).await;
+
+    assert_eq!(record.status, 500, "{:#}", record.body);
+    let e = entry(report(&record), WORKSPACE, "exports");
+    assert_eq!(
+        (e["outcome"].as_str(), e["action"].as_str()),
+        (Some("failed"), Some("updateSas")),
+        "{e:#}"
+    );
+    let reason = e["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("SAS token rejected by storage (")
+            && reason.contains(
+                "); storing a re-minted one failed: Datastores_CreateOrUpdate on /subscriptions/"
+            )
+            && reason.contains("/datastores/exports failed: HTTP 403"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("The server encountered an error"),
+        "{reason}"
+    );
+    assert_eq!(stored_token(&app, "exports"), old);
+}

@@ -193,7 +193,7 @@ fn other_credentials_and_other_accounts_are_skipped_with_a_reason() {
     );
     assert!(find("weird").3, "an unknown credentials type needs a human");
     assert!(find("weird").2.contains("'KerberosKeytab'"));
-    assert_eq!(find("elsewhere").2, "on another storage account");
+    assert_eq!(plan.workspaces[0].datastores[4].step, Step::OtherAccount);
     assert_eq!(plan.workspaces[0].datastores[5].step, in_sync());
 }
 
@@ -205,6 +205,104 @@ fn the_cloud_suffix_must_match_too() {
     other_cloud.datastore = serde_json::from_value(serde_json::Value::Object(raw)).unwrap();
     assert!(!account().holds(&other_cloud.datastore));
     assert!(!account().needs_secret(&other_cloud.datastore));
+}
+
+/// A datastore of `datastore(...)` with its `endpoint` replaced, or removed for `None`.
+fn with_endpoint(mut observed: ObservedDatastore, endpoint: Option<&str>) -> ObservedDatastore {
+    let mut raw = observed.datastore.as_json().clone();
+    match endpoint {
+        Some(endpoint) => raw["properties"]["endpoint"] = json!(endpoint),
+        None => {
+            raw["properties"]
+                .as_object_mut()
+                .unwrap()
+                .remove("endpoint");
+        }
+    }
+    observed.datastore = serde_json::from_value(serde_json::Value::Object(raw)).unwrap();
+    observed
+}
+
+/// The facts `reconcile::facts` makes of an account with a DNS-zone blob endpoint
+/// (`https://<name>.zNN.blob.storage.azure.net/`), which shows no cloud suffix, for a keysync
+/// talking to the ARM endpoint `arm`.
+fn dns_zone_account(arm: &str) -> AccountFacts {
+    let account: crate::model::storage::StorageAccount = serde_json::from_value(json!({
+        "id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/stmlshared01",
+        "name": "stmlshared01",
+        "properties": {"primaryEndpoints": {"blob": "https://stmlshared01.z12.blob.storage.azure.net/"}}
+    }))
+    .unwrap();
+    let arm = url::Url::parse(arm).unwrap();
+    crate::reconcile::facts(&account, crate::model::storage::cloud_storage_suffix(&arm))
+}
+
+#[test]
+fn an_account_without_a_readable_suffix_takes_the_cloud_of_the_arm_endpoint() {
+    let d = |name, endpoint| {
+        let ds = datastore(name, "AccountKey", "stmlshared01", Some(SecretState::Stale));
+        with_endpoint(ds, endpoint)
+    };
+    let ws = workspace(
+        true,
+        vec![
+            d("right", Some("core.windows.net")),
+            d("china", Some("core.chinacloudapi.cn")),
+            d("lookalike", Some("core.windows.net.evil.com")),
+            d("no_endpoint", None),
+        ],
+    );
+    let public = dns_zone_account("https://management.azure.com");
+    let plan = plan(&public, std::slice::from_ref(&ws), Target::Newest, NOW);
+    let steps: Vec<(String, Step)> = steps(&plan).into_iter().map(|s| (s.0, s.2)).collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("right".into(), Step::Update(KeySlot::Key1)),
+            ("china".into(), Step::OtherAccount),
+            ("lookalike".into(), Step::OtherAccount),
+            ("no_endpoint".into(), Step::Update(KeySlot::Key1)),
+        ]
+    );
+
+    let china = dns_zone_account("https://management.chinacloudapi.cn");
+    let held: Vec<bool> = ws
+        .datastores
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|d| china.holds(&d.datastore))
+        .collect();
+    assert_eq!(held, [false, true, false, true]);
+}
+
+#[test]
+fn an_account_of_an_unknown_cloud_holds_only_datastores_that_name_no_endpoint() {
+    let facts = dns_zone_account("https://management.example.com");
+    let d = |endpoint| {
+        let ds = datastore("d", "AccountKey", "stmlshared01", Some(SecretState::Stale));
+        with_endpoint(ds, endpoint).datastore
+    };
+    assert!(!facts.holds(&d(Some("core.windows.net"))));
+    assert!(!facts.holds(&d(Some("core.chinacloudapi.cn"))));
+    assert!(facts.holds(&d(None)));
+}
+
+#[test]
+fn an_emulator_account_on_loopback_still_holds_its_public_cloud_datastores() {
+    let account: crate::model::storage::StorageAccount = serde_json::from_value(json!({
+        "id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/stmlshared01",
+        "name": "stmlshared01",
+        "properties": {"primaryEndpoints": {"blob": "http://127.0.0.1:10000/stmlshared01/"}}
+    }))
+    .unwrap();
+    let arm = url::Url::parse("http://127.0.0.1:40000").unwrap();
+    let facts =
+        crate::reconcile::facts(&account, crate::model::storage::cloud_storage_suffix(&arm));
+    let ds = datastore("d", "AccountKey", "stmlshared01", None);
+    assert!(facts.holds(&ds.datastore));
+    let foreign = with_endpoint(ds, Some("core.usgovcloudapi.net"));
+    assert!(!facts.holds(&foreign.datastore));
 }
 
 #[test]
