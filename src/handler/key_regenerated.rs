@@ -177,7 +177,7 @@ async fn handle(
         Err(ReconcileError::Arm(e)) => EventResult::failed(
             event,
             account.name(),
-            crate::reconcile::execute::explain(&e),
+            crate::reconcile::execute::reported(&e),
         ),
         Err(busy @ ReconcileError::Busy) => {
             EventResult::failed(event, account.name(), busy.to_string())

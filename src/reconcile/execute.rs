@@ -48,6 +48,13 @@ pub fn planned_entry(workspace: &WorkspaceId, ds: &DatastorePlan, dry_run: bool)
             entry.reason = Some(crate::report::ON_ANOTHER_ACCOUNT.to_string());
             entry.other_account = true;
         }
+        // Until the storage check has spoken, nobody has anything to do.
+        Step::SasToken => {
+            entry.action = Action::Skip;
+            entry.outcome = Outcome::Skipped;
+            entry.reason = Some(crate::report::SAS_TOKEN.to_string());
+            entry.sas_token = true;
+        }
     }
     entry
 }
@@ -64,6 +71,7 @@ fn datastore_entry(workspace: &WorkspaceId, ds: &DatastorePlan) -> Entry {
         reason: None,
         attention: false,
         other_account: false,
+        sas_token: false,
         verification: None,
     }
 }
@@ -90,6 +98,7 @@ pub fn unusable_datastore(workspace: &WorkspaceId, ds: &Datastore) -> Entry {
         reason: Some("neither its id nor its name can address it: left alone".into()),
         attention: true,
         other_account: false,
+        sas_token: false,
         verification: None,
     }
 }
@@ -116,6 +125,7 @@ pub fn unusable_workspace(workspace: &Workspace) -> Entry {
         ),
         attention: true,
         other_account: false,
+        sas_token: false,
         verification: None,
     }
 }
@@ -232,12 +242,13 @@ pub(crate) async fn store_sas_token(
     .await
 }
 
-/// [`store_sas_token`]'s error in words, with Azure's message when an ARM call failed.
+/// [`store_sas_token`]'s error in words; Azure's message, when an ARM call failed, goes to the
+/// log (see [`reported`]).
 pub(crate) fn explain_update(e: UpdateError) -> String {
     match e {
         UpdateError::Changed => CHANGED.to_string(),
         UpdateError::NoCredentials => NO_CREDENTIALS.to_string(),
-        UpdateError::Arm(e) => explain(&e),
+        UpdateError::Arm(e) => reported(&e),
     }
 }
 
@@ -283,6 +294,7 @@ pub fn workspace_entry(workspace: &WorkspaceId, decision: &ResyncDecision, dry_r
         reason,
         attention: false,
         other_account: false,
+        sas_token: false,
         verification: None,
     }
 }
@@ -312,12 +324,6 @@ pub async fn resync(arm: &ArmClient, workspace: &WorkspaceId) -> Entry {
         Err(e) => entry.reason = Some(reported(&e)),
     }
     entry
-}
-
-/// The error, plus what to do about it when keysync knows (the wording lives in
-/// [`crate::report::explain`]).
-pub fn explain(e: &ArmError) -> String {
-    crate::report::explain::explain(e)
 }
 
 /// The error as a report tells it, without Azure's message, which goes to the log (see

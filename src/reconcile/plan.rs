@@ -125,6 +125,10 @@ pub enum Step {
     /// Nothing to do: the datastore is on another storage account (another name, or the same
     /// name on another cloud), listed only because its workspace has something on this one.
     OtherAccount,
+    /// A SAS datastore on the account: no key to write. Whether its token still works is for
+    /// the storage check after the run to say (and, when allowed, to re-mint); a rotation reads
+    /// it to learn which key signed it.
+    SasToken,
 }
 
 #[derive(Debug, Clone)]
@@ -241,12 +245,7 @@ pub fn plan_datastore(
     }
     match kind {
         CredentialsKind::AccountKey => plan_account_key(observed, target, target_slot),
-        // Whether the token still works is for the storage check after the run to say; until
-        // it has, nobody has anything to do.
-        CredentialsKind::Sas => plan(
-            None,
-            leave(Outcome::Skipped, crate::report::SAS_TOKEN, false),
-        ),
+        CredentialsKind::Sas => plan(None, Step::SasToken),
         CredentialsKind::None => plan(
             None,
             leave(

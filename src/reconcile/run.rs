@@ -361,6 +361,7 @@ fn listing_error_entry(plan: &WorkspacePlan) -> Vec<Entry> {
         reason: Some(format!("could not list its datastores: {reason}")),
         attention: false,
         other_account: false,
+        sas_token: false,
         verification: None,
     }]
 }

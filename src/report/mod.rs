@@ -169,6 +169,10 @@ pub struct Entry {
     /// on this one: nothing was done to it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub other_account: bool,
+    /// A SAS datastore on the account (for keysync's own use: a rotation reads these tokens to
+    /// learn which key signed them; the reason tells a reader).
+    #[serde(skip)]
+    pub sas_token: bool,
     /// What storage said when the datastore's credential was tried after the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
@@ -372,6 +376,7 @@ mod tests {
             reason: None,
             attention: false,
             other_account: false,
+            sas_token: false,
             verification: None,
         }
     }

@@ -184,6 +184,7 @@ mod tests {
             reason: None,
             attention: false,
             other_account: false,
+            sas_token: false,
             verification: None,
         });
         let run = RunReport::new(false, vec![report], vec![]);
@@ -203,6 +204,7 @@ mod tests {
             reason: None,
             attention,
             other_account: false,
+            sas_token: false,
             verification: None,
         }
     }

@@ -271,6 +271,7 @@ mod tests {
                 reason: None,
                 attention: false,
                 other_account: false,
+                sas_token: false,
                 verification: None,
             },
             Entry {
@@ -284,6 +285,7 @@ mod tests {
                 reason: None,
                 attention: false,
                 other_account: false,
+                sas_token: false,
                 verification: None,
             },
         ];

@@ -15,9 +15,9 @@ use super::decide::{SasFinding, Signer};
 use crate::arm::ArmClient;
 use crate::model::ml::{CredentialsKind, Datastore};
 use crate::model::storage::{AccountKeys, KeySlot};
-use crate::reconcile::execute::{explain, explain_update, store_sas_token};
+use crate::reconcile::execute::{explain_update, reported, store_sas_token};
 use crate::reconcile::plan::AccountFacts;
-use crate::report::{Action, ObjectKind, Outcome, Report, SAS_TOKEN};
+use crate::report::{Action, ObjectKind, Outcome, Report};
 use crate::resource_id::{DatastoreId, WorkspaceId};
 use crate::storage::sas::{self, SasKind, SasToken, SignedResource, format_time};
 use crate::storage::shared_key::AccountKey;
@@ -57,8 +57,7 @@ pub(super) async fn read(
     let ids = dry_run
         .entries
         .iter()
-        // The planner gives this reason to SAS datastores on the account, and only to them.
-        .filter(|e| e.kind == ObjectKind::Datastore && e.reason.as_deref() == Some(SAS_TOKEN))
+        .filter(|e| e.kind == ObjectKind::Datastore && e.sas_token)
         .filter_map(|e| {
             let workspace = WorkspaceId::parse(&e.workspace).ok()?;
             workspace.datastore(e.datastore.as_deref()?).ok()
@@ -101,11 +100,11 @@ async fn read_token(
     let ds = arm
         .get_datastore(id)
         .await
-        .map_err(|e| format!("could not read the datastore: {}", explain(&e)))?;
+        .map_err(|e| format!("could not read the datastore: {}", reported(&e)))?;
     match arm.list_datastore_secrets(id).await {
         Ok(secrets) => Ok((ds, secrets.sas_token)),
         Err(e) if e.is_not_found() => Ok((ds, None)),
-        Err(e) => Err(format!("could not read its token: {}", explain(&e))),
+        Err(e) => Err(format!("could not read its token: {}", reported(&e))),
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::{KnownKeys, Limits, Rotation};
 use crate::config::{ROTATE_TAG, RotationPolicy};
-use crate::reconcile::execute::explain;
+use crate::reconcile::execute::reported;
 use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request};
 use crate::report::{Note, Outcome, Report};
 use crate::resource_id::StorageAccountId;
@@ -282,7 +282,7 @@ impl Sweep<'_> {
 /// A run that could not start, in words for the report.
 fn describe(e: ReconcileError) -> String {
     match e {
-        ReconcileError::Arm(e) => explain(&e),
+        ReconcileError::Arm(e) => reported(&e),
         other => other.to_string(),
     }
 }
@@ -410,6 +410,7 @@ mod tests {
             reason: None,
             attention: false,
             other_account: false,
+            sas_token: false,
             verification: None,
         };
         let id = StorageAccountId::parse(&format!(
@@ -447,6 +448,7 @@ mod tests {
             reason: None,
             attention: false,
             other_account: false,
+            sas_token: false,
             verification: None,
         }
     }
