@@ -80,8 +80,8 @@ impl TickReport {
             .filter(|r| r.regenerated.is_some())
             .count();
         let rotations = format!(
-            "rotated {rotated} of {} candidate accounts{}",
-            self.rotations.len(),
+            "rotated {rotated} of {}{}",
+            plural(self.rotations.len(), "candidate account"),
             parenthesised(&[
                 (count("completed"), "completed {} cut short"),
                 (count("incomplete"), "{} incomplete"),
@@ -101,8 +101,9 @@ impl TickReport {
             .filter(|n| n.outcome == Outcome::Failed)
             .count();
         let mut summary = format!(
-            "{rotations}; swept {} accounts: {changed} datastores updated, {failed} with failures",
-            self.sweep.len()
+            "{rotations}; swept {}: {} updated, {failed} with failures",
+            plural(self.sweep.len(), "account"),
+            plural(changed, "datastore"),
         );
         if deferred > 0 {
             summary.push_str(&format!(", {deferred} cut short by the deadline"));
@@ -111,6 +112,14 @@ impl TickReport {
             summary.push_str(&format!("; {listings} of the scope's listings failed"));
         }
         summary
+    }
+}
+
+/// `1 account`, `2 accounts`.
+fn plural(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        _ => format!("{n} {noun}s"),
     }
 }
 
@@ -494,7 +503,7 @@ mod tests {
         assert!(tick.has_failures());
         assert_eq!(
             tick.summary(),
-            "rotated 1 of 2 candidate accounts (1 incomplete); swept 1 accounts: 0 datastores updated, 0 with failures"
+            "rotated 1 of 2 candidate accounts (1 incomplete); swept 1 account: 0 datastores updated, 0 with failures"
         );
     }
 
@@ -528,7 +537,7 @@ mod tests {
         };
         assert_eq!(
             tick.summary(),
-            "rotated 0 of 1 candidate accounts (1 failed); swept 2 accounts: 0 datastores updated, 1 with failures, 1 cut short by the deadline; 1 of the scope's listings failed"
+            "rotated 0 of 1 candidate account (1 failed); swept 2 accounts: 0 datastores updated, 1 with failures, 1 cut short by the deadline; 1 of the scope's listings failed"
         );
         assert_eq!(
             TickReport::default().summary(),

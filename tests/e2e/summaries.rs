@@ -91,7 +91,7 @@ async fn a_tick_whose_datastore_moves_all_failed_says_the_rotation_is_incomplete
     assert_eq!(
         logs(&tick),
         [
-            "rotated 1 of 2 candidate accounts (1 incomplete); swept 1 accounts: 0 datastores updated, 0 with failures"
+            "rotated 1 of 2 candidate accounts (1 incomplete); swept 1 account: 0 datastores updated, 0 with failures"
         ]
     );
     let rotation = tick.body["ReturnValue"]["rotations"]
@@ -207,7 +207,7 @@ async fn a_tick_reports_a_failed_listing_once_and_rotates_nothing() {
     assert_eq!(
         logs(&tick),
         [
-            "rotated 0 of 2 candidate accounts; swept 1 accounts: 0 datastores updated, 0 with failures; 1 of the scope's listings failed"
+            "rotated 0 of 2 candidate accounts; swept 1 account: 0 datastores updated, 0 with failures; 1 of the scope's listings failed"
         ]
     );
     let value = &tick.body["ReturnValue"];
