@@ -566,6 +566,44 @@ async fn a_credential_failure_says_what_to_do_and_sends_nothing() {
     assert!(received(&server).await.is_empty());
 }
 
+/// Fails as a chain of developer tools does: one long reason per tool tried.
+#[derive(Debug)]
+struct EveryToolFails;
+
+#[async_trait::async_trait]
+impl TokenCredential for EveryToolFails {
+    async fn get_token(
+        &self,
+        _: &[&str],
+        _: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        let reason = |tool: &str| {
+            format!(
+                "{tool} authentication failed: the tool was not found on PATH or is not signed in; see https://aka.ms/azsdk/rust/identity/troubleshoot for what to do next"
+            )
+        };
+        let message = ["AzureCliCredential", "AzureDeveloperCliCredential"].map(reason);
+        Err(azure_core::Error::with_message(
+            azure_core::error::ErrorKind::Credential,
+            message.join(" "),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_credential_failure_keeps_every_tools_reason() {
+    let server = MockServer::start().await;
+    let client = ArmClient::new(options(&server.uri(), 4), Arc::new(EveryToolFails)).unwrap();
+
+    let err = client.list_keys(&account()).await.unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::Credential);
+    for tool in ["AzureCliCredential", "AzureDeveloperCliCredential"] {
+        assert!(err.message.contains(tool), "{tool} missing: {err}");
+    }
+    assert!(err.message.ends_with("for what to do next"), "{err}");
+}
+
 /// A credential that counts the token requests it gets and answers them as `answer` does.
 #[derive(Debug)]
 struct CountingCredential {

@@ -188,7 +188,15 @@ fn after_acceptance(mut e: ArmError, accepted: Operation, status_url: &Url) -> A
 /// Why the status of an accepted operation could not be read; a refusal names the action.
 fn unread_status(e: &ArmError, status_url: &Url) -> String {
     if e.status != Some(403) {
-        return format!("its status could not be read: {}", e.message);
+        // Status and code only: Azure's own message stays out of report text (see
+        // `report::explain::reported`), and the poll's log line carries it.
+        let status = e.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
+        let code = e
+            .code
+            .as_deref()
+            .map(|c| format!(" {c}"))
+            .unwrap_or_default();
+        return format!("its status could not be read{status}{code}");
     }
     let code = e
         .code

@@ -12,7 +12,6 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::error::shorten;
 use super::request::ArmRequest;
 use super::transport::root_cause;
 use super::{ArmClient, ArmError, ArmErrorKind};
@@ -163,7 +162,9 @@ impl ArmClient {
                 (ArmErrorKind::Credential, message)
             }
         };
-        request.error(kind, shorten(&message))
+        // Not shortened here: `ArmError::new` keeps a credential error longer than others, so
+        // that each developer tool's reason survives.
+        request.error(kind, message)
     }
 }
 
@@ -176,7 +177,7 @@ fn is_unreached(error: &azure_core::Error) -> bool {
             match error.kind() {
                 AzureErrorKind::Connection | AzureErrorKind::Io => return true,
                 AzureErrorKind::HttpResponse { status, .. } => {
-                    return matches!(u16::from(*status), 408 | 429 | 500 | 502 | 503 | 504);
+                    return super::transport::RETRYABLE_STATUSES.contains(&u16::from(*status));
                 }
                 _ => {}
             }

@@ -17,7 +17,7 @@ use super::{ArmClient, ArmError, ArmErrorKind};
 const BEARER: &[u8] = b"Bearer ";
 
 /// Statuses worth another attempt: timeouts, throttling and transient server failures.
-const RETRYABLE_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
+pub(super) const RETRYABLE_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 
 /// A 409 on `resyncKeys` means another resync of the workspace is running (started by someone
 /// else, or by another instance): it ends on its own, so waiting and asking again succeeds.
