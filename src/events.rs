@@ -6,7 +6,11 @@
 
 use serde_json::Value;
 
+use crate::report::printable;
 use crate::resource_id::StorageAccountId;
+
+/// How much of a value from an event a log line or a reason shows.
+const SHOWN: usize = 120;
 
 /// The Event Grid type of ARM resource-action events.
 pub const RESOURCE_ACTION_SUCCESS: &str = "Microsoft.Resources.ResourceActionSuccess";
@@ -91,7 +95,7 @@ impl Event {
         .ok_or(EventError::NoType)?;
         let data = object.get("data").map(unwrap_data).unwrap_or(Value::Null);
         Ok(Event {
-            id: printable(text("id").unwrap_or("-")),
+            id: printable(text("id").unwrap_or("-"), SHOWN),
             event_type: event_type.to_string(),
             subject: text("subject").map(str::to_string),
             data,
@@ -114,7 +118,7 @@ impl Event {
         {
             return Decision::Ignore(format!(
                 "event type {} is not {RESOURCE_ACTION_SUCCESS}",
-                printable(&self.event_type)
+                printable(&self.event_type, SHOWN)
             ));
         }
         let field = |name: &str| self.data.get(name).and_then(Value::as_str);
@@ -122,7 +126,7 @@ impl Event {
         if !operation.eq_ignore_ascii_case(REGENERATE_KEY_OPERATION) {
             return Decision::Ignore(format!(
                 "operation {} is not a storage key regeneration",
-                printable(operation)
+                printable(operation, SHOWN)
             ));
         }
         // ARM writes `status` as a string; anything else there was not written by ARM.
@@ -135,7 +139,7 @@ impl Event {
                     .map_or_else(|| other.to_string(), str::to_string);
                 return Decision::Ignore(format!(
                     "the regeneration did not succeed (status {})",
-                    printable(&status)
+                    printable(&status, SHOWN)
                 ));
             }
         }
@@ -157,7 +161,7 @@ impl Event {
         if !in_scope(account.subscription()) {
             return Decision::Ignore(format!(
                 "subscription {} is not in KEYSYNC_SUBSCRIPTIONS",
-                printable(account.subscription())
+                printable(account.subscription(), SHOWN)
             ));
         }
         Decision::Reconcile(account)
@@ -167,21 +171,6 @@ impl Event {
 /// `data` may itself arrive as a JSON string.
 fn unwrap_data(data: &Value) -> Value {
     unwrap_strings(data).unwrap_or(Value::Null)
-}
-
-/// Makes a value from an event safe to put in a log line: no control characters, line separators
-/// or bidirectional overrides (which could make it read as another line), bounded length.
-fn printable(text: &str) -> String {
-    const MAX: usize = 120;
-    let mut out: String = text
-        .chars()
-        .filter(|c| !c.is_control() && !crate::resource_id::is_invisible(*c))
-        .take(MAX)
-        .collect();
-    if text.chars().count() > MAX {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

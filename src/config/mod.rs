@@ -6,6 +6,7 @@ mod verification;
 
 use std::time::Duration;
 
+use crate::report::printable;
 use url::Url;
 
 pub use rotation::{ROTATE_TAG, RotationPolicy};
@@ -188,7 +189,10 @@ fn parse_subscriptions(value: Option<String>) -> Result<Vec<String>, ConfigError
         let Ok(id) = uuid::Uuid::try_parse(item) else {
             return Err(ConfigError::new(
                 NAME,
-                format!("'{}' is not a subscription id (a GUID)", short(item)),
+                format!(
+                    "'{}' is not a subscription id (a GUID)",
+                    printable(item, 60)
+                ),
             ));
         };
         // ARM writes subscription ids hyphenated and in lower case; a braced or unhyphenated
@@ -234,15 +238,10 @@ fn parse_client_id(value: Option<String>) -> Result<Option<String>, ConfigError>
     match value {
         Some(id) if uuid::Uuid::try_parse(&id).is_err() => Err(ConfigError::new(
             "AZURE_CLIENT_ID",
-            format!("'{}' is not a client id (a GUID)", short(&id)),
+            format!("'{}' is not a client id (a GUID)", printable(&id, 60)),
         )),
         other => Ok(other),
     }
-}
-
-/// A setting's value as quoted in an error: at most 60 characters, no control characters.
-fn short(value: &str) -> String {
-    value.chars().filter(|c| !c.is_control()).take(60).collect()
 }
 
 fn seconds(

@@ -18,6 +18,7 @@ use super::Handler;
 use crate::arm::ArmErrorKind;
 use crate::ondemand::{self, Quiet, RunError, RunOptions, Scope};
 use crate::reconcile::ResolveError;
+use crate::report::printable;
 
 /// The handler's route: the function's public path, as the host forwards it.
 pub const ROUTE: &str = "/api/reconcile";
@@ -165,8 +166,12 @@ fn parse(body: Result<Bytes, BytesRejection>) -> Result<Body, Rejection> {
     if !value.is_object() {
         return Err(bad(format!("the body must be a JSON object: {SHAPE}")));
     }
-    let body: Body = serde_json::from_value(value)
-        .map_err(|e| bad(format!("{}; expected {SHAPE}", short(&e.to_string()))))?;
+    let body: Body = serde_json::from_value(value).map_err(|e| {
+        bad(format!(
+            "{}; expected {SHAPE}",
+            printable(&e.to_string(), 200)
+        ))
+    })?;
     if body.account.as_deref().is_some_and(|a| a.trim().is_empty()) {
         return Err(bad(
             "account is empty: give a storage account name or id, or leave it out for the whole scope"
@@ -211,11 +216,6 @@ async fn resolve(
         };
         Rejection::new(status, e.to_string())
     })
-}
-
-/// serde's message, cut to a sensible length (it can quote what the caller sent).
-fn short(text: &str) -> String {
-    text.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::model::ml::{CredentialsKind, Datastore};
 use crate::model::storage::{KeyCreationTime, KeySlot};
+use crate::report::printable;
 use crate::report::{Held, Outcome};
 use crate::resource_id::{DatastoreId, WorkspaceId};
 
@@ -271,7 +272,10 @@ pub fn plan_datastore(
             ),
         ),
         CredentialsKind::Other(name) => {
-            let reason = format!("unknown credentials type '{}': left alone", short(&name));
+            let reason = format!(
+                "unknown credentials type '{}': left alone",
+                printable(&name, 60)
+            );
             plan(
                 None,
                 Step::Leave {
@@ -357,10 +361,6 @@ pub fn resync_decision(
             }
         }),
     }
-}
-
-fn short(text: &str) -> String {
-    text.chars().filter(|c| !c.is_control()).take(60).collect()
 }
 
 #[cfg(test)]

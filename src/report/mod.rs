@@ -26,11 +26,14 @@ pub const ON_ANOTHER_ACCOUNT: &str = "on another storage account";
 pub const SAS_TOKEN: &str =
     "SAS token: no account key stored; checked against storage by sync, not by a plan";
 
-/// Text from Azure made safe to print on one line of a report or log: control characters
-/// dropped, cut to `max` characters with `…`. For names keysync cannot otherwise use, which may
-/// hold anything.
+/// Text from outside (Azure, an event, a setting, a request) made safe to print on one line of
+/// a report, a log or an error: control characters, line separators and bidirectional overrides
+/// dropped (none can then make the line read as another), cut to `max` characters with `…`.
 pub fn printable(text: &str, max: usize) -> String {
-    let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+    let clean: String = text
+        .chars()
+        .filter(|c| !c.is_control() && !crate::resource_id::is_invisible(*c))
+        .collect();
     let clean = clean.trim();
     match clean.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &clean[..cut]),
@@ -428,6 +431,7 @@ mod tests {
         assert_eq!(printable(" a\u{1b}[31mb\nc\t ", 10), "a[31mbc");
         assert_eq!(printable("abcdef", 3), "abc…");
         assert_eq!(printable("abc", 3), "abc");
+        assert_eq!(printable("x\u{2028}\u{202e}y", 10), "xy");
     }
 
     #[test]

@@ -29,6 +29,7 @@ use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
 use super::STORAGE_VERSION;
 use super::shared_key::AccountKey;
+use crate::report::printable;
 
 /// The oldest signed version whose string to sign keysync knows.
 pub const OLDEST_SIGNED_VERSION: &str = "2020-12-06";
@@ -160,7 +161,10 @@ impl SasToken {
         };
         let shown: Vec<String> = ["ss", "srt", "sr", "sp", "spr", "se"]
             .iter()
-            .filter_map(|name| self.get(name).map(|v| format!("{name}={}", short(v))))
+            .filter_map(|name| {
+                self.get(name)
+                    .map(|v| format!("{name}={}", printable(v, 40)))
+            })
             .collect();
         format!("{kind} {}", shown.join(" "))
     }
@@ -185,7 +189,7 @@ impl SasToken {
             .iter()
             .find(|(name, _)| !REMINTABLE_FIELDS.contains(&name.as_str()))
         {
-            return Err(SasError::UnsupportedField(short(name)));
+            return Err(SasError::UnsupportedField(printable(name, 40)));
         }
         self.get("sp").ok_or(SasError::Missing("sp"))?;
         let mut fields = vec![("sv".to_string(), STORAGE_VERSION.to_string())];
@@ -242,7 +246,7 @@ pub fn string_to_sign(
 ) -> Result<String, SasError> {
     let version = token.get("sv").ok_or(SasError::Missing("sv"))?;
     if version < OLDEST_SIGNED_VERSION {
-        return Err(SasError::Version(short(version)));
+        return Err(SasError::Version(printable(version, 40)));
     }
     let f = |name| token.field(name);
     let lines: Vec<String> = match (token.kind()?, resource) {
@@ -299,7 +303,7 @@ fn header_overrides(token: &SasToken) -> Vec<String> {
 fn expect_scope(token: &SasToken, wanted: &str, what: &'static str) -> Result<(), SasError> {
     match token.field("sr") {
         scope if scope == wanted => Ok(()),
-        scope => Err(SasError::Scope(short(scope), what)),
+        scope => Err(SasError::Scope(printable(scope, 40), what)),
     }
 }
 
@@ -338,11 +342,6 @@ pub fn format_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     t.format(format).unwrap_or_default()
-}
-
-/// A value cut short for messages, without control characters.
-fn short(value: &str) -> String {
-    value.chars().filter(|c| !c.is_control()).take(40).collect()
 }
 
 #[cfg(test)]
