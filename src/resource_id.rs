@@ -135,10 +135,14 @@ pub(crate) fn is_invisible(c: char) -> bool {
 }
 
 /// Azure's rule for storage account names: 3 to 24 lower-case letters and digits. ARM compares
-/// names without regard to case, so upper case is accepted here and compared the same way.
+/// names without regard to case (and people type them both ways), so upper case is accepted.
+pub(crate) fn is_storage_account_name(name: &str) -> bool {
+    (3..=24).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// [`is_storage_account_name`], as the error an id that breaks it gets.
 fn check_storage_account_name(name: &str) -> Result<(), ResourceIdError> {
-    let fits = (3..=24).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric());
-    match fits {
+    match is_storage_account_name(name) {
         true => Ok(()),
         false => Err(ResourceIdError::BadName {
             kind: "storage account",

@@ -104,7 +104,6 @@ impl Config {
             1..=600,
         )?;
         let rotation = RotationPolicy::read(&get)?;
-        check_rotation_scope(&rotation, &subscriptions)?;
         let credential = match (get("IDENTITY_ENDPOINT"), get("IDENTITY_HEADER")) {
             (Some(_), Some(_)) => CredentialChoice::ManagedIdentity {
                 client_id: parse_client_id(get("AZURE_CLIENT_ID"))?,
@@ -112,7 +111,7 @@ impl Config {
             _ => CredentialChoice::DeveloperTools,
         };
 
-        Ok(Config {
+        let config = Config {
             arm_endpoint,
             arm_scope,
             subscriptions,
@@ -139,7 +138,30 @@ impl Config {
                 200,
                 1..=220,
             )?,
-        })
+        };
+        config.check_rotation_scope()?;
+        Ok(config)
+    }
+
+    /// An account listed for rotation must be in a subscription in scope: keysync reads and
+    /// writes nothing elsewhere, so it could never rotate it.
+    fn check_rotation_scope(&self) -> Result<(), ConfigError> {
+        let outside = self
+            .rotation
+            .accounts
+            .iter()
+            .find(|a| !self.in_scope(a.subscription()));
+        match outside {
+            Some(outside) => Err(ConfigError::new(
+                "KEYSYNC_ROTATE_ACCOUNTS",
+                format!(
+                    "{} is in subscription {}, which KEYSYNC_SUBSCRIPTIONS does not list: keysync could never rotate it",
+                    outside.name(),
+                    outside.subscription()
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// True when `subscription` is in scope (subscription ids compare case-insensitively).
@@ -206,30 +228,6 @@ fn parse_subscriptions(value: Option<String>) -> Result<Vec<String>, ConfigError
         return Err(ConfigError::new(NAME, "lists no subscription"));
     }
     Ok(subscriptions)
-}
-
-/// An account listed for rotation must be in a subscription in scope: keysync reads and writes
-/// nothing elsewhere, so it could never rotate it.
-fn check_rotation_scope(
-    rotation: &RotationPolicy,
-    subscriptions: &[String],
-) -> Result<(), ConfigError> {
-    let in_scope = |sub: &str| subscriptions.iter().any(|s| s.eq_ignore_ascii_case(sub));
-    match rotation
-        .accounts
-        .iter()
-        .find(|a| !in_scope(a.subscription()))
-    {
-        Some(outside) => Err(ConfigError::new(
-            "KEYSYNC_ROTATE_ACCOUNTS",
-            format!(
-                "{} is in subscription {}, which KEYSYNC_SUBSCRIPTIONS does not list: keysync could never rotate it",
-                outside.name(),
-                outside.subscription()
-            ),
-        )),
-        None => Ok(()),
-    }
 }
 
 /// A user-assigned identity is chosen by its client id, a GUID; anything else would only fail

@@ -246,7 +246,7 @@ pub(crate) async fn store_sas_token(
 /// log (see [`reported`]).
 pub(crate) fn explain_update(e: UpdateError) -> String {
     match e {
-        UpdateError::Changed => CHANGED.to_string(),
+        UpdateError::Changed => format!("the datastore {CHANGED}"),
         UpdateError::NoCredentials => NO_CREDENTIALS.to_string(),
         UpdateError::Arm(e) => reported(&e),
     }

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use super::Reconciler;
 use crate::arm::ArmError;
 use crate::report::printable;
-use crate::resource_id::StorageAccountId;
+use crate::resource_id::{StorageAccountId, is_storage_account_name};
 
 /// Why a name or id leads to no account keysync may work on. The messages are safe to show to
 /// the caller; only `Arm` carries Azure's own words.
@@ -53,7 +53,7 @@ impl Reconciler {
                 false => Err(ResolveError::OutOfScope(id.to_string())),
             };
         }
-        if !is_account_name(input) {
+        if !is_storage_account_name(input) {
             return Err(ResolveError::Malformed(printable(input, 200)));
         }
         self.find_account_named(input, deadline).await
@@ -96,21 +96,16 @@ impl Reconciler {
     }
 }
 
-/// Azure's rule for account names, with either case accepted (people type them both ways).
-fn is_account_name(text: &str) -> bool {
-    (3..=24).contains(&text.len()) && text.chars().all(|c| c.is_ascii_alphanumeric())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn account_names_follow_azures_rule_in_either_case() {
-        assert!(is_account_name("stmlshared01"));
-        assert!(is_account_name("StMlShared01"));
+        assert!(is_storage_account_name("stmlshared01"));
+        assert!(is_storage_account_name("StMlShared01"));
         for bad in ["st", "a-b-c", "st ml", "", &"s".repeat(25)] {
-            assert!(!is_account_name(bad), "{bad}");
+            assert!(!is_storage_account_name(bad), "{bad}");
         }
     }
 }

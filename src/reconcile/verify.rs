@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use super::Reconciler;
-use super::execute::{self, UpdateError, reported};
+use super::execute::{self, reported};
 use super::plan::{AccountFacts, ObservedDatastore, SecretState};
 use super::run::FollowUp;
 use crate::arm::ArmClient;
@@ -500,28 +500,15 @@ impl Checks<'_> {
     ) -> Result<Datastore, String> {
         execute::store_sas_token(&self.arm, id, self.run.facts, token)
             .await
-            .map_err(|e| match e {
-                UpdateError::Changed => format!("the datastore {}", execute::CHANGED),
-                UpdateError::NoCredentials => execute::NO_CREDENTIALS.to_string(),
-                UpdateError::Arm(e) => reported(&e),
-            })
+            .map_err(execute::explain_update)
     }
 
     /// The container or share a datastore names, under the account's endpoint for it.
     fn target(&self, datastore: &Datastore) -> Result<Target, String> {
-        let kind = datastore.datastore_type().unwrap_or("unknown");
-        let (service, name) = match kind {
-            "AzureBlob" | "AzureDataLakeGen2" => (Service::Blob, datastore.container()),
-            "AzureFile" => (Service::File, datastore.file_share()),
-            _ => {
-                return Err(format!(
-                    "a {kind} datastore has no container or share to check"
-                ));
-            }
+        let (service, name) = match SignedResource::of(datastore)? {
+            SignedResource::Container(name) => (Service::Blob, name),
+            SignedResource::Share(name) => (Service::File, name),
         };
-        let name = name
-            .filter(|n| !n.trim().is_empty())
-            .ok_or_else(|| format!("the {kind} datastore names no container or share"))?;
         let endpoints = self.run.account.properties.primary_endpoints.as_ref();
         let (endpoint, service_name) = match service {
             Service::Blob => (endpoints.and_then(|e| e.blob.as_deref()), "blob"),
@@ -534,7 +521,7 @@ impl Checks<'_> {
         Ok(Target {
             service,
             endpoint,
-            name: name.trim().to_string(),
+            name: name.to_string(),
         })
     }
 

@@ -144,16 +144,11 @@ pub(super) fn signer(
 
 /// The container or share `ds` names, which a service SAS of it is signed for.
 fn signed_resource<'a>(ds: &'a Datastore, token: &SasToken) -> Result<SignedResource<'a>, String> {
-    let named = match ds.datastore_type() {
-        Some("AzureBlob" | "AzureDataLakeGen2") => ds.container().map(SignedResource::Container),
-        Some("AzureFile") => ds.file_share().map(SignedResource::Share),
-        _ => None,
-    };
-    match (named, token.kind()) {
-        (Some(resource), _) => Ok(resource),
+    match (SignedResource::of(ds), token.kind()) {
+        (Ok(resource), _) => Ok(resource),
         // An account SAS is not signed over a resource, so any will do.
-        (None, Ok(SasKind::Account)) => Ok(SignedResource::Container("")),
-        (None, _) => Err("the datastore names no container or share its token is for".into()),
+        (Err(_), Ok(SasKind::Account)) => Ok(SignedResource::Container("")),
+        (Err(why), _) => Err(format!("{why}, which its token would be for")),
     }
 }
 

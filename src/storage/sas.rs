@@ -29,6 +29,7 @@ use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
 use super::STORAGE_VERSION;
 use super::shared_key::AccountKey;
+use crate::model::ml::Datastore;
 use crate::report::printable;
 
 /// The oldest signed version whose string to sign keysync knows.
@@ -61,6 +62,23 @@ pub enum SignedResource<'a> {
     Container(&'a str),
     /// An Azure Files share.
     Share(&'a str),
+}
+
+impl<'a> SignedResource<'a> {
+    /// The container (`AzureBlob`, `AzureDataLakeGen2`) or share (`AzureFile`) a datastore
+    /// names, or why it names none, in words.
+    pub fn of(datastore: &'a Datastore) -> Result<Self, String> {
+        let kind = datastore.datastore_type().unwrap_or("unknown");
+        let (name, resource): (_, fn(&'a str) -> Self) = match kind {
+            "AzureBlob" | "AzureDataLakeGen2" => (datastore.container(), Self::Container),
+            "AzureFile" => (datastore.file_share(), Self::Share),
+            _ => return Err(format!("a {kind} datastore has no container or share")),
+        };
+        name.map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(resource)
+            .ok_or_else(|| format!("the {kind} datastore names no container or share"))
+    }
 }
 
 /// Why a token cannot be read, signed or re-minted. Never holds a field's value.
