@@ -55,18 +55,22 @@ impl RunReport {
         }
     }
 
+    /// Notes, the run's and its accounts', that say something could not be listed or read.
+    fn failed_notes(&self) -> usize {
+        self.accounts
+            .iter()
+            .flat_map(|r| &r.notes)
+            .chain(&self.notes)
+            .filter(|n| n.outcome == Outcome::Failed)
+            .count()
+    }
+
     /// Why the outcome is not `ok`, on one line naming the lines concerned (such as `1 needs a
     /// person (mlw/exports_sas)`); `None` when it is `ok`.
     pub fn problem(&self) -> Option<String> {
         let entries = || self.accounts.iter().flat_map(|r| &r.entries);
         let failed: Vec<&Entry> = entries().filter(|e| e.outcome == Outcome::Failed).collect();
-        let failed_notes = self
-            .accounts
-            .iter()
-            .flat_map(|r| &r.notes)
-            .chain(&self.notes)
-            .filter(|n| n.outcome == Outcome::Failed)
-            .count();
+        let failed_notes = self.failed_notes();
         let deferred: Vec<&Entry> = entries()
             .filter(|e| e.outcome == Outcome::Deferred)
             .collect();
@@ -109,13 +113,7 @@ impl RunReport {
             n => format!("{n} accounts"),
         };
         let entries: Vec<&Entry> = self.accounts.iter().flat_map(|r| &r.entries).collect();
-        let failed_notes = self
-            .accounts
-            .iter()
-            .flat_map(|r| &r.notes)
-            .chain(&self.notes)
-            .filter(|n| n.outcome == Outcome::Failed)
-            .count();
+        let failed_notes = self.failed_notes();
         let mut summary = match count_outcomes(entries.into_iter()) {
             Some(counts) => format!("{accounts}: {counts}"),
             None => accounts,
