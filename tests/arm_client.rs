@@ -1102,6 +1102,72 @@ async fn a_status_poll_failing_past_the_retries_leaves_the_resync_accepted() {
     );
 }
 
+#[tokio::test]
+async fn an_arm_error_from_the_location_url_is_the_resync_failing() {
+    let server = MockServer::start().await;
+    let status_path = mount_accepted_resync(&server).await;
+    Mock::given(method("GET"))
+        .and(path(status_path))
+        .respond_with(
+            json_response(
+                400,
+                arm_error(
+                    "WorkspaceKeySyncFailed",
+                    "Could not sync the workspace keys.",
+                ),
+            )
+            .insert_header("x-ms-correlation-request-id", "corr-failed"),
+        )
+        .mount(&server)
+        .await;
+
+    let err = client(&server).resync_keys(&workspace()).await.unwrap_err();
+    let entry = execute::resync(&client(&server), &workspace()).await;
+
+    // ARM's contract for a Location URL: a failed operation answers with an ARM error.
+    assert_eq!(err.kind, ArmErrorKind::OperationFailed);
+    assert_eq!(err.operation, Operation::WorkspacesResyncKeys);
+    assert_eq!(err.status, Some(400));
+    assert_eq!(err.code.as_deref(), Some("WorkspaceKeySyncFailed"));
+    assert_eq!(err.correlation_id.as_deref(), Some("corr-failed"));
+    assert_eq!(entry.outcome, Outcome::Failed);
+    let reason = entry.reason.unwrap();
+    assert!(reason.contains("WorkspaceKeySyncFailed"), "{reason}");
+    assert!(reason.contains("corr-failed"), "{reason}");
+    // A 400 is the operation's answer, not a passing fault: one resync and one poll, twice.
+    assert_eq!(received(&server).await.len(), 4);
+}
+
+#[tokio::test]
+async fn a_location_url_answering_a_server_error_past_the_retries_fails_the_resync() {
+    let server = MockServer::start().await;
+    let status_path = mount_accepted_resync(&server).await;
+    Mock::given(method("GET"))
+        .and(path(status_path))
+        .respond_with(json_response(
+            500,
+            arm_error("InternalServerError", "The operation failed."),
+        ))
+        .mount(&server)
+        .await;
+
+    let entry = execute::resync(&client(&server), &workspace()).await;
+
+    assert_eq!(entry.outcome, Outcome::Failed);
+    assert!(
+        entry
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("InternalServerError"),
+        "{entry:?}"
+    );
+    assert_eq!(
+        received(&server).await.len(),
+        1 + 1 + settings().max_retries
+    );
+}
+
 // ---- concurrency ------------------------------------------------------------------------------
 
 /// Answers after `delay` and records when each request arrived.

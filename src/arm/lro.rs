@@ -36,8 +36,10 @@ impl ArmClient {
     /// polls are `poll_operation`: ARM authorizes them apart from the request itself.
     ///
     /// Once ARM has accepted the operation, Azure finishes it whether or not keysync watches, so
-    /// only a `Failed` or `Canceled` status fails the call. Running out of time ends it with
-    /// `StillRunning`; a poll refused or failing past the retries ends it with `Unconfirmed`.
+    /// only the operation's own failure fails the call: a `Failed` or `Canceled` status document,
+    /// or an ARM error from a `Location` URL. Running out of time ends it with `StillRunning`; a
+    /// poll refused, unanswered or failing past the retries without an ARM error ends it with
+    /// `Unconfirmed`.
     #[instrument(skip_all, fields(operation = %request.operation, resource = %request.resource))]
     pub(super) async fn run_to_completion(
         &self,
@@ -66,7 +68,7 @@ impl ArmClient {
         };
         polled
             .await
-            .map_err(|e: ArmError| after_acceptance(e, request.operation, monitor.url()))
+            .map_err(|e: ArmError| after_acceptance(e, request.operation, &monitor))
     }
 
     /// The status URL of a 202: `Azure-AsyncOperation` if present, else `Location`.
@@ -114,6 +116,17 @@ impl Monitor {
         match self {
             Monitor::AsyncOperation(url) | Monitor::Location(url) => url,
         }
+    }
+
+    /// True when the poll's error `e` is the operation's own outcome. A `Location` URL answers a
+    /// failed operation with an ARM error (ARM's asynchronous-operation contract), so an error
+    /// status with an ARM error body is the operation's failure, unless it refuses keysync the
+    /// status (401, 403: the poll's authorization, not the operation). A gateway page or other
+    /// unreadable body says nothing about the operation. A status document's poll failing is
+    /// never the operation's failure: the document is.
+    fn tells_failure(&self, e: &ArmError) -> bool {
+        let refused = matches!(e.status, Some(401 | 403));
+        matches!(self, Monitor::Location(_)) && e.code.is_some() && !refused
     }
 
     /// Where the operation `accepted` stands after the `poll` answered `answer`.
@@ -169,15 +182,19 @@ fn operation_status(
 
 /// What a failure after ARM accepted the `accepted` operation means. Only the operation's own
 /// failure fails it; otherwise Azure finishes it without keysync, which only stopped watching.
-fn after_acceptance(mut e: ArmError, accepted: Operation, status_url: &Url) -> ArmError {
+fn after_acceptance(mut e: ArmError, accepted: Operation, monitor: &Monitor) -> ArmError {
     match e.kind {
         ArmErrorKind::OperationFailed | ArmErrorKind::StillRunning => {}
         ArmErrorKind::Deadline => {
             e.kind = ArmErrorKind::StillRunning;
             e.operation = accepted;
         }
+        ArmErrorKind::Status if monitor.tells_failure(&e) => {
+            e.kind = ArmErrorKind::OperationFailed;
+            e.operation = accepted;
+        }
         _ => {
-            let why = unread_status(&e, status_url);
+            let why = unread_status(&e, monitor.url());
             e.kind = ArmErrorKind::Unconfirmed;
             e.message = shorten(&format!("accepted by Azure, which finishes it; {why}"));
         }

@@ -104,6 +104,48 @@ async fn a_failed_update_fails_the_invocation_and_a_redelivery_converges() {
     );
 }
 
+#[tokio::test]
+async fn a_resync_that_azure_reports_failed_fails_the_invocation_and_a_redelivery_resyncs() {
+    let app = TestApp::start(Scenario::demo()).await;
+    app.regenerate(SHARED, "key1").await;
+    // How ARM answers the Location URL of an operation that failed: an ARM error.
+    app.emulator.set_faults(vec![fault(json!({"operation": "Workspaces_ResyncKeysStatus", "kind": "error", "status": 400, "count": 1}))]);
+
+    let failed = app.deliver(&regeneration_event(SHARED)).await;
+
+    assert_eq!(failed.status, 500, "{:#}", failed.body);
+    let line = workspace_entry(report(&failed), "mlw-vision").unwrap();
+    assert_eq!(line["outcome"], "failed", "{line:#}");
+    assert!(
+        line["reason"].as_str().unwrap().contains("HTTP 400"),
+        "{line:#}"
+    );
+    assert_eq!(app.state().workspace("mlw-vision")["resyncsCompleted"], 0);
+    assert_eq!(
+        app.state().workspace("mlw-vision")["storageKeysInSync"],
+        false
+    );
+    // The datastores were repaired all the same.
+    assert_eq!(
+        app.state()
+            .held("mlw-vision", "workspaceblobstore", "stmlshared01"),
+        "key1"
+    );
+
+    let redelivered = app.deliver(&regeneration_event(SHARED)).await;
+
+    assert_eq!(redelivered.status, 200, "{:#}", redelivered.body);
+    assert_eq!(
+        workspace_entry(report(&redelivered), "mlw-vision").unwrap()["outcome"],
+        "resynced"
+    );
+    assert_eq!(app.state().workspace("mlw-vision")["resyncsCompleted"], 1);
+    assert_eq!(
+        app.state().workspace("mlw-vision")["storageKeysInSync"],
+        true
+    );
+}
+
 /// 7 workspaces, 3 per page; 80 datastores in `mlw-0`, at most 30 per page whatever keysync asks.
 fn paged_scenario() -> Scenario {
     let sub = SUB;
