@@ -2,6 +2,7 @@
 //! what is stale; carry it out; report. An event is only a hint: every trigger ends here, and
 //! running it twice changes nothing the second time.
 
+pub(crate) mod bounded;
 pub mod coalesce;
 pub mod execute;
 pub mod inventory;

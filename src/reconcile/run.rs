@@ -12,7 +12,7 @@ use super::plan::{
     WorkspacePlan,
 };
 use super::verify::Subject;
-use super::{AccountRead, ReconcileError, Reconciler, Request, execute, observe};
+use super::{AccountRead, ReconcileError, Reconciler, Request, bounded, execute, observe};
 use crate::arm::{ArmClient, ArmError, ArmErrorKind};
 use crate::model::ml::{Datastore, Workspace};
 use crate::model::storage::AccountKeys;
@@ -120,16 +120,13 @@ impl Run<'_> {
             };
             self.arm.list_workspaces_by_page(subscription, send).await
         };
-        let work = listed
-            .flat_map(futures::stream::iter)
-            .map(|ws| async move {
-                match WorkspaceId::parse(&ws.id) {
-                    Ok(id) => self.listed_workspace(id, ws).await,
-                    Err(_) => self.unusable_workspace(&ws).unwrap_or_default(),
-                }
-            })
-            .buffered(WORKSPACES_IN_FLIGHT)
-            .collect::<Vec<_>>();
+        let workspaces = listed.flat_map(futures::stream::iter).map(|ws| async move {
+            match WorkspaceId::parse(&ws.id) {
+                Ok(id) => self.listed_workspace(id, ws).await,
+                Err(_) => self.unusable_workspace(&ws).unwrap_or_default(),
+            }
+        });
+        let work = bounded::in_order(workspaces, WORKSPACES_IN_FLIGHT, |_| {});
         let (listed, entries) = futures::join!(listing, work);
         (entries.into_iter().flatten().collect(), listed.err())
     }

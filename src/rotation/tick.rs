@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::{KnownKeys, Limits, Rotation};
 use crate::config::{ROTATE_TAG, RotationPolicy};
 use crate::reconcile::execute::reported;
-use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request};
+use crate::reconcile::{Inventory, ReconcileError, Reconciler, Request, bounded};
 use crate::report::{Note, Outcome, Report};
 use crate::resource_id::StorageAccountId;
 
@@ -151,14 +151,14 @@ impl Reconciler {
 
         let candidates = candidates(policy, &inventory, self.subscriptions());
         let limits = Limits::from_policy(policy, false);
+        let rotating = futures::stream::iter(candidates).map(|(account, blocked)| {
+            self.rotate_candidate(account, blocked, limits, inventory.clone(), deadline)
+        });
         let (rotations, known): (Vec<Rotation>, Vec<Option<KnownKeys>>) =
-            futures::stream::iter(candidates)
-                .map(|(account, blocked)| {
-                    self.rotate_candidate(account, blocked, limits, inventory.clone(), deadline)
-                })
-                .buffered(ROTATION_CONCURRENCY)
-                .unzip()
-                .await;
+            bounded::in_order(rotating, ROTATION_CONCURRENCY, |_| {})
+                .await
+                .into_iter()
+                .unzip();
         report.rotations = rotations;
         let known: Vec<KnownKeys> = known.into_iter().flatten().collect();
 
@@ -228,17 +228,13 @@ impl Reconciler {
             });
         }
         let accounts = used.into_iter().filter(|a| !sweep.skip.contains(a));
-        let reports = futures::stream::iter(accounts)
-            .map(|account| {
-                self.sweep_account(Request {
-                    dry_run,
-                    ..sweep.request(account)
-                })
+        let sweeping = futures::stream::iter(accounts).map(|account| {
+            self.sweep_account(Request {
+                dry_run,
+                ..sweep.request(account)
             })
-            .buffered(ACCOUNT_CONCURRENCY)
-            .inspect(|report| done(report))
-            .collect()
-            .await;
+        });
+        let reports = bounded::in_order(sweeping, ACCOUNT_CONCURRENCY, done).await;
         (reports, notes)
     }
 
