@@ -885,6 +885,62 @@ async fn resync_polls_location_until_it_stops_answering_202() {
     assert_common_headers(&requests);
 }
 
+/// A resync that ARM accepts and whose status answers "still running" for ever, asking each time
+/// for the wait `retry_after`.
+async fn mount_endless_resync(server: &MockServer, retry_after: &str) {
+    let status = format!(
+        "{}/operations/endless?api-version={ML_VERSION}",
+        server.uri()
+    );
+    Mock::given(method("POST"))
+        .and(path(format!("{WORKSPACE}/resyncKeys")))
+        .respond_with(
+            ResponseTemplate::new(202)
+                .insert_header("Location", status.as_str())
+                .insert_header("Retry-After", retry_after),
+        )
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/operations/endless"))
+        .respond_with(ResponseTemplate::new(202).insert_header("Retry-After", retry_after))
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn a_resync_poll_waits_the_seconds_retry_after_asks_for() {
+    let server = MockServer::start().await;
+    mount_endless_resync(&server, "1").await;
+    let started = Instant::now();
+
+    let err = client(&server)
+        .resync_keys_until(&workspace(), started + Duration::from_millis(2500))
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::StillRunning);
+    // The resync, then a poll after 1 s and another after 2 s; a third would pass the deadline.
+    assert_eq!(received(&server).await.len(), 3);
+    assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_resync_that_asks_for_no_wait_is_not_polled_back_to_back_until_the_deadline() {
+    let server = MockServer::start().await;
+    mount_endless_resync(&server, "0").await;
+    let started = Instant::now();
+
+    let err = client(&server)
+        .resync_keys_until(&workspace(), started + Duration::from_secs(2))
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::StillRunning);
+    // Three polls at once, then after 0.25 s, 0.5 s and 1 s: the next would pass the deadline.
+    assert_eq!(received(&server).await.len(), 1 + 6);
+}
+
 async fn mount_async_operation(server: &MockServer, statuses: &[Value]) {
     let status_url = format!(
         "{}/asyncoperations/op-1?api-version={ML_VERSION}",

@@ -19,6 +19,12 @@ use super::{ArmClient, ArmError, ArmErrorKind, Operation};
 pub(super) const DEFAULT_LRO_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// The wait between polls when the answer has no `Retry-After`.
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Polls sent as soon as ARM asks. ARM may ask for no wait at all (`Retry-After: 0`); an
+/// operation that keeps running must still not be polled back to back until the timeout, so
+/// after these the waits grow to the default interval.
+const PROMPT_POLLS: u32 = 3;
+/// The first wait once the prompt polls are spent; it doubles up to `DEFAULT_POLL_INTERVAL`.
+const FIRST_SPACED_POLL: Duration = Duration::from_millis(250);
 
 /// Where and how to learn the outcome.
 enum Monitor {
@@ -55,14 +61,16 @@ impl ArmClient {
 
         let monitor = self.monitor(&request, &first)?;
         let poll = request.follow_as(poll_operation, monitor.url().clone());
-        let mut wait = poll_interval(&first);
+        let mut wait = poll_interval(&first, 0);
+        let mut polls = 0;
         let polled = async {
             loop {
                 sleep_unless_past(&request, wait, deadline).await?;
                 let answer = self.send(&poll).await?;
+                polls += 1;
                 match monitor.progress(&request, &poll, &answer)? {
                     Progress::Done => return Ok(()),
-                    Progress::Running => wait = poll_interval(&answer),
+                    Progress::Running => wait = poll_interval(&answer, polls),
                 }
             }
         };
@@ -241,9 +249,23 @@ fn status_read_action(url: &Url) -> Option<String> {
     shaped.then(|| format!("{namespace}/locations/{kind}/read"))
 }
 
-/// The wait the answer asks for before the next poll; 0 is allowed.
-fn poll_interval(response: &RawResponse) -> Duration {
-    response.retry_after().unwrap_or(DEFAULT_POLL_INTERVAL)
+/// The wait before the next poll, after `polls` polls: what the answer asks for (0 is allowed),
+/// but no less than [`least_wait`].
+fn poll_interval(response: &RawResponse, polls: u32) -> Duration {
+    let asked = response.retry_after().unwrap_or(DEFAULT_POLL_INTERVAL);
+    asked.max(least_wait(polls))
+}
+
+/// No wait for the first [`PROMPT_POLLS`] polls, then [`FIRST_SPACED_POLL`] doubling up to
+/// [`DEFAULT_POLL_INTERVAL`]. Never above the default, so a `Retry-After` of a second or more is
+/// followed exactly.
+fn least_wait(polls: u32) -> Duration {
+    match polls.checked_sub(PROMPT_POLLS) {
+        None => Duration::ZERO,
+        Some(spaced) => FIRST_SPACED_POLL
+            .saturating_mul(2u32.saturating_pow(spaced.min(8)))
+            .min(DEFAULT_POLL_INTERVAL),
+    }
 }
 
 /// Sleeps `wait`, unless the next poll would come after `deadline`: then the operation is still
@@ -264,6 +286,13 @@ async fn sleep_unless_past(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polls_asked_to_wait_for_nothing_are_spaced_out_after_the_first_few() {
+        let waits: Vec<u128> = (0..8).map(|n| least_wait(n).as_millis()).collect();
+        assert_eq!(waits, [0, 0, 0, 250, 500, 1000, 1000, 1000]);
+        assert_eq!(least_wait(u32::MAX), DEFAULT_POLL_INTERVAL);
+    }
 
     #[test]
     fn a_status_url_names_the_read_action_of_its_resource_type() {
