@@ -9,6 +9,7 @@ use std::sync::Arc;
 use common::*;
 use keysync::reconcile::{Inventory, Reconciler, Request};
 use keysync::report::{Entry, ObjectKind, Outcome, Report};
+use keysync::rotation::Limits;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer};
@@ -181,5 +182,33 @@ async fn a_sweep_from_one_listing_reports_what_it_cannot_address() {
     let report = reconciler.reconcile(request).await.expect("the run");
 
     assert_reported(&report);
+    assert_only_listed(&server).await;
+}
+
+#[tokio::test]
+async fn a_rotation_leaves_an_account_with_objects_it_cannot_address() {
+    let server = arm().await;
+    let reconciler = Reconciler::new(client(&server), vec![SUB.to_string()]);
+    // Due at any age: only what the datastores may hold can stop it.
+    let limits = Limits {
+        max_age: std::time::Duration::ZERO,
+        min_interval: std::time::Duration::ZERO,
+        ignore_age: true,
+    };
+
+    let rotation = reconciler
+        .rotate(&account(), limits, None, None)
+        .await
+        .expect("the rotation");
+
+    // A datastore nothing can address may hold the standby key.
+    assert_eq!(rotation.outcome, "left", "{rotation:#?}");
+    assert!(rotation.attention);
+    assert_eq!(
+        rotation.reason,
+        "some datastores or workspaces could not be read, so a consumer of the standby key \
+         cannot be ruled out: nothing regenerated"
+    );
+    assert_eq!(rotation.regenerated, None);
     assert_only_listed(&server).await;
 }

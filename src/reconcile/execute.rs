@@ -72,6 +72,7 @@ fn datastore_entry(workspace: &WorkspaceId, ds: &DatastorePlan) -> Entry {
         attention: false,
         other_account: false,
         sas_token: false,
+        unreadable: false,
         verification: None,
     }
 }
@@ -99,6 +100,7 @@ pub fn unusable_datastore(workspace: &WorkspaceId, ds: &Datastore) -> Entry {
         attention: true,
         other_account: false,
         sas_token: false,
+        unreadable: true,
         verification: None,
     }
 }
@@ -126,6 +128,7 @@ pub fn unusable_workspace(workspace: &Workspace) -> Entry {
         attention: true,
         other_account: false,
         sas_token: false,
+        unreadable: true,
         verification: None,
     }
 }
@@ -295,6 +298,7 @@ pub fn workspace_entry(workspace: &WorkspaceId, decision: &ResyncDecision, dry_r
         attention: false,
         other_account: false,
         sas_token: false,
+        unreadable: false,
         verification: None,
     }
 }

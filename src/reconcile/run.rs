@@ -359,6 +359,7 @@ fn listing_error_entry(plan: &WorkspacePlan) -> Vec<Entry> {
         attention: false,
         other_account: false,
         sas_token: false,
+        unreadable: false,
         verification: None,
     }]
 }

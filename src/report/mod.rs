@@ -176,6 +176,10 @@ pub struct Entry {
     /// learn which key signed them; the reason tells a reader).
     #[serde(skip)]
     pub sas_token: bool,
+    /// An object keysync cannot address at all (a datastore with no usable id or name, a
+    /// workspace whose id is not an ARM id): it may hold either key, which a rotation must know.
+    #[serde(skip)]
+    pub unreadable: bool,
     /// What storage said when the datastore's credential was tried after the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
@@ -220,6 +224,12 @@ impl Report {
     /// True when some work is left (failed or deferred): the trigger should be retried.
     pub fn needs_retry(&self) -> bool {
         self.has_failures() || self.count(Outcome::Deferred) > 0
+    }
+
+    /// True when an object on the account could not be addressed at all, so what it holds is
+    /// unknown.
+    pub fn has_unreadable(&self) -> bool {
+        self.entries.iter().any(|e| e.unreadable)
     }
 
     /// The entries a person must act on (see [`Entry::attention`]). Retrying does not help them.
@@ -380,6 +390,7 @@ mod tests {
             attention: false,
             other_account: false,
             sas_token: false,
+            unreadable: false,
             verification: None,
         }
     }

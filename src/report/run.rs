@@ -183,6 +183,7 @@ mod tests {
             attention: false,
             other_account: false,
             sas_token: false,
+            unreadable: false,
             verification: None,
         });
         let run = RunReport::new(false, vec![report], vec![]);
@@ -203,6 +204,7 @@ mod tests {
             attention,
             other_account: false,
             sas_token: false,
+            unreadable: false,
             verification: None,
         }
     }

@@ -272,6 +272,7 @@ mod tests {
                 attention: false,
                 other_account: false,
                 sas_token: false,
+                unreadable: false,
                 verification: None,
             },
             Entry {
@@ -286,6 +287,7 @@ mod tests {
                 attention: false,
                 other_account: false,
                 sas_token: false,
+                unreadable: false,
                 verification: None,
             },
         ];

@@ -277,7 +277,8 @@ impl Reconciler {
             .inventory
             .as_ref()
             .is_some_and(|i| !i.failures.is_empty());
-        let decision = match (unlisted, dry_run.needs_retry()) {
+        let unread = dry_run.needs_retry() || dry_run.has_unreadable();
+        let decision = match (unlisted, unread) {
             (true, _) => Decision::Leave {
                 reason: UNLISTED.into(),
                 attention: true,
@@ -358,7 +359,7 @@ fn left_over(report: &Report) -> String {
 const UNLISTED: &str = "the scope could not be listed in full (see the tick's notes), so a consumer of the standby key cannot be ruled out: nothing regenerated";
 
 /// Why an account is left when some of its datastores could not be read.
-const UNREAD: &str = "some datastores could not be read, so a consumer of the standby key cannot be ruled out: nothing regenerated";
+const UNREAD: &str = "some datastores or workspaces could not be read, so a consumer of the standby key cannot be ruled out: nothing regenerated";
 
 /// The current key held by each AccountKey datastore of a dry run's report. (SAS tokens are
 /// consumers too, of the key that signed them: see [`sas`], read only when a rotation is due.)

@@ -416,6 +416,7 @@ mod tests {
             attention: false,
             other_account: false,
             sas_token: false,
+            unreadable: false,
             verification: None,
         };
         let id = StorageAccountId::parse(&format!(
@@ -454,6 +455,7 @@ mod tests {
             attention: false,
             other_account: false,
             sas_token: false,
+            unreadable: false,
             verification: None,
         }
     }
