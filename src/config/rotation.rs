@@ -11,14 +11,21 @@ use crate::resource_id::StorageAccountId;
 /// The tag that opts an account into rotation: `keysync-rotate` with the value `true`.
 pub const ROTATE_TAG: &str = "keysync-rotate";
 
-/// App settings that name the storage the Function App itself runs on. keysync never rotates
-/// those accounts unless they are listed explicitly: the host would lose its own storage.
-const HOST_STORAGE_SETTINGS: [&str; 5] = [
+/// App settings that name the storage the Function App itself runs on: the host's storage in
+/// each form the host reads it (a connection string, or an identity-based connection by account
+/// name or by service URI), the content share, the deployment storage, and a package URL. keysync
+/// never rotates those accounts unless they are listed explicitly: the host would lose its own
+/// storage, or a package URL signed with the key.
+const HOST_STORAGE_SETTINGS: [&str; 9] = [
     "AzureWebJobsStorage",
     "AzureWebJobsStorage__accountName",
     "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
+    "AzureWebJobsStorage__serviceUri",
     "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
     "DEPLOYMENT_STORAGE_CONNECTION_STRING",
+    "WEBSITE_RUN_FROM_PACKAGE",
 ];
 
 /// How keysync rotates keys on the timer.
@@ -195,8 +202,13 @@ fn account_name_in(value: &str) -> Option<String> {
     from_connection_string
         .or(from_uri)
         .or(bare)
-        .filter(|n| !n.is_empty())
+        .filter(|n| is_account_name(n))
         .map(|n| n.to_ascii_lowercase())
+}
+
+/// A storage account name: 3 to 24 letters and digits (`WEBSITE_RUN_FROM_PACKAGE=1` is none).
+fn is_account_name(name: &str) -> bool {
+    (3..=24).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]
@@ -336,13 +348,33 @@ mod tests {
             ("AzureWebJobsStorage", "DefaultEndpointsProtocol=https;AccountName=stfunchost;AccountKey=c2VjcmV0;EndpointSuffix=core.windows.net"),
             ("AzureWebJobsStorage__blobServiceUri", "https://stflexdeploy.blob.core.windows.net"),
             ("AzureWebJobsStorage__accountName", "StIdentityHost"),
+            ("AzureWebJobsStorage__queueServiceUri", "https://stqueues.queue.core.windows.net"),
+            ("AzureWebJobsStorage__tableServiceUri", "https://sttables.table.core.windows.net/"),
+            (
+                "WEBSITE_RUN_FROM_PACKAGE",
+                "https://stpackages.blob.core.windows.net/app/keysync.zip?sv=2024-11-04&sig=c2lnbmF0dXJl",
+            ),
         ])
         .unwrap();
         assert_eq!(
             p.host_accounts,
-            vec!["stfunchost", "stidentityhost", "stflexdeploy"]
+            vec![
+                "stfunchost",
+                "stidentityhost",
+                "stflexdeploy",
+                "stqueues",
+                "sttables",
+                "stpackages"
+            ]
         );
         assert!(p.is_host_storage("STFUNCHOST"));
         assert!(!format!("{p:?}").contains("c2VjcmV0"));
+        assert!(!format!("{p:?}").contains("c2lnbmF0dXJl"));
+    }
+
+    #[test]
+    fn a_run_from_package_flag_names_no_account() {
+        let p = policy(&[("WEBSITE_RUN_FROM_PACKAGE", "1")]).unwrap();
+        assert!(p.host_accounts.is_empty(), "{:?}", p.host_accounts);
     }
 }
