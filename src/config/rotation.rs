@@ -124,6 +124,12 @@ fn check_schedule(schedule: &str) -> Result<(), ConfigError> {
             ),
         ));
     }
+    if let Some(why) = beyond_ncrontab(&fields) {
+        return Err(ConfigError::new(
+            NAME,
+            format!("'{schedule}' is not NCRONTAB, which the Functions host reads: {why}"),
+        ));
+    }
     let cron = ncrontab().parse(schedule).map_err(|e| {
         ConfigError::new(NAME, format!("'{schedule}' is not a valid schedule: {e}"))
     })?;
@@ -136,6 +142,46 @@ fn check_schedule(schedule: &str) -> Result<(), ConfigError> {
             ),
         )),
     }
+}
+
+/// The largest value of each field, and the names the month and day-of-week fields take.
+const FIELD_MAX: [u32; 6] = [59, 59, 23, 31, 12, 6];
+const MONTH_NAMES: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+const FIELD_LABELS: [&str; 6] = ["second", "minute", "hour", "day", "month", "day-of-week"];
+
+/// Why one of the six fields is outside what NCRONTAB reads, if it is: croner also takes `?`,
+/// `L`, `W`, `#` and a day-of-week of 7, which the host refuses, and keysync would then start
+/// cleanly with a `RotateKeys` function that never runs. NCRONTAB takes `*`, numbers, ranges,
+/// lists, steps, and the English three-letter names of months and days.
+fn beyond_ncrontab(fields: &[&str]) -> Option<String> {
+    let names: [&[&str]; 6] = [&[], &[], &[], &[], &MONTH_NAMES, &DAY_NAMES];
+    for (index, field) in fields.iter().enumerate() {
+        let label = FIELD_LABELS[index];
+        for part in field.split(',') {
+            let (range, step) = part.split_once('/').unwrap_or((part, "1"));
+            let value_ok = |value: &str| {
+                value == "*"
+                    || value.parse::<u32>().is_ok_and(|n| n <= FIELD_MAX[index])
+                    || names[index].iter().any(|n| n.eq_ignore_ascii_case(value))
+            };
+            let step_ok = step.parse::<u32>().is_ok_and(|n| n > 0);
+            if !step_ok || !range.split('-').all(value_ok) {
+                return Some(format!(
+                    "the {label} field's '{part}' (NCRONTAB takes *, numbers up to {}, ranges, lists and steps{})",
+                    FIELD_MAX[index],
+                    if names[index].is_empty() {
+                        ""
+                    } else {
+                        ", and three-letter names"
+                    }
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// How long from start-up a schedule may take to fire: four years and two days hold every
@@ -246,6 +292,38 @@ mod tests {
         }
         let err = policy(&[("KEYSYNC_ROTATION_SCHEDULE", "* 0 3 * * *")]).unwrap_err();
         assert!(err.to_string().contains("every second"), "{err}");
+    }
+
+    #[test]
+    fn what_croner_reads_but_the_host_does_not_is_refused() {
+        for (beyond, part) in [
+            ("0 0 3 L * *", "day field's 'L'"),
+            ("0 0 3 ? * 1", "day field's '?'"),
+            ("0 0 3 15W * *", "day field's '15W'"),
+            ("0 0 3 * * 5#2", "day-of-week field's '5#2'"),
+            ("0 0 3 * * 5L", "day-of-week field's '5L'"),
+            ("0 0 3 * * 7", "day-of-week field's '7'"),
+            ("0 0 3 * * 1-7", "day-of-week field's '1-7'"),
+            ("0 0 */0 * * *", "hour field's '*/0'"),
+        ] {
+            let err = policy(&[("KEYSYNC_ROTATION_SCHEDULE", beyond)]).unwrap_err();
+            assert_eq!(err.setting, "KEYSYNC_ROTATION_SCHEDULE", "{beyond}");
+            let text = err.to_string();
+            assert!(text.contains("is not NCRONTAB"), "{beyond}: {text}");
+            assert!(text.contains(part), "{beyond}: {text}");
+        }
+        for fine in [
+            "0 0 3 * JAN-DEC MON-FRI",
+            "0 */5 * * * 1,3,5",
+            "0 0 3 1-7 * sun",
+            "0 0 3 */2 jul *",
+            "30 15 2 1,15 * *",
+        ] {
+            assert!(
+                policy(&[("KEYSYNC_ROTATION_SCHEDULE", fine)]).is_ok(),
+                "{fine}"
+            );
+        }
     }
 
     /// The next times `schedule` fires after `after`, as keysync's parser reads it.
