@@ -352,15 +352,16 @@ pub fn resync_decision(
         return ResyncDecision::Resync;
     }
     let horizon = ws.last_resynced_for.unwrap_or(now - WORKSPACE_SELF_RESYNC);
-    match account.newest_key_time() {
-        Some(created) if created > horizon => ResyncDecision::Resync,
-        _ => ResyncDecision::UpToDate(match ws.last_resynced_for {
-            Some(_) => "already resynced since the newest key was created".to_string(),
-            None => {
-                "the newest key is over an hour old: the workspace has picked it up".to_string()
-            }
-        }),
-    }
+    let reason = match (account.newest_key_time(), ws.last_resynced_for) {
+        (Some(created), _) if created > horizon => return ResyncDecision::Resync,
+        // Every regeneration records its key's creation time.
+        (None, _) => {
+            "Azure records no creation time for either key, so neither was regenerated since it began to: nothing new for the workspace"
+        }
+        (Some(_), Some(_)) => "already resynced since the newest key was created",
+        (Some(_), None) => "the newest key is over an hour old: the workspace has picked it up",
+    };
+    ResyncDecision::UpToDate(reason.to_string())
 }
 
 #[cfg(test)]

@@ -421,3 +421,28 @@ fn a_listing_failure_keeps_the_workspace_in_the_plan() {
         Some("HTTP 503")
     );
 }
+
+#[test]
+fn keys_with_no_recorded_creation_time_need_no_resync_and_say_why() {
+    let mut facts = account();
+    facts.key_creation_time.key1 = None;
+    facts.key_creation_time.key2 = None;
+    let ws = workspace(
+        true,
+        vec![datastore(
+            "ok",
+            "AccountKey",
+            "stmlshared01",
+            Some(SecretState::Current(KeySlot::Key1)),
+        )],
+    );
+    let plan = plan(&facts, &[ws], Target::Newest, NOW);
+    assert_eq!(
+        plan.workspaces[0].resync,
+        Some(ResyncDecision::UpToDate(
+            "Azure records no creation time for either key, so neither was regenerated since it \
+             began to: nothing new for the workspace"
+                .into()
+        ))
+    );
+}
