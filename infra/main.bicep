@@ -62,6 +62,58 @@ param eventTimeToLiveMinutes int = 1440
 @description('Log filter of the handler (RUST_LOG, tracing syntax).')
 param logLevel string = 'info'
 
+@description('Base URL of Azure Resource Manager (KEYSYNC_ARM_ENDPOINT); change it together with armScope for a sovereign cloud.')
+param armEndpoint string = 'https://management.azure.com'
+
+@description('Token scope keysync asks for to call Azure Resource Manager (KEYSYNC_ARM_SCOPE).')
+param armScope string = 'https://management.azure.com/.default'
+
+@description('ARM requests keysync has in flight per subscription (KEYSYNC_MAX_CONCURRENCY).')
+@minValue(1)
+@maxValue(256)
+param maxConcurrency int = 24
+
+@description('Seconds one ARM request, body included, or one attempt at a token may take (KEYSYNC_REQUEST_TIMEOUT_SECS).')
+@minValue(1)
+@maxValue(600)
+param requestTimeoutSeconds int = 30
+
+@description('Seconds after which a KeyRegenerated invocation starts no new work, so that it answers before Event Grid stops waiting, about 30 s (KEYSYNC_EVENT_DEADLINE_SECS).')
+@minValue(1)
+@maxValue(600)
+param eventDeadlineSeconds int = 25
+
+@description('The same for a RotateKeys tick (KEYSYNC_TIMER_DEADLINE_SECS); keep it under host.json\'s functionTimeout, 300 s.')
+@minValue(1)
+@maxValue(3600)
+param timerDeadlineSeconds int = 270
+
+@description('The same for a call of /api/reconcile (KEYSYNC_HTTP_DEADLINE_SECS); Azure gives up on an HTTP trigger after 230 s.')
+@minValue(1)
+@maxValue(220)
+param httpDeadlineSeconds int = 200
+
+@description('After a run, check every AccountKey and SAS datastore on the account against storage (KEYSYNC_VERIFY).')
+param verify bool = true
+
+@description('Seconds one storage check may take, from connecting to the end of the answer (KEYSYNC_VERIFY_TIMEOUT_SECS).')
+@minValue(1)
+@maxValue(60)
+param verifyTimeoutSeconds int = 5
+
+@description('Storage checks in flight at once in one run (KEYSYNC_VERIFY_CONCURRENCY).')
+@minValue(1)
+@maxValue(64)
+param verifyConcurrency int = 8
+
+@description('Replace a SAS token that storage rejects with one of the same scope (KEYSYNC_REMINT_SAS). Needs verify: keysync refuses to start with remintSas true and verify false.')
+param remintSas bool = false
+
+@description('Days a re-minted SAS token is valid (KEYSYNC_SAS_LIFETIME_DAYS).')
+@minValue(1)
+@maxValue(365)
+param sasLifetimeDays int = 30
+
 @description('Version of the Flex Consumption "custom" runtime (az functionapp list-flexconsumption-runtimes --location <region> --runtime custom).')
 param customRuntimeVersion string = '1.0'
 
@@ -104,6 +156,18 @@ module app 'modules/app.bicep' = {
     rotateMinIntervalHours: rotateMinIntervalHours
     rotateAccounts: rotateAccounts
     logLevel: logLevel
+    armEndpoint: armEndpoint
+    armScope: armScope
+    maxConcurrency: maxConcurrency
+    requestTimeoutSeconds: requestTimeoutSeconds
+    eventDeadlineSeconds: eventDeadlineSeconds
+    timerDeadlineSeconds: timerDeadlineSeconds
+    httpDeadlineSeconds: httpDeadlineSeconds
+    verify: verify
+    verifyTimeoutSeconds: verifyTimeoutSeconds
+    verifyConcurrency: verifyConcurrency
+    remintSas: remintSas
+    sasLifetimeDays: sasLifetimeDays
     customRuntimeVersion: customRuntimeVersion
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB

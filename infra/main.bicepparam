@@ -17,6 +17,14 @@ param rotateAfterDays = 90
 param rotateMinIntervalHours = 24
 param rotateAccounts = []
 
+// Checking datastore credentials against storage after each run, and re-minting the SAS tokens
+// storage rejects (off by default; it needs verify). Every other setting keysync reads has a
+// parameter too, with the default keysync itself uses: see README, "Configuration reference".
+// Set them here rather than by hand on the Function App, where the next deployment resets them.
+param verify = true
+param remintSas = false
+param sasLifetimeDays = 30
+
 // infra/deploy.sh sets KEYSYNC_WIRE_EVENTS=false for its first pass, before the KeyRegenerated
 // function exists; keep this line in a copy of this file.
 param wireEvents = bool(readEnvironmentVariable('KEYSYNC_WIRE_EVENTS', 'true'))

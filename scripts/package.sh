@@ -7,8 +7,9 @@
 # compiler for aws-lc-sys (Debian: `apt-get install musl-tools`, which provides musl-gcc), and
 # `zip` (Debian: `apt-get install zip`). Prints the path of the package on success.
 #
-#   scripts/package.sh            # build dist/keysync.zip
-#   KEYSYNC_DIST=out scripts/package.sh
+#   scripts/package.sh                      # build dist/keysync.zip
+#   KEYSYNC_DIST=out scripts/package.sh     # out/keysync.zip, relative to the repository's root
+#   KEYSYNC_DIST=/tmp/pkg scripts/package.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,8 +55,9 @@ stage() {
 }
 
 zip_package() {
-    local root=$1 out
-    out="$(pwd)/$package"
+    local root=$1 out=$package
+    # zip runs inside the staging folder, so it needs the package's absolute path.
+    [[ $out == /* ]] || out="$(pwd)/$out"
     mkdir -p "$dist"
     rm -f "$out"
     # A fixed time and a sorted list make the zip depend only on its contents; -X leaves out

@@ -10,7 +10,9 @@
 //! signature, a connection string's key.
 //!
 //! Without Azurite the demo's storage checks would go to the demo accounts' real Azure hostnames,
-//! so the test skips with a message, unless `KEYSYNC_REQUIRE_AZURITE=1` makes that a failure.
+//! so the demo turns them off; the test still runs it and checks that it says so (and skips the
+//! SAS datastore it cannot check). `KEYSYNC_REQUIRE_AZURITE=1`, as `.ci/run` sets it, makes a
+//! missing Azurite a failure instead.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -1,8 +1,9 @@
 //! Checks of `infra/` against the code: the custom role grants exactly the actions the ARM client
-//! calls, the Event Grid subscription matches what the handler filters on, and the app settings
-//! the Bicep sets are the ones keysync reads. (Checkov, in `.ci/run`, checks the Bicep itself.)
+//! calls, the Event Grid subscription matches what the handler filters on, and every setting
+//! keysync reads is written from a parameter of `main.bicep` that the README's configuration
+//! reference names, with the default it documents. (Checkov, in `.ci/run`, checks the Bicep.)
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use keysync::arm::Operation;
@@ -104,34 +105,150 @@ fn the_event_subscription_sends_what_the_handler_acts_on_to_key_regenerated() {
     assert!(binding.contains("\"eventGridTrigger\""));
 }
 
+/// The app settings `infra/modules/app.bicep` writes: name → value expression.
+fn app_settings() -> BTreeMap<String, String> {
+    let app = read(&infra().join("modules/app.bicep"));
+    let lines: Vec<&str> = app.lines().map(str::trim).collect();
+    lines
+        .windows(2)
+        .filter_map(|pair| {
+            let name = pair[0].strip_prefix("name: '")?.strip_suffix('\'')?;
+            let value = pair[1].strip_prefix("value: ")?;
+            Some((name.to_string(), value.to_string()))
+        })
+        .filter(|(name, _)| name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect()
+}
+
+/// The settings `Config` looks up (`get("NAME")` in `src/config/`, tests left out).
+fn settings_keysync_reads() -> BTreeSet<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    let mut names = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).expect("src/config").flatten() {
+        let source = read(&entry.path());
+        let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+        for rest in code.split("get(\"").skip(1) {
+            let name = rest.split('"').next().unwrap_or_default();
+            names.insert(name.to_string());
+        }
+    }
+    assert!(
+        names.contains("KEYSYNC_SUBSCRIPTIONS"),
+        "no setting found in src/config/"
+    );
+    names
+}
+
+/// A row of the README's configuration reference: variables, default, infra parameter.
+struct Documented {
+    variables: Vec<String>,
+    default: String,
+    parameter: Option<String>,
+}
+
+fn configuration_reference(readme: &str) -> Vec<Documented> {
+    let section = readme
+        .split("\n## Configuration reference\n")
+        .nth(1)
+        .expect("README has a configuration reference");
+    let backticked = |cell: &str| -> Vec<String> {
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    section
+        .lines()
+        .skip_while(|l| !l.starts_with("| variable |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            assert!(cells.len() >= 4, "a short row: {row}");
+            Documented {
+                variables: backticked(cells[0]),
+                default: cells[1].trim().to_string(),
+                parameter: cells[2]
+                    .starts_with('`')
+                    .then(|| backticked(cells[2]).remove(0)),
+            }
+        })
+        .collect()
+}
+
+/// A `param` of main.bicep and its default, as written (`30`, `'info'`, `true`).
+fn main_parameter_default(main: &str, name: &str) -> Option<String> {
+    main.lines().find_map(|l| {
+        let rest = l.strip_prefix(&format!("param {name} "))?;
+        Some(rest.split_once(" = ").map_or("", |(_, d)| d).to_string())
+    })
+}
+
 #[test]
-fn the_app_settings_are_those_keysync_reads_and_the_readme_documents() {
+fn every_setting_keysync_reads_is_set_from_a_parameter_of_main_bicep() {
+    let readme = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"));
+    let main = read(&infra().join("main.bicep"));
+    let set = app_settings();
+    let rows = configuration_reference(&readme);
+
+    for name in settings_keysync_reads() {
+        let row = rows
+            .iter()
+            .find(|r| r.variables.contains(&name))
+            .unwrap_or_else(|| {
+                panic!("{name} is read but not in README's configuration reference")
+            });
+        if row.default == "set by Functions" {
+            assert!(
+                !set.contains_key(&name),
+                "infra/ sets {name}, the platform's"
+            );
+            continue;
+        }
+        assert!(set.contains_key(&name), "infra/ does not set {name}");
+    }
+    for row in &rows {
+        let Some(parameter) = &row.parameter else {
+            continue;
+        };
+        let default = main_parameter_default(&main, parameter)
+            .unwrap_or_else(|| panic!("main.bicep has no param {parameter}"));
+        assert!(
+            main.contains(&format!("    {parameter}: {parameter}\n")),
+            "main.bicep does not pass {parameter} to its app module"
+        );
+        for variable in &row.variables {
+            let value = set
+                .get(variable)
+                .unwrap_or_else(|| panic!("infra/ does not set {variable}"));
+            assert!(
+                value.contains(parameter.as_str()),
+                "{variable} is not set from {parameter}"
+            );
+        }
+        let plain = |s: &str| s.trim_matches(|c| c == '`' || c == '\'').to_string();
+        if !matches!(row.default.as_str(), "required" | "none") {
+            assert_eq!(
+                plain(&row.default),
+                plain(&default),
+                "README and main.bicep disagree on the default of {parameter}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_app_settings_infra_writes_are_documented_and_keyless() {
     let bicep = bicep();
     let readme = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"));
-    let set: BTreeSet<String> = bicep
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("name: '"))
-        .filter_map(|rest| rest.strip_suffix('\''))
-        .filter(|name| name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
-        .map(str::to_string)
-        .collect();
-    for needed in [
-        "KEYSYNC_SUBSCRIPTIONS",
-        "KEYSYNC_ROTATION_SCHEDULE",
-        "KEYSYNC_ROTATE_AFTER_DAYS",
-        "KEYSYNC_ROTATE_MIN_INTERVAL_HOURS",
-        "KEYSYNC_ROTATE_ACCOUNTS",
-        "AZURE_CLIENT_ID",
-        "APPLICATIONINSIGHTS_CONNECTION_STRING",
-    ] {
-        assert!(set.contains(needed), "infra/ does not set {needed}");
-    }
-    for name in &set {
+    for name in app_settings().keys() {
         assert!(
             readme.contains(&format!("`{name}`")),
             "{name} is set in infra/ but not documented in README.md"
         );
     }
+    assert!(app_settings().contains_key("APPLICATIONINSIGHTS_CONNECTION_STRING"));
     // The host reaches its storage with the identity: a connection string would carry a key.
     assert!(bicep.contains("name: 'AzureWebJobsStorage__accountName'"));
     assert!(!bicep.contains("name: 'AzureWebJobsStorage'\n"));

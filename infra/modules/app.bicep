@@ -11,6 +11,18 @@ param rotateAfterDays int
 param rotateMinIntervalHours int
 param rotateAccounts array
 param logLevel string
+param armEndpoint string
+param armScope string
+param maxConcurrency int
+param requestTimeoutSeconds int
+param eventDeadlineSeconds int
+param timerDeadlineSeconds int
+param httpDeadlineSeconds int
+param verify bool
+param verifyTimeoutSeconds int
+param verifyConcurrency int
+param remintSas bool
+param sasLifetimeDays int
 param customRuntimeVersion string
 param maximumInstanceCount int
 param instanceMemoryMB int
@@ -197,7 +209,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
           value: 'ClientId=${identity.properties.clientId};Authorization=AAD'
         }
-        // keysync's own settings: see the README, "Configuration reference".
+        // keysync's own settings, every one from a parameter of main.bicep: this list replaces
+        // the app's settings on each deployment. See the README, "Configuration reference".
         {
           name: 'AZURE_CLIENT_ID'
           value: identity.properties.clientId
@@ -221,6 +234,54 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'KEYSYNC_ROTATE_ACCOUNTS'
           value: join(rotateAccounts, ',')
+        }
+        {
+          name: 'KEYSYNC_ARM_ENDPOINT'
+          value: armEndpoint
+        }
+        {
+          name: 'KEYSYNC_ARM_SCOPE'
+          value: armScope
+        }
+        {
+          name: 'KEYSYNC_MAX_CONCURRENCY'
+          value: string(maxConcurrency)
+        }
+        {
+          name: 'KEYSYNC_REQUEST_TIMEOUT_SECS'
+          value: string(requestTimeoutSeconds)
+        }
+        {
+          name: 'KEYSYNC_EVENT_DEADLINE_SECS'
+          value: string(eventDeadlineSeconds)
+        }
+        {
+          name: 'KEYSYNC_TIMER_DEADLINE_SECS'
+          value: string(timerDeadlineSeconds)
+        }
+        {
+          name: 'KEYSYNC_HTTP_DEADLINE_SECS'
+          value: string(httpDeadlineSeconds)
+        }
+        {
+          name: 'KEYSYNC_VERIFY'
+          value: verify ? 'true' : 'false'
+        }
+        {
+          name: 'KEYSYNC_VERIFY_TIMEOUT_SECS'
+          value: string(verifyTimeoutSeconds)
+        }
+        {
+          name: 'KEYSYNC_VERIFY_CONCURRENCY'
+          value: string(verifyConcurrency)
+        }
+        {
+          name: 'KEYSYNC_REMINT_SAS'
+          value: remintSas ? 'true' : 'false'
+        }
+        {
+          name: 'KEYSYNC_SAS_LIFETIME_DAYS'
+          value: string(sasLifetimeDays)
         }
         {
           name: 'RUST_LOG'

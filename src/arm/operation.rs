@@ -12,9 +12,26 @@ pub const ML_API_VERSION: &str = "2025-12-01";
 const STATUS_READ_ACTION: &str =
     "Microsoft.MachineLearningServices/locations/workspaceOperationsStatus/read";
 
-/// An ARM operation, named by its operationId in Azure's REST API specification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
+/// Declares [`Operation`] and [`Operation::ALL`] from one list, so that a variant cannot be added
+/// without being in `ALL`, from which the custom role in `infra/` is derived
+/// ([`Operation::rbac_actions`]).
+macro_rules! operations {
+    ($($(#[$attr:meta])* $variant:ident,)+) => {
+        /// An ARM operation, named by its operationId in Azure's REST API specification.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Operation {
+            $($(#[$attr])* $variant,)+
+        }
+
+        impl Operation {
+            /// Every operation keysync may call, in declaration order.
+            pub const ALL: [Operation; [$(stringify!($variant)),+].len()] =
+                [$(Operation::$variant),+];
+        }
+    };
+}
+
+operations! {
     StorageAccountsGetProperties,
     StorageAccountsList,
     StorageAccountsListKeys,
@@ -32,22 +49,6 @@ pub enum Operation {
 }
 
 impl Operation {
-    /// Every operation keysync may call.
-    pub const ALL: [Operation; 12] = [
-        Operation::StorageAccountsGetProperties,
-        Operation::StorageAccountsList,
-        Operation::StorageAccountsListKeys,
-        Operation::StorageAccountsRegenerateKey,
-        Operation::WorkspacesListBySubscription,
-        Operation::WorkspacesGet,
-        Operation::WorkspacesResyncKeys,
-        Operation::WorkspacesResyncKeysStatus,
-        Operation::DatastoresList,
-        Operation::DatastoresGet,
-        Operation::DatastoresCreateOrUpdate,
-        Operation::DatastoresListSecrets,
-    ];
-
     /// The operationId in Azure's REST API specification, such as `StorageAccounts_ListKeys`.
     pub fn operation_id(self) -> &'static str {
         match self {
