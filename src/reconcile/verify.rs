@@ -19,7 +19,7 @@ use super::execute::{self, reported};
 use super::plan::{AccountFacts, ObservedDatastore, SecretState};
 use super::run::FollowUp;
 use crate::arm::ArmClient;
-use crate::config::VerificationPolicy;
+use crate::config::{VerificationPolicy, is_loopback};
 use crate::model::ml::{CredentialsKind, Datastore};
 use crate::model::storage::{AccountKeys, KeySlot, StorageAccount};
 use crate::report::{Action, CredentialUsed, Entry, Outcome, Report, Verification, VerifyOutcome};
@@ -518,6 +518,13 @@ impl Checks<'_> {
             endpoint.ok_or_else(|| format!("the account lists no {service_name} endpoint"))?;
         let endpoint = url::Url::parse(endpoint)
             .map_err(|_| format!("the account's {service_name} endpoint is not a URL"))?;
+        // An emulator's scenario may name Azure's own endpoints (`<name>.blob.core.windows.net`):
+        // a signed request there would reach whoever owns that name in Azure.
+        if is_loopback(&self.arm.options().endpoint) && !is_loopback(&endpoint) {
+            return Err(format!(
+                "ARM is a local emulator and the account's {service_name} endpoint is not on this machine: not checked, so that no signed request leaves it"
+            ));
+        }
         Ok(Target {
             service,
             endpoint,

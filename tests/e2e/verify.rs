@@ -673,3 +673,36 @@ async fn a_re_minted_token_azure_refuses_to_store_is_reported_failed_without_azu
     );
     assert_eq!(stored_token(&app, "exports"), old);
 }
+
+#[tokio::test]
+async fn an_emulator_account_on_azures_own_endpoints_is_not_checked() {
+    // The demo scenario names Azure's own endpoints (`stmlshared01.blob.core.windows.net`): with
+    // the checks left on against the emulator, keysync must not send a signed request there.
+    let options = Options {
+        extra_env: vec![("KEYSYNC_VERIFY".into(), "true".into())],
+        ..Options::default()
+    };
+    let app = TestApp::start_with(Scenario::demo(), options).await;
+    app.regenerate(SHARED, "key1").await;
+
+    let record = app.deliver(&regeneration_event(SHARED)).await;
+
+    assert_eq!(record.status, 200, "{:#}", record.body);
+    let report = report(&record);
+    for (ws, ds, service) in [
+        ("mlw-vision", "workspaceblobstore", "blob"),
+        ("mlw-vision", "workspacefilestore", "file"),
+        ("mlw-forecast", "shared_features", "blob"),
+    ] {
+        let v = &entry(report, ws, ds)["verification"];
+        assert_eq!(v["outcome"], "notChecked", "{ws}/{ds}: {v:#}");
+        assert_eq!(
+            v["detail"],
+            format!(
+                "ARM is a local emulator and the account's {service} endpoint is not on this \
+                 machine: not checked, so that no signed request leaves it"
+            ),
+            "{ws}/{ds}"
+        );
+    }
+}
