@@ -288,8 +288,9 @@ impl Report {
         (!parts.is_empty()).then(|| parts.join(", "))
     }
 
-    /// Writes one `tracing` event per note and entry: `info` for changes, `debug` for what was
-    /// merely looked at, `warn` for what needs a human.
+    /// Writes one `tracing` event per note and entry: `info` for every object (changed, in sync
+    /// or skipped, so that the host's log, kept at Information, answers "what happened to this
+    /// datastore?" without the report), `warn` for what needs a human, `error` for failures.
     pub fn log(&self) {
         for note in &self.notes {
             match note.outcome {
@@ -368,8 +369,12 @@ fn log_entry(account: &str, e: &Entry) {
         Outcome::Failed => emit!(error),
         Outcome::Deferred => emit!(warn),
         _ if e.attention || check_failed => emit!(warn),
-        Outcome::Updated | Outcome::Resynced | Outcome::Accepted | Outcome::Planned => emit!(info),
-        Outcome::Skipped | Outcome::InSync => emit!(debug),
+        Outcome::Updated
+        | Outcome::Resynced
+        | Outcome::Accepted
+        | Outcome::Planned
+        | Outcome::Skipped
+        | Outcome::InSync => emit!(info),
     }
 }
 
