@@ -26,6 +26,7 @@ use secrecy::SecretString;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, PrimitiveDateTime};
+use zeroize::Zeroizing;
 
 use super::STORAGE_VERSION;
 use super::shared_key::AccountKey;
@@ -102,11 +103,15 @@ pub enum SasError {
     Version(String),
 }
 
-/// A SAS token's fields, decoded, in the order given.
+/// A SAS token's fields, decoded, in the order given. The values (`sig` among them) are cleared
+/// from memory when the token is dropped.
 #[derive(Clone)]
 pub struct SasToken {
-    fields: Vec<(String, String)>,
+    fields: Vec<Field>,
 }
+
+/// A field's name and its decoded value.
+type Field = (String, Zeroizing<String>);
 
 impl fmt::Debug for SasToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -210,22 +215,26 @@ impl SasToken {
             return Err(SasError::UnsupportedField(printable(name, 40)));
         }
         self.get("sp").ok_or(SasError::Missing("sp"))?;
-        let mut fields = vec![("sv".to_string(), STORAGE_VERSION.to_string())];
+        let mut fields = vec![field("sv", STORAGE_VERSION)];
         for name in ["ss", "srt", "sr", "sp"] {
             self.copy_to(&mut fields, name);
         }
-        fields.push(("se".to_string(), format_time(expiry)));
+        fields.push(field("se", &format_time(expiry)));
         for name in ["sip", "spr", "ses"] {
             self.copy_to(&mut fields, name);
         }
         sign(&SasToken { fields }, key, resource)
     }
 
-    fn copy_to(&self, fields: &mut Vec<(String, String)>, name: &str) {
+    fn copy_to(&self, fields: &mut Vec<Field>, name: &str) {
         if let Some(value) = self.get(name) {
-            fields.push((name.to_string(), value.to_string()));
+            fields.push(field(name, value));
         }
     }
+}
+
+fn field(name: &str, value: &str) -> Field {
+    (name.to_string(), Zeroizing::new(value.to_string()))
 }
 
 /// Signs `token`'s fields (any `sig` in it is ignored) with `key` and returns the whole token,
@@ -235,7 +244,7 @@ pub fn sign(
     key: &AccountKey,
     resource: SignedResource<'_>,
 ) -> Result<SecretString, SasError> {
-    let signature = key.sign(&string_to_sign(token, key.account(), resource)?);
+    let signature = Zeroizing::new(key.sign(&string_to_sign(token, key.account(), resource)?));
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     for (name, value) in token.fields.iter().filter(|(name, _)| name != "sig") {
         query.append_pair(name, value);
@@ -252,7 +261,7 @@ pub fn is_signed_with(
     key: &AccountKey,
     resource: SignedResource<'_>,
 ) -> Result<bool, SasError> {
-    let signature = key.sign(&string_to_sign(token, key.account(), resource)?);
+    let signature = Zeroizing::new(key.sign(&string_to_sign(token, key.account(), resource)?));
     Ok(token.get("sig") == Some(signature.as_str()))
 }
 
@@ -325,7 +334,7 @@ fn expect_scope(token: &SasToken, wanted: &str, what: &'static str) -> Result<()
     }
 }
 
-fn parse_fields(token: &str) -> Result<Vec<(String, String)>, SasError> {
+fn parse_fields(token: &str) -> Result<Vec<Field>, SasError> {
     let token = token.trim().trim_start_matches('?');
     token
         .split('&')
@@ -335,7 +344,7 @@ fn parse_fields(token: &str) -> Result<Vec<(String, String)>, SasError> {
             let value = percent_decode_str(value)
                 .decode_utf8()
                 .map_err(|_| SasError::Undecodable)?;
-            Ok((name.to_string(), value.into_owned()))
+            Ok((name.to_string(), Zeroizing::new(value.into_owned())))
         })
         .collect()
 }
