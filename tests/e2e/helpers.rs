@@ -184,6 +184,15 @@ impl Drop for TestApp {
         if std::thread::panicking() {
             return;
         }
+        // The real host fails an invocation whose 2xx reply it cannot read; the stand-in records
+        // why, and no reply of the handler may be one.
+        for record in self.host.invocations() {
+            assert_eq!(
+                record.unreadable, None,
+                "{}: the host could not read the handler's {} reply",
+                record.function, record.status
+            );
+        }
         let output = self.host.handler_output().join("\n");
         let mut secrets = self.state().secrets();
         secrets.extend(self.initial_secrets.iter().cloned());
