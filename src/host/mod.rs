@@ -270,8 +270,10 @@ impl Shared {
             handler_url,
             encoding,
             // A fresh connection per invocation: after the handler refuses an oversized body it
-            // closes that connection, and a pooled one could be picked up just as it closes.
+            // closes that connection, and a pooled one could be picked up just as it closes. No
+            // proxy: the handler is on loopback, whatever HTTP_PROXY says.
             client: reqwest::Client::builder()
+                .no_proxy()
                 .timeout(Duration::from_secs(600))
                 .pool_max_idle_per_host(0)
                 .build()?,

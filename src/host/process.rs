@@ -98,7 +98,8 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 async fn wait_ready(child: &mut Child, port: u16) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    // The handler is on loopback: a proxy from the environment would answer in its place.
+    let client = reqwest::Client::builder().no_proxy().build()?;
     let url = format!("http://127.0.0.1:{port}/");
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     while Instant::now() < deadline {
