@@ -32,8 +32,11 @@ pub struct HostOptions {
     pub app_root: PathBuf,
     /// The handler binary; by default `host.json`'s executable, resolved in the app root.
     pub executable: Option<PathBuf>,
-    /// Environment for the handler (app settings).
+    /// Environment for the handler (app settings), on top of this process's own.
     pub env: Vec<(String, String)>,
+    /// Variables of this process's environment that the handler does not inherit (`env` still
+    /// sets them): a test keeps its runner's settings away from the handler this way.
+    pub env_remove: Vec<String>,
     /// Echo the handler's output to stderr.
     pub echo_output: bool,
     /// How binding values are put into `Data`.
@@ -97,6 +100,7 @@ impl LocalHost {
             arguments: &app.host.arguments,
             working_dir: &options.app_root,
             env: &options.env,
+            env_remove: &options.env_remove,
             echo: options.echo_output,
         })
         .await?;

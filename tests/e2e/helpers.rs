@@ -9,6 +9,8 @@ use serde_json::{Map, Value, json};
 
 #[path = "../shared/azurite.rs"]
 mod azurite;
+#[path = "../shared/environment.rs"]
+pub mod environment;
 #[path = "../shared/secrets.rs"]
 mod secrets;
 
@@ -110,6 +112,7 @@ impl TestApp {
             app_root: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
             executable: Some(PathBuf::from(env!("CARGO_BIN_EXE_keysync"))),
             env,
+            env_remove: environment::inherited_settings(),
             echo_output: std::env::var_os("KEYSYNC_TEST_ECHO").is_some(),
             encoding: options.encoding,
             listen: ([127, 0, 0, 1], 0).into(),
