@@ -258,6 +258,7 @@ async fn start_host(
         app_root: app_root.to_path_buf(),
         executable: Some(executable),
         env,
+        env_remove: Vec::new(),
         echo_output: verbose,
         encoding: BindingEncoding::Object,
         listen: ([127, 0, 0, 1], 0).into(),

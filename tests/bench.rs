@@ -11,10 +11,14 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::Command;
 use std::sync::LazyLock;
 
 use serde_json::Value;
+
+#[path = "shared/environment.rs"]
+mod environment;
+
+use environment::keysync;
 
 const BUSY: &str = "stbench000";
 const SHAPE: [&str; 16] = [
@@ -36,12 +40,6 @@ const SHAPE: [&str; 16] = [
     "--datastores-page-size",
     "3",
 ];
-
-fn keysync() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_keysync"));
-    command.current_dir(env!("CARGO_MANIFEST_DIR"));
-    command
-}
 
 fn sdk_required() -> bool {
     std::env::var("KEYSYNC_REQUIRE_SDK").is_ok_and(|v| v == "1")

@@ -746,33 +746,8 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 /// the handler, and stops it and itself on SIGTERM, as the Functions host does on shutdown.
 #[tokio::test]
 async fn host_starts_the_handler_serves_its_functions_and_stops_on_sigterm() {
-    use tokio::io::AsyncBufReadExt;
-
     let emulator = emulator().await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
-        .args(["host", "--listen", "127.0.0.1:0"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_clear()
-        .envs(emulator.env())
-        // The demo accounts' endpoints are Azure's own names: no storage checks there.
-        .env("KEYSYNC_VERIFY", "false")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("keysync host starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let mut settings = std::collections::HashMap::new();
-    while settings.len() < 4 {
-        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("keysync host prints its endpoints")
-            .expect("stdout reads")
-            .expect("keysync host printed four lines");
-        let (name, value) = line.split_once('=').expect("a NAME=value line");
-        settings.insert(name.to_string(), value.to_string());
-    }
+    let (mut child, settings) = host(&emulator.env()).await;
 
     let webhook = url::Url::parse(&settings["KEYSYNC_EVENT_WEBHOOK"]).unwrap();
     assert!(
@@ -827,6 +802,90 @@ async fn host_starts_the_handler_serves_its_functions_and_stops_on_sigterm() {
         .expect("keysync host exits on SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// Starts `keysync host` with exactly `env` (and no storage checks: the demo accounts' endpoints
+/// are Azure's own names); returns it and the `NAME=value` lines it printed.
+async fn host(
+    env: &[(String, String)],
+) -> (
+    tokio::process::Child,
+    std::collections::HashMap<String, String>,
+) {
+    use tokio::io::AsyncBufReadExt;
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
+        .args(["host", "--listen", "127.0.0.1:0"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("KEYSYNC_VERIFY", "false")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("keysync host starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut settings = std::collections::HashMap::new();
+    while settings.len() < 4 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("keysync host prints its endpoints")
+            .expect("stdout reads")
+            .expect("keysync host printed four lines");
+        let (name, value) = line.split_once('=').expect("a NAME=value line");
+        settings.insert(name.to_string(), value.to_string());
+    }
+    (child, settings)
+}
+
+/// A proxy in the environment (a developer's shell, an app setting) is for the way out to Azure:
+/// the host still calls the handler on loopback directly, for readiness and for invocations.
+#[tokio::test]
+async fn host_reaches_the_handler_directly_when_a_proxy_is_set() {
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let proxied = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = proxied.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut connection, _)) = proxy.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let reply = b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n";
+            let _ = connection.write_all(reply).await;
+        }
+    });
+    let emulator = emulator().await;
+    let mut env = emulator.env();
+    for name in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        env.push((name.to_string(), proxy_url.clone()));
+    }
+    let (_child, settings) = host(&env).await;
+
+    // Not a regeneration: the handler answers without calling ARM (whose client does honour
+    // the proxy, as it must on the way to Azure).
+    let mut event: Value = serde_json::from_str(include_str!(
+        "fixtures/azure-contract/events/regenerate_key_egschema.json"
+    ))
+    .unwrap();
+    event[0]["data"]["operationName"] = json!("Microsoft.Storage/storageAccounts/listKeys/action");
+    let delivery = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(&settings["KEYSYNC_EVENT_WEBHOOK"])
+        .header("aeg-event-type", "Notification")
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivery.status(), 200);
+    assert_eq!(
+        proxied.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the host went through the proxy"
+    );
 }
 
 #[tokio::test]

@@ -25,6 +25,9 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
+#[path = "shared/environment.rs"]
+mod environment;
+
 /// Values from the demo's portal user that reach the emulator's events as claims.
 const CLAIMS: [&str; 2] = ["operator@example.com", "Operator Example"];
 
@@ -73,9 +76,8 @@ struct DemoRun {
 }
 
 async fn run_demo() -> DemoRun {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
+    let mut child = tokio::process::Command::from(environment::keysync())
         .args(["demo", "--verbose"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("RUST_LOG", "trace")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -7,6 +7,9 @@ use keysync::emulator::{EmulatorOptions, FaultKind, FaultRule, RunningEmulator, 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+#[path = "shared/environment.rs"]
+mod environment;
+
 const GROUP: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-ml";
 const SUBSCRIPTION: &str = "/subscriptions/11111111-2222-3333-4444-555555555555";
 const WORKSPACE: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/mlw-vision";
@@ -332,7 +335,7 @@ async fn without_the_option_there_is_no_https_listener() {
 async fn the_cli_prints_the_https_url_and_a_ca_file_it_removes_on_stop() {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
+    let mut child = tokio::process::Command::from(environment::keysync())
         // The example scenario flags no account for Azurite, so none is started.
         .args(["emulator", "--https", "--scenario"])
         .arg(concat!(

@@ -20,6 +20,9 @@ use keysync::emulator::{EmulatorOptions, RunningEmulator, Scenario};
 use keysync::host::{BindingEncoding, FunctionApp, HostOptions, LocalHost, Trigger};
 use serde_json::{Value, json};
 
+#[path = "shared/environment.rs"]
+mod environment;
+
 const BINARY: &str = "keysync";
 const SUB: &str = "11111111-2222-3333-4444-555555555555";
 
@@ -279,6 +282,7 @@ async fn every_function_json_names_a_function_the_packaged_binary_serves() {
         app_root: dir.path().to_path_buf(),
         executable: None,
         env,
+        env_remove: environment::inherited_settings(),
         echo_output: std::env::var_os("KEYSYNC_TEST_ECHO").is_some(),
         encoding: BindingEncoding::Object,
         listen: ([127, 0, 0, 1], 0).into(),

@@ -269,6 +269,7 @@ async fn start_host(
         app_root: setup.app_root.clone(),
         executable: Some(setup.executable.clone()),
         env: handler_env(emulator, concurrency),
+        env_remove: Vec::new(),
         echo_output: false,
         encoding: BindingEncoding::Object,
         listen: ([127, 0, 0, 1], 0).into(),

@@ -19,6 +19,7 @@ pub async fn run(listen: SocketAddr, app_root: Option<PathBuf>) -> anyhow::Resul
         app_root,
         executable: Some(executable),
         env: Vec::new(),
+        env_remove: Vec::new(),
         echo_output: true,
         encoding: BindingEncoding::Object,
         listen,

@@ -22,9 +22,16 @@ use crate::arm::{ArmClient, ArmOptions, RetrySettings};
 use crate::config::Config;
 use crate::reconcile::Reconciler;
 
-/// The largest invocation body accepted. Event Grid events are at most 1 MB; anything bigger is
-/// not from the host.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Event Grid's limit on one event: 1 MB, taken as 1 MiB.
+const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// The largest invocation body accepted: room for the largest event in any envelope the host
+/// sends. `Metadata` repeats the event's `data`, and the host may put a value in as a JSON string
+/// holding the JSON, encoded twice; each encoding can double the text (every `"` and `\` gets
+/// escaped), so each of the two copies takes up to four times the event, and 64 KiB more is
+/// plenty for the rest of the envelope. Anything bigger is not from the host. `/api/reconcile`
+/// has its own, much smaller limit ([`reconcile_http::MAX_BODY_BYTES`]).
+pub const MAX_BODY_BYTES: usize = 2 * 4 * MAX_EVENT_BYTES + 64 * 1024;
 
 /// What every route shares.
 pub struct Handler {

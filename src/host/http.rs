@@ -59,6 +59,8 @@ pub(super) async fn forward(State(shared): State<Arc<Shared>>, request: Request)
         function: function.name,
         status: status.as_u16(),
         body: serde_json::from_slice(&reply).unwrap_or(Value::Null),
+        // The host passes an HTTP function's reply on as it is, without reading it.
+        unreadable: None,
         elapsed: started.elapsed(),
     });
     let mut response = Response::new(Body::from(reply));

@@ -1,4 +1,4 @@
-//! Building invocation requests the way the Functions host does.
+//! Building invocation requests, and reading their replies, the way the Functions host does.
 
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -66,6 +66,56 @@ pub fn timer_value(past_due: bool) -> Value {
     })
 }
 
+/// Why the host cannot use a 2xx reply to a non-HTTP invocation, if it cannot. The host
+/// deserializes the body as `{"Outputs": {...}, "Logs": [...], "ReturnValue": ...}` (names
+/// without regard to case, each optional), and only from a JSON media type: any other reply fails
+/// the invocation just as a non-2xx one does.
+pub fn unreadable_reply(content_type: Option<&str>, body: &[u8]) -> Option<String> {
+    let media_type = content_type
+        .and_then(|c| c.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase());
+    match media_type.as_deref() {
+        Some("application/json" | "text/json") => {}
+        Some(other) => return Some(format!("its Content-Type is {other}, not application/json")),
+        None => return Some("it has no Content-Type (application/json)".to_string()),
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return Some("its body is not JSON".to_string());
+    };
+    let Value::Object(result) = value else {
+        return Some(format!(
+            "its body is {}, not a JSON object (at least {{}})",
+            kind(&value)
+        ));
+    };
+    let field = |name: &str| {
+        result
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+    };
+    match (field("Outputs"), field("Logs")) {
+        (Some(outputs), _) if !matches!(outputs, Value::Object(_) | Value::Null) => {
+            Some(format!("its Outputs is {}, not an object", kind(outputs)))
+        }
+        (_, Some(logs)) if !matches!(logs, Value::Array(_) | Value::Null) => {
+            Some(format!("its Logs is {}, not a list", kind(logs)))
+        }
+        _ => None,
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 fn sys(function: &str) -> Value {
     let now = OffsetDateTime::now_utc()
         .format(&Rfc3339)
@@ -90,6 +140,50 @@ mod tests {
             BindingEncoding::DoubleString.encode(&v),
             json!("\"{\\\"a\\\":1}\"")
         );
+    }
+
+    #[test]
+    fn a_reply_is_read_only_as_a_json_object_from_a_json_media_type() {
+        let json = Some("application/json");
+        assert_eq!(unreadable_reply(json, b"{}"), None);
+        assert_eq!(
+            unreadable_reply(Some("Text/JSON; charset=utf-8"), b"{}"),
+            None
+        );
+        let reply = br#"{"outputs": null, "logs": ["a"], "returnValue": "x"}"#;
+        assert_eq!(unreadable_reply(json, reply), None);
+        for (content_type, body, why) in [
+            (None, "{}", "it has no Content-Type (application/json)"),
+            (
+                Some("text/plain"),
+                "{}",
+                "its Content-Type is text/plain, not application/json",
+            ),
+            (json, "", "its body is not JSON"),
+            (
+                json,
+                "null",
+                "its body is null, not a JSON object (at least {})",
+            ),
+            (
+                json,
+                r#""{}""#,
+                "its body is a string, not a JSON object (at least {})",
+            ),
+            (
+                json,
+                r#"{"Outputs": []}"#,
+                "its Outputs is an array, not an object",
+            ),
+            (json, r#"{"Logs": "l"}"#, "its Logs is a string, not a list"),
+        ] {
+            let why = Some(why.to_string());
+            assert_eq!(
+                unreadable_reply(content_type, body.as_bytes()),
+                why,
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -32,8 +32,11 @@ pub struct HostOptions {
     pub app_root: PathBuf,
     /// The handler binary; by default `host.json`'s executable, resolved in the app root.
     pub executable: Option<PathBuf>,
-    /// Environment for the handler (app settings).
+    /// Environment for the handler (app settings), on top of this process's own.
     pub env: Vec<(String, String)>,
+    /// Variables of this process's environment that the handler does not inherit (`env` still
+    /// sets them): a test keeps its runner's settings away from the handler this way.
+    pub env_remove: Vec<String>,
     /// Echo the handler's output to stderr.
     pub echo_output: bool,
     /// How binding values are put into `Data`.
@@ -53,12 +56,16 @@ pub struct InvocationRecord {
     pub status: u16,
     /// The handler's JSON reply (`Null` when it was not JSON).
     pub body: Value,
+    /// Why the host failed the invocation although the handler answered 2xx: it could not read
+    /// the reply as an invocation result.
+    pub unreadable: Option<String>,
     pub elapsed: Duration,
 }
 
 impl InvocationRecord {
+    /// As the host decides: a 2xx reply that it could read.
     pub fn succeeded(&self) -> bool {
-        (200..300).contains(&self.status)
+        (200..300).contains(&self.status) && self.unreadable.is_none()
     }
 }
 
@@ -93,25 +100,18 @@ impl LocalHost {
             arguments: &app.host.arguments,
             working_dir: &options.app_root,
             env: &options.env,
+            env_remove: &options.env_remove,
             echo: options.echo_output,
         })
         .await?;
         let handler_url = Url::parse(&format!("http://127.0.0.1:{}/", handler.port))?;
-        let (finished, _) = broadcast::channel(1024);
-        let shared = Arc::new(Shared {
+        let function_key = options.function_key.unwrap_or_else(http::random_key);
+        let shared = Arc::new(Shared::new(
             app,
             handler_url,
-            encoding: options.encoding,
-            // A fresh connection per invocation: after the handler refuses an oversized body it
-            // closes that connection, and a pooled one could be picked up just as it closes.
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(600))
-                .pool_max_idle_per_host(0)
-                .build()?,
-            function_key: options.function_key.unwrap_or_else(http::random_key),
-            records: Mutex::new(Vec::new()),
-            finished,
-        });
+            options.encoding,
+            function_key,
+        )?);
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
             .context("binding the host's listener")?;
@@ -214,6 +214,31 @@ impl LocalHost {
     }
 }
 
+/// The handler's status, its body as JSON (`Null` when it is not), and, for a 2xx, why the host
+/// could not read it as an invocation result.
+async fn read_reply(response: reqwest::Response) -> (u16, Value, Option<String>) {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let bytes = match response.bytes().await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let why = status
+                .is_success()
+                .then(|| format!("its body could not be read: {e}"));
+            return (status.as_u16(), Value::Null, why);
+        }
+    };
+    let unreadable = match status.is_success() {
+        true => invoke::unreadable_reply(content_type.as_deref(), &bytes),
+        false => None,
+    };
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status.as_u16(), body, unreadable)
+}
+
 /// Waits up to `limit` for the next invocation of `function` that `finished` (from
 /// [`LocalHost::subscribe`]) tells of.
 pub async fn next_invocation(
@@ -237,6 +262,31 @@ pub async fn next_invocation(
 }
 
 impl Shared {
+    fn new(
+        app: FunctionApp,
+        handler_url: Url,
+        encoding: BindingEncoding,
+        function_key: String,
+    ) -> anyhow::Result<Shared> {
+        let (finished, _) = broadcast::channel(1024);
+        Ok(Shared {
+            app,
+            handler_url,
+            encoding,
+            // A fresh connection per invocation: after the handler refuses an oversized body it
+            // closes that connection, and a pooled one could be picked up just as it closes. No
+            // proxy: the handler is on loopback, whatever HTTP_PROXY says.
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(600))
+                .pool_max_idle_per_host(0)
+                .build()?,
+            function_key,
+            records: Mutex::new(Vec::new()),
+            finished,
+        })
+    }
+
     async fn invoke(
         &self,
         function: &str,
@@ -265,20 +315,27 @@ impl Shared {
             .post(url)
             .header("content-type", "application/json")
             .body(body);
-        let (status, body) = match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                (
-                    status,
-                    response.json::<Value>().await.unwrap_or(Value::Null),
-                )
-            }
-            Err(e) => (0, Value::String(format!("the handler did not answer: {e}"))),
+        let (status, body, unreadable) = match request.send().await {
+            Ok(response) => read_reply(response).await,
+            Err(e) => (
+                0,
+                Value::String(format!("the handler did not answer: {e}")),
+                None,
+            ),
         };
+        if let Some(why) = &unreadable {
+            tracing::error!(
+                function,
+                status,
+                error = %why,
+                "invocation failed: the handler's reply is not an invocation result"
+            );
+        }
         let record = InvocationRecord {
             function: function.to_string(),
             status,
             body,
+            unreadable,
             elapsed: started.elapsed(),
         };
         self.record(record.clone());
@@ -292,5 +349,77 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .push(record.clone());
         let _ = self.finished.send(record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use axum::extract::Path;
+    use axum::http::{StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+
+    /// Replies a handler could give, by route: `(status, Content-Type, body, the host accepts it)`.
+    const REPLIES: [(u16, Option<&str>, &str, bool); 10] = [
+        (200, Some("application/json"), "{}", true),
+        (
+            200,
+            Some("application/json; charset=utf-8"),
+            r#"{"Outputs": {}, "Logs": ["l"], "ReturnValue": [1]}"#,
+            true,
+        ),
+        (200, Some("application/json"), "[]", false),
+        (200, Some("application/json"), "null", false),
+        (200, Some("application/json"), r#""{}""#, false),
+        (200, Some("application/json"), "ok", false),
+        (204, Some("application/json"), "", false),
+        (200, Some("text/plain"), "{}", false),
+        (200, None, "{}", false),
+        (500, Some("application/json"), "{}", false),
+    ];
+
+    async fn reply(Path(case): Path<usize>) -> Response {
+        let (status, content_type, body, _) = REPLIES[case];
+        let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
+        response.headers_mut().remove(header::CONTENT_TYPE);
+        if let Some(content_type) = content_type {
+            let value = content_type.parse().unwrap();
+            response.headers_mut().insert(header::CONTENT_TYPE, value);
+        }
+        response
+    }
+
+    /// A stand-in for the handler that answers `POST /<case>` with `REPLIES[case]`.
+    async fn fake_handler() -> Url {
+        let router = axum::Router::new().route("/{case}", axum::routing::post(reply));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn only_a_2xx_json_object_reply_succeeds_as_the_real_host_reads_it() {
+        let app = FunctionApp::load(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let shared = Shared::new(
+            app,
+            fake_handler().await,
+            BindingEncoding::Object,
+            "key".into(),
+        )
+        .unwrap();
+        for (case, (status, content_type, body, accepted)) in REPLIES.iter().enumerate() {
+            let record = shared
+                .post_invocation(&case.to_string(), b"{}".to_vec())
+                .await;
+            let record = record.unwrap();
+            assert_eq!(record.status, *status);
+            assert_eq!(
+                record.succeeded(),
+                *accepted,
+                "{status} {content_type:?} {body}: {record:?}"
+            );
+        }
     }
 }

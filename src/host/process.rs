@@ -28,6 +28,8 @@ pub struct Launch<'a> {
     pub arguments: &'a [String],
     pub working_dir: &'a Path,
     pub env: &'a [(String, String)],
+    /// Inherited variables to drop before `env` is applied.
+    pub env_remove: &'a [String],
     /// Echo the handler's lines to this process's stderr, prefixed.
     pub echo: bool,
 }
@@ -37,7 +39,11 @@ impl HandlerProcess {
     pub async fn start(launch: Launch<'_>) -> anyhow::Result<HandlerProcess> {
         let port = free_port()?;
         let started = Instant::now();
-        let mut child = Command::new(launch.executable)
+        let mut command = Command::new(launch.executable);
+        for name in launch.env_remove {
+            command.env_remove(name);
+        }
+        let mut child = command
             .args(launch.arguments)
             .current_dir(launch.working_dir)
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
@@ -98,7 +104,8 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 async fn wait_ready(child: &mut Child, port: u16) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    // The handler is on loopback: a proxy from the environment would answer in its place.
+    let client = reqwest::Client::builder().no_proxy().build()?;
     let url = format!("http://127.0.0.1:{port}/");
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     while Instant::now() < deadline {

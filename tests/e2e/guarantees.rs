@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use keysync::emulator::Scenario;
+use keysync::host::BindingEncoding;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -220,7 +221,7 @@ async fn a_soft_deleted_key_vault_secret_is_explained_and_nothing_is_deleted_or_
 #[tokio::test]
 async fn oversized_garbage_and_deeply_nested_bodies_are_refused_and_the_handler_keeps_serving() {
     let app = TestApp::start(Scenario::demo()).await;
-    let oversized = vec![b'x'; 2 * 1024 * 1024];
+    let oversized = vec![b'x'; keysync::handler::MAX_BODY_BYTES + 1];
     let deep = format!(
         "{{\"Data\": {{\"event\": {}{}}}}}",
         "[".repeat(100_000),
@@ -244,7 +245,11 @@ async fn oversized_garbage_and_deeply_nested_bodies_are_refused_and_the_handler_
         let record = app.host.post_raw(function, &oversized).await.unwrap();
         assert_eq!(record.status, 413, "{function}");
         assert_eq!(
-            record.body["ReturnValue"]["error"], "the invocation body is larger than 1048576 bytes",
+            record.body["ReturnValue"]["error"],
+            format!(
+                "the invocation body is larger than {} bytes",
+                keysync::handler::MAX_BODY_BYTES
+            ),
             "{function}: {}",
             record.body
         );
@@ -270,6 +275,57 @@ async fn oversized_garbage_and_deeply_nested_bodies_are_refused_and_the_handler_
             .held("mlw-vision", "workspaceblobstore", "stmlshared01"),
         "key1"
     );
+}
+
+/// Event Grid's limit on one event: 1 MB, taken as 1 MiB.
+const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// A regeneration event of `MAX_EVENT_BYTES` whose padding is all `"` and `\\`, which every
+/// encoding as a JSON string doubles.
+fn largest_event(account: &str) -> Value {
+    let mut event = regeneration_event(account);
+    event["data"]["padding"] = json!("");
+    let room = MAX_EVENT_BYTES - event.to_string().len();
+    let padding: String = "\"\\".repeat(room / 4);
+    event["data"]["padding"] = json!(padding);
+    assert!(event.to_string().len() <= MAX_EVENT_BYTES);
+    assert!(event.to_string().len() > MAX_EVENT_BYTES - 4);
+    event
+}
+
+#[tokio::test]
+async fn the_largest_event_is_handled_in_every_envelope_the_host_sends() {
+    let app = TestApp::start(Scenario::demo()).await;
+    let event = largest_event(SHARED);
+    for encoding in [
+        BindingEncoding::Object,
+        BindingEncoding::String,
+        BindingEncoding::DoubleString,
+    ] {
+        app.regenerate(SHARED, "key1").await;
+        let metadata = keysync::host::invoke::event_grid_metadata(&event);
+        let envelope =
+            keysync::host::invoke::envelope(FUNCTION, "event", &event, encoding, metadata);
+        let body = envelope.to_string();
+        let record = app.host.post_raw(FUNCTION, body.as_bytes()).await.unwrap();
+        assert_eq!(
+            record.status,
+            200,
+            "{encoding:?}, {} bytes: {}",
+            body.len(),
+            record.body
+        );
+        assert_eq!(
+            record.body["ReturnValue"][0]["outcome"], "reconciled",
+            "{encoding:?}"
+        );
+        assert_eq!(
+            app.state()
+                .held("mlw-vision", "workspaceblobstore", "stmlshared01"),
+            "key1",
+            "{encoding:?}"
+        );
+    }
 }
 
 #[tokio::test]

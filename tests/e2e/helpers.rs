@@ -9,6 +9,8 @@ use serde_json::{Map, Value, json};
 
 #[path = "../shared/azurite.rs"]
 mod azurite;
+#[path = "../shared/environment.rs"]
+pub mod environment;
 #[path = "../shared/secrets.rs"]
 mod secrets;
 
@@ -110,6 +112,7 @@ impl TestApp {
             app_root: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
             executable: Some(PathBuf::from(env!("CARGO_BIN_EXE_keysync"))),
             env,
+            env_remove: environment::inherited_settings(),
             echo_output: std::env::var_os("KEYSYNC_TEST_ECHO").is_some(),
             encoding: options.encoding,
             listen: ([127, 0, 0, 1], 0).into(),
@@ -183,6 +186,15 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if std::thread::panicking() {
             return;
+        }
+        // The real host fails an invocation whose 2xx reply it cannot read; the stand-in records
+        // why, and no reply of the handler may be one.
+        for record in self.host.invocations() {
+            assert_eq!(
+                record.unreadable, None,
+                "{}: the host could not read the handler's {} reply",
+                record.function, record.status
+            );
         }
         let output = self.host.handler_output().join("\n");
         let mut secrets = self.state().secrets();

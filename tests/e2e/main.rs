@@ -7,6 +7,7 @@ mod clouds;
 mod guarantees;
 mod helpers;
 mod identity;
+mod isolation;
 mod key_regenerated;
 mod reconcile_http;
 mod resilience;

@@ -313,6 +313,9 @@ async fn looking_an_account_up_against_a_hung_listing_ends_at_the_runs_deadline(
 async fn an_oversized_body_gets_413() {
     let app = TestApp::start(Scenario::demo()).await;
     let body = json!({"account": "x".repeat(100 * 1024)}).to_string();
+    // Over Reconcile's own limit, far under that of an invocation.
+    assert!(body.len() > keysync::handler::reconcile_http::MAX_BODY_BYTES);
+    assert!(body.len() < keysync::handler::MAX_BODY_BYTES);
     let reply = post(&app, Key::Header, body).await;
     assert_short_error(&reply, 413);
     assert!(app.emulator.requests().is_empty());

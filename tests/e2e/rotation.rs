@@ -735,7 +735,7 @@ async fn a_bad_rotation_setting_stops_the_handler_with_a_message_naming_it() {
         keysync::emulator::RunningEmulator::start(rotation_scenario(), Default::default())
             .await
             .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
+    let output = environment::keysync()
         .arg("serve")
         .envs(emulator.env())
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
