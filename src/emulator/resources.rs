@@ -26,6 +26,9 @@ pub(crate) struct Account {
     pub key_times: KeyTimes,
     pub creation_time: OffsetDateTime,
     pub regenerations: u32,
+    /// Every key value a regeneration replaced, oldest first: secrets all the same, which a
+    /// test searches keysync's output for (a key can be created and replaced within one test).
+    retired_keys: Vec<String>,
     /// The blob endpoint when Azurite serves this account; then it is the only endpoint.
     pub data_plane: Option<String>,
 }
@@ -45,6 +48,7 @@ impl Account {
                 .creation_time
                 .unwrap_or(oldest_key - time::Duration::days(30)),
             regenerations: 0,
+            retired_keys: Vec::new(),
             data_plane: None,
             spec: spec.clone(),
         }
@@ -68,17 +72,13 @@ impl Account {
 
     /// Replaces a key with a fresh one created `at`.
     pub(crate) fn regenerate(&mut self, slot: KeySlot, at: OffsetDateTime) {
-        let fresh = random::account_key();
-        match slot {
-            KeySlot::Key1 => {
-                self.key1 = fresh;
-                self.key_times.key1 = Some(at);
-            }
-            KeySlot::Key2 => {
-                self.key2 = fresh;
-                self.key_times.key2 = Some(at);
-            }
-        }
+        let (key, created) = match slot {
+            KeySlot::Key1 => (&mut self.key1, &mut self.key_times.key1),
+            KeySlot::Key2 => (&mut self.key2, &mut self.key_times.key2),
+        };
+        self.retired_keys
+            .push(std::mem::replace(key, random::account_key()));
+        *created = Some(at);
         self.regenerations += 1;
     }
 
@@ -205,6 +205,7 @@ impl Account {
             "allowSharedKeyAccess": self.spec.allow_shared_key_access,
             "tags": self.spec.tags,
             "regenerations": self.regenerations,
+            "retiredKeys": self.retired_keys,
             "blobEndpoint": self.endpoints().get("blob"),
         })
     }

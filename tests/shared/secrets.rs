@@ -6,7 +6,7 @@ use keysync::storage::sas::SasToken;
 use serde_json::Value;
 
 /// Every secret value `state` holds: the bearer tokens the emulator issued, both keys of every
-/// account, every stored datastore secret (keys, SAS tokens, client secrets), and the signature
+/// account and every key a regeneration replaced, every stored datastore secret (keys, SAS tokens, client secrets), and the signature
 /// of each SAS token on its own, as sent and URL-encoded, since a token's other fields are no
 /// secret and may be shown.
 pub fn secrets(state: &Value) -> Vec<String> {
@@ -21,6 +21,8 @@ pub fn secrets(state: &Value) -> Vec<String> {
         for slot in ["key1", "key2"] {
             out.extend(account["keys"][slot].as_str().map(str::to_string));
         }
+        let retired = account["retiredKeys"].as_array().into_iter().flatten();
+        out.extend(retired.filter_map(Value::as_str).map(str::to_string));
     }
     let workspaces = state["workspaces"].as_array().into_iter().flatten();
     for ds in workspaces.flat_map(|ws| ws["datastores"].as_array().into_iter().flatten()) {
