@@ -1480,6 +1480,35 @@ async fn a_dropped_connection_gets_no_answer_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_lost_answer_gets_no_answer_but_the_change_is_made() {
+    let h = Harness::demo().await;
+    h.emulator.set_faults(vec![FaultRule {
+        count: Some(1),
+        ..FaultRule::new("StorageAccounts_RegenerateKey", FaultKind::LoseAnswer)
+    }]);
+    let before = h.account_state("stmlshared01");
+    let path = format!(
+        "{}/regenerateKey?{STORAGE_API}",
+        account_path("stmlshared01")
+    );
+    let sent = h
+        .http
+        .post(h.url(&path))
+        .bearer_auth(&h.token)
+        .json(&json!({"keyName": "key1"}))
+        .send()
+        .await;
+
+    let error = sent.expect_err("a lost answer is no answer");
+    assert!(!error.is_status(), "{error}");
+    let after = h.account_state("stmlshared01");
+    assert_ne!(after["keys"]["key1"], before["keys"]["key1"]);
+    assert_eq!(after["keys"]["key2"], before["keys"]["key2"]);
+    assert_eq!(after["regenerations"], 1);
+    assert_eq!(h.statuses_of("StorageAccounts_RegenerateKey"), [0]);
+}
+
+#[tokio::test]
 async fn seeded_fault_rates_repeat_for_the_same_requests() {
     async fn run() -> Vec<u16> {
         let rule =

@@ -23,8 +23,11 @@ pub enum FaultKind {
     Error,
     /// `409 Conflict`: another operation is in progress.
     Conflict,
-    /// The connection is closed without an answer.
+    /// The connection is closed without an answer, and the request changed nothing.
     Drop,
+    /// The request is carried out (a write is made, an event sent), then the connection is
+    /// closed without the answer: the client cannot tell it from `drop`.
+    LoseAnswer,
     /// The request waits `delayMs`, then is served normally.
     Delay,
 }
@@ -158,6 +161,8 @@ pub(crate) struct Decision {
     pub delay: Duration,
     /// The reply that replaces the real answer, if a failing rule fired.
     pub failure: Option<Reply>,
+    /// Carry the request out, then close the connection instead of answering.
+    pub lose_answer: bool,
 }
 
 /// The active rules with their counters and generators.
@@ -229,9 +234,16 @@ impl FaultEngine {
             if !active.fires() {
                 continue;
             }
-            if active.rule.kind == FaultKind::Delay {
-                decision.delay += Duration::from_millis(active.rule.delay_ms);
-                continue;
+            match active.rule.kind {
+                FaultKind::Delay => {
+                    decision.delay += Duration::from_millis(active.rule.delay_ms);
+                    continue;
+                }
+                FaultKind::LoseAnswer => {
+                    decision.lose_answer = true;
+                    break;
+                }
+                _ => {}
             }
             decision.failure = Some(failure_reply(&active.rule));
             break;
@@ -251,8 +263,8 @@ fn failure_reply(rule: &FaultRule) -> Reply {
              resource. Retry after it has completed.",
         ),
         FaultKind::Drop => Reply::dropped(),
-        // Delays never reach here; answering normally is the right reading anyway.
-        FaultKind::Delay => Reply::empty(StatusCode::OK),
+        // Delays and lost answers never reach here; answering normally is the right reading.
+        FaultKind::Delay | FaultKind::LoseAnswer => Reply::empty(StatusCode::OK),
     }
 }
 

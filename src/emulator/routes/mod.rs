@@ -101,11 +101,17 @@ impl Call<'_> {
 pub(crate) struct Outcome {
     pub reply: Reply,
     pub event: Option<PendingEvent>,
+    /// Carried out, but the connection is closed instead of answering (a `loseAnswer` fault).
+    pub lost: bool,
 }
 
 impl From<Reply> for Outcome {
     fn from(reply: Reply) -> Self {
-        Outcome { reply, event: None }
+        Outcome {
+            reply,
+            event: None,
+            lost: false,
+        }
     }
 }
 
@@ -153,11 +159,15 @@ pub(crate) async fn arm(AxumState(shared): AxumState<Arc<Shared>>, request: Requ
         // The data plane takes the new keys before anyone hears of them.
         super::data_plane::keys_changed(&shared).await;
     }
-    record(&shared, &incoming, operation, &outcome.reply);
+    let reply = match outcome.lost {
+        true => Reply::dropped(),
+        false => outcome.reply,
+    };
+    record(&shared, &incoming, operation, &reply);
     if let Some(event) = outcome.event {
         spawn_delivery(Arc::clone(&shared), event);
     }
-    let response = finish(outcome.reply, &ids);
+    let response = finish(reply, &ids);
     shared.overhead.add(started.elapsed());
     response
 }
@@ -165,7 +175,7 @@ pub(crate) async fn arm(AxumState(shared): AxumState<Arc<Shared>>, request: Requ
 async fn serve(shared: &Shared, incoming: &Incoming, ids: &RequestIds) -> (&'static str, Outcome) {
     let route = path::parse(&incoming.method, &incoming.path);
     let operation = route.as_ref().map_or(op::UNKNOWN, Route::operation);
-    let (route, caller) = match admit(shared, incoming, route).await {
+    let (route, caller, lose_answer) = match admit(shared, incoming, route).await {
         Ok(admitted) => admitted,
         Err(reply) => return (operation, reply.into()),
     };
@@ -179,17 +189,18 @@ async fn serve(shared: &Shared, incoming: &Incoming, ids: &RequestIds) -> (&'sta
         ids,
         peer: incoming.peer,
     };
-    let outcome = handle(&mut shared.lock(), &route, &call);
+    let mut outcome = handle(&mut shared.lock(), &route, &call);
+    outcome.lost = lose_answer;
     (operation, outcome)
 }
 
 /// The checks before an operation runs, in ARM's order; the fault rules come last so that a
-/// faulted request was otherwise valid.
+/// faulted request was otherwise valid. Admitted, with whether its answer is to be lost.
 async fn admit(
     shared: &Shared,
     incoming: &Incoming,
     route: Result<Route, RouteError>,
-) -> Result<(Route, Principal), Reply> {
+) -> Result<(Route, Principal, bool), Reply> {
     let authorization = incoming
         .headers
         .get(AUTHORIZATION)
@@ -209,7 +220,7 @@ async fn admit(
     pause(decision.delay).await;
     match decision.failure {
         Some(failure) => Err(failure),
-        None => Ok((route, caller)),
+        None => Ok((route, caller, decision.lose_answer)),
     }
 }
 

@@ -87,8 +87,8 @@ pub(super) fn regenerate(state: &mut State, call: &Call, account: &Named) -> Out
     let record = event.record(&account.id);
     state.events.push(record);
     Outcome {
-        reply,
         event: Some(event),
+        ..reply.into()
     }
 }
 
