@@ -290,9 +290,10 @@ impl State {
     }
 
     /// Every datastore resource (as GET returns it) without `properties.credentials.secrets` and
-    /// `systemData` (which records the write), by id: all that an in-place update must keep,
-    /// `credentialsType` and a service principal's ids included.
-    pub fn non_credential_fields(&self) -> BTreeMap<String, Value> {
+    /// `systemData` (which records the write), by lower-case id: all that an in-place update must
+    /// keep, `credentialsType` and a service principal's ids included. As JSON text, not values,
+    /// so that a comparison also catches a field moved or a number rewritten.
+    pub fn non_credential_fields(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         for ws in self.0["workspaces"].as_array().unwrap() {
             for ds in ws["datastores"].as_array().unwrap() {
@@ -307,7 +308,7 @@ impl State {
                 }
                 out.insert(
                     ds["id"].as_str().unwrap().to_lowercase(),
-                    Value::Object(resource),
+                    Value::Object(resource).to_string(),
                 );
             }
         }
