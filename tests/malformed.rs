@@ -193,6 +193,7 @@ async fn a_rotation_leaves_an_account_with_objects_it_cannot_address() {
     let limits = Limits {
         max_age: std::time::Duration::ZERO,
         min_interval: std::time::Duration::ZERO,
+        completion_window: std::time::Duration::ZERO,
         ignore_age: true,
     };
 

@@ -42,14 +42,20 @@ pub struct RotationPolicy {
     pub min_interval: Duration,
     /// Lower-case names of the accounts the Function App runs on.
     pub host_accounts: Vec<String>,
+    /// The longest wait between two ticks of `schedule` in the coming year.
+    pub schedule_period: Option<Duration>,
 }
 
 impl RotationPolicy {
     /// Reads the policy; `get` returns trimmed, non-empty values.
     pub(super) fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let schedule = get("KEYSYNC_ROTATION_SCHEDULE")
-            .map(|s| check_schedule(&s).map(|()| s))
-            .transpose()?;
+        let (schedule, schedule_period) = match get("KEYSYNC_ROTATION_SCHEDULE") {
+            Some(s) => {
+                let cron = check_schedule(&s)?;
+                (Some(s), longest_gap(&cron, now_utc()))
+            }
+            None => (None, None),
+        };
         let accounts = parse_accounts(get("KEYSYNC_ROTATE_ACCOUNTS"))?;
         let days = super::parse_number(
             "KEYSYNC_ROTATE_AFTER_DAYS",
@@ -84,6 +90,7 @@ impl RotationPolicy {
             max_age,
             min_interval,
             host_accounts,
+            schedule_period,
         })
     }
 
@@ -102,7 +109,7 @@ impl RotationPolicy {
 
 /// A 6-field NCRONTAB schedule (`{second} {minute} {hour} {day} {month} {day-of-week}`), as the
 /// Functions host reads it: Sunday is 0, and day-of-month and day-of-week must both match.
-fn check_schedule(schedule: &str) -> Result<(), ConfigError> {
+fn check_schedule(schedule: &str) -> Result<croner::Cron, ConfigError> {
     const NAME: &str = "KEYSYNC_ROTATION_SCHEDULE";
     let fields: Vec<&str> = schedule.split_whitespace().collect();
     if fields.len() != 6 {
@@ -134,7 +141,7 @@ fn check_schedule(schedule: &str) -> Result<(), ConfigError> {
         ConfigError::new(NAME, format!("'{schedule}' is not a valid schedule: {e}"))
     })?;
     match next_within_reach(&cron, now_utc()) {
-        Some(_) => Ok(()),
+        Some(_) => Ok(cron),
         None => Err(ConfigError::new(
             NAME,
             format!(
@@ -193,6 +200,23 @@ const LONGEST_WAIT_DAYS: i64 = 4 * 365 + 2;
 fn next_within_reach(cron: &croner::Cron, now: NaiveDateTime) -> Option<NaiveDateTime> {
     let next = cron.find_next_occurrence(&now, false).ok()?;
     (next - now <= chrono::TimeDelta::days(LONGEST_WAIT_DAYS)).then_some(next)
+}
+
+/// The longest wait between two consecutive times of `cron` in the year after `now` (from its
+/// first two times, for a schedule that fires less than twice a year).
+fn longest_gap(cron: &croner::Cron, now: NaiveDateTime) -> Option<Duration> {
+    let horizon = now + chrono::TimeDelta::days(366);
+    let times: Vec<NaiveDateTime> = cron
+        .iter_after(now)
+        .enumerate()
+        .take_while(|(i, t)| *i < 2 || *t <= horizon)
+        .map(|(_, t)| t)
+        .take(100_000)
+        .collect();
+    times
+        .windows(2)
+        .filter_map(|pair| (pair[1] - pair[0]).to_std().ok())
+        .max()
 }
 
 /// The current time in UTC, as croner reads it.
@@ -292,6 +316,22 @@ mod tests {
         }
         let err = policy(&[("KEYSYNC_ROTATION_SCHEDULE", "* 0 3 * * *")]).unwrap_err();
         assert!(err.to_string().contains("every second"), "{err}");
+    }
+
+    #[test]
+    fn the_schedule_period_is_its_longest_wait_between_ticks() {
+        let period = |schedule: &str| {
+            policy(&[("KEYSYNC_ROTATION_SCHEDULE", schedule)])
+                .unwrap()
+                .schedule_period
+        };
+        let hours = |h: u64| Some(Duration::from_secs(h * 3_600));
+        assert_eq!(period("0 0 3 * * *"), hours(24));
+        assert_eq!(period("0 0 3 * * 1"), hours(7 * 24));
+        // Weekdays only: Friday to Monday is the longest wait.
+        assert_eq!(period("0 0 3 * * 1-5"), hours(72));
+        assert_eq!(period("0 0 */6 * * *"), hours(6));
+        assert_eq!(policy(&[]).unwrap().schedule_period, None);
     }
 
     #[test]

@@ -13,6 +13,10 @@ use crate::reconcile::plan::AccountFacts;
 pub struct Limits {
     pub max_age: Duration,
     pub min_interval: Duration,
+    /// How long after a regeneration datastores split between the two keys are still taken for a
+    /// rotation keysync cut short, and moved to the newer key (which never breaks a datastore:
+    /// both keys are valid). At least `min_interval`; see [`Limits::completion_window`].
+    pub completion_window: Duration,
     /// `--force`: rotate even if the key in use is younger than `max_age`.
     pub ignore_age: bool,
 }
@@ -60,9 +64,29 @@ pub fn decide(
     let active = match in_use(held) {
         InUse::One(slot) => slot,
         InUse::Neither => facts.key_creation_time.newest(),
-        InUse::Both { key1, key2 } => return split(key1, key2, limits),
+        InUse::Both { key1, key2 } => {
+            return match facts.newest_key_time().map(|newest| now - newest) {
+                Some(since) if since < limits.completion_window => {
+                    complete(facts, held, since, limits)
+                }
+                _ => split(key1, key2, limits),
+            };
+        }
     };
     due(facts, active, account_created, limits, now)
+}
+
+impl Limits {
+    /// The completion window for a policy's minimum interval and its schedule's longest wait
+    /// between ticks: two waits, so that a rotation cut short is still completed when the next
+    /// tick is late or missed, or the minimum interval if that is longer.
+    pub fn completion_window(
+        min_interval: Duration,
+        schedule_period: Option<Duration>,
+    ) -> Duration {
+        let two_ticks = schedule_period.map_or(Duration::ZERO, |p| p.saturating_mul(2));
+        min_interval.max(two_ticks)
+    }
 }
 
 /// A key was created less than the minimum interval ago, so nothing is regenerated. Datastores
@@ -77,28 +101,41 @@ fn within_interval(
     limits: Limits,
 ) -> Decision {
     let newest = facts.key_creation_time.newest();
-    let behind = held.iter().filter(|slot| **slot != newest).count();
-    let interval = human_std(limits.min_interval);
-    match behind {
-        0 => leave(
+    match held.iter().all(|slot| *slot == newest) {
+        true => leave(
             format!(
-                "a key was created {} ago, less than the minimum interval of {interval} between rotations",
-                human(since)
+                "a key was created {} ago, less than the minimum interval of {} between rotations",
+                human(since),
+                human_std(limits.min_interval)
             ),
             false,
         ),
-        count => Decision::Complete {
-            target: newest,
-            reason: format!(
-                "{newest} was created {} ago, within the minimum interval of {interval}, and {}: completing that rotation by moving {} to {newest}",
-                human(since),
-                match count {
-                    1 => format!("1 datastore still holds {}", newest.other()),
-                    n => format!("{n} datastores still hold {}", newest.other()),
-                },
-                if count == 1 { "it" } else { "them" }
-            ),
-        },
+        false => complete(facts, held, since, limits),
+    }
+}
+
+/// Moves the datastores that still hold the older key to the newest, created `since` ago,
+/// within the completion window: what a rotation cut short after `regenerateKey` leaves.
+fn complete(
+    facts: &AccountFacts,
+    held: &[KeySlot],
+    since: time::Duration,
+    limits: Limits,
+) -> Decision {
+    let newest = facts.key_creation_time.newest();
+    let count = held.iter().filter(|slot| **slot != newest).count();
+    Decision::Complete {
+        target: newest,
+        reason: format!(
+            "{newest} was created {} ago, within the {} in which keysync completes a rotation it cut short, and {}: completing that rotation by moving {} to {newest}",
+            human(since),
+            human_std(limits.completion_window),
+            match count {
+                1 => format!("1 datastore still holds {}", newest.other()),
+                n => format!("{n} datastores still hold {}", newest.other()),
+            },
+            if count == 1 { "it" } else { "them" }
+        ),
     }
 }
 
@@ -111,8 +148,8 @@ fn split(key1: usize, key2: usize, limits: Limits) -> Decision {
     };
     leave(
         format!(
-            "datastores hold both keys ({key1} on key1, {key2} on key2): both are in use, so neither is regenerated; no key was created within the minimum interval of {}, so this is not a rotation keysync left unfinished. Move every datastore to one key (re-register those on {fewer} with {more}) and the next run rotates the account",
-            human_std(limits.min_interval)
+            "datastores hold both keys ({key1} on key1, {key2} on key2): both are in use, so neither is regenerated; no key was created within the last {}, so this is not a rotation keysync left unfinished. Move every datastore to one key (re-register those on {fewer} with {more}) and the next run rotates the account",
+            human_std(limits.completion_window)
         ),
         true,
     )
@@ -287,6 +324,7 @@ mod tests {
         Limits {
             max_age: 90 * DAY,
             min_interval: DAY,
+            completion_window: DAY,
             ignore_age: false,
         }
     }
@@ -382,6 +420,7 @@ mod tests {
             &[KeySlot::Key1, KeySlot::Key2],
             Limits {
                 min_interval: Duration::from_secs(86_400 - 60),
+                completion_window: Duration::from_secs(86_400 - 60),
                 ..limits()
             },
             NOW,
@@ -409,7 +448,7 @@ mod tests {
             decide(&facts, None, &held, limits(), NOW),
             Decision::Complete {
                 target: KeySlot::Key2,
-                reason: "key2 was created 5 hours ago, within the minimum interval of 24 hours, and 2 datastores still hold key1: completing that rotation by moving them to key2".into()
+                reason: "key2 was created 5 hours ago, within the 24 hours in which keysync completes a rotation it cut short, and 2 datastores still hold key1: completing that rotation by moving them to key2".into()
             }
         );
         // Cut short before any datastore moved: the same.
@@ -424,6 +463,35 @@ mod tests {
             ),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn a_split_past_the_minimum_interval_is_still_completed_within_two_ticks_of_the_schedule() {
+        // A daily tick: a rotation cut short at 03:04 is met by the next tick 24 hours later, or
+        // by a late or missed one; the split is a rotation cut short for two days.
+        let window = Limits::completion_window(DAY, Some(DAY));
+        assert_eq!(window, 2 * DAY);
+        let limits = Limits {
+            completion_window: window,
+            ..limits()
+        };
+        let held = [KeySlot::Key1, KeySlot::Key2, KeySlot::Key1];
+        let late = decide(&facts(Some(200), Some(1)), None, &held, limits, NOW);
+        assert_eq!(
+            late,
+            Decision::Complete {
+                target: KeySlot::Key2,
+                reason: "key2 was created 24 hours ago, within the 2 days in which keysync completes a rotation it cut short, and 2 datastores still hold key1: completing that rotation by moving them to key2".into()
+            }
+        );
+        let older = decide(&facts(Some(200), Some(3)), None, &held, limits, NOW);
+        assert!(
+            matches!(&older, Decision::Leave { attention: true, reason } if reason.contains("no key was created within the last 2 days")),
+            "{older:?}"
+        );
+        // The minimum interval when it is the longer, and with no schedule.
+        assert_eq!(Limits::completion_window(3 * DAY, Some(DAY)), 3 * DAY);
+        assert_eq!(Limits::completion_window(DAY, None), DAY);
     }
 
     #[test]

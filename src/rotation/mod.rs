@@ -429,6 +429,10 @@ impl Limits {
         Limits {
             max_age: policy.max_age,
             min_interval: policy.min_interval,
+            completion_window: Limits::completion_window(
+                policy.min_interval,
+                policy.schedule_period,
+            ),
             ignore_age: force,
         }
     }

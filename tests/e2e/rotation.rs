@@ -277,7 +277,7 @@ async fn a_long_standing_split_is_left_alone_by_the_sweep_and_the_next_tick() {
 }
 
 /// A rotation cut short after `regenerateKey` (deadline, failed write) leaves datastores on both
-/// keys, the newer one created within the minimum interval: the next tick finishes the move.
+/// keys, the newer one created within the completion window: the next tick finishes the move.
 #[tokio::test]
 async fn a_split_left_by_a_rotation_cut_short_is_completed() {
     let app = TestApp::start(rotation_scenario()).await;
@@ -289,7 +289,7 @@ async fn a_split_left_by_a_rotation_cut_short_is_completed() {
     assert_eq!(cut["outcome"], "completed", "{cut:#}");
     assert_eq!(
         cut["reason"],
-        "key2 was created 2 hours ago, within the minimum interval of 24 hours, and 1 datastore still holds key1: completing that rotation by moving it to key2"
+        "key2 was created 2 hours ago, within the 24 hours in which keysync completes a rotation it cut short, and 1 datastore still holds key1: completing that rotation by moving it to key2"
     );
     assert_eq!(entry(&cut["report"], "ws-b", "cut_1")["outcome"], "updated");
     assert_eq!(entry(&cut["report"], "ws-b", "cut_2")["outcome"], "inSync");
