@@ -194,23 +194,24 @@ fn due(
 }
 
 /// The last look before `regenerateKey`: the key times read again just now must be those the
-/// decision was made on, and the deadline must not have passed. Another process (`keysync
-/// rotate` by hand while a tick runs) may have rotated the account meanwhile; then the decision
-/// is stale and the next run decides again. This narrows the window between two processes to
+/// decision was made on, and the deadline must leave the time to move every datastore
+/// (`too_late` says it does not). Another process (`keysync rotate` by hand while a tick runs)
+/// may have rotated the account meanwhile; then the decision is stale and the next run decides
+/// again. This narrows the window between two processes to
 /// the one ARM request between this read and `regenerateKey`, but cannot close it: ARM has no
 /// conditional `regenerateKey` (the README's "Scheduled rotation" says what that window costs).
 pub fn last_look(
     decided_on: KeyCreationTime,
     read_again: KeyCreationTime,
-    past_deadline: bool,
+    too_late: bool,
 ) -> Result<(), String> {
     if read_again != decided_on {
         return Err(
             "the keys changed while keysync was deciding; the next run decides again".into(),
         );
     }
-    match past_deadline {
-        true => Err("the invocation's deadline came first; the next tick rotates it".into()),
+    match too_late {
+        true => Err("too little time was left before the invocation's deadline to move every datastore to a new key; the next tick rotates it".into()),
         false => Ok(()),
     }
 }
@@ -538,7 +539,7 @@ mod tests {
         assert!(last_look(first_time, decided_on, false).is_err());
         assert_eq!(
             last_look(decided_on, decided_on, true).unwrap_err(),
-            "the invocation's deadline came first; the next tick rotates it"
+            "too little time was left before the invocation's deadline to move every datastore to a new key; the next tick rotates it"
         );
     }
 

@@ -194,9 +194,12 @@ impl Reconciler {
             Err(not_rotated) => return Ok(not_rotated),
         };
         let read_again = read_account(arm, account).await?.key_creation_time();
-        let past_deadline = scope.deadline.is_some_and(|d| Instant::now() >= d);
+        // A regeneration that the deadline cuts short leaves the datastores split between the
+        // keys until the next tick: start one only with the time to move them all.
+        let margin = look.took.max(LEAST_MARGIN);
+        let too_late = scope.deadline.is_some_and(|d| Instant::now() + margin >= d);
         let decided_on = look.account.key_creation_time();
-        if let Err(reason) = decide::last_look(decided_on, read_again, past_deadline) {
+        if let Err(reason) = decide::last_look(decided_on, read_again, too_late) {
             return Ok(Rotation::left(account, reason, false));
         }
         let keys = arm.regenerate_key(account, standby).await?;
@@ -258,6 +261,7 @@ impl Reconciler {
         limits: Limits,
     ) -> Result<Result<Look, Rotation>, ReconcileError> {
         let account = scope.account;
+        let started = Instant::now();
         let observed = read_account(arm, account).await?;
         let now = OffsetDateTime::now_utc();
         let created = observed.properties.creation_time;
@@ -294,6 +298,7 @@ impl Reconciler {
             keys,
             dry_run,
             decision,
+            took: started.elapsed(),
         }))
     }
 }
@@ -393,7 +398,13 @@ struct Look {
     /// What a reconcile would do: which key each datastore holds, which ones have a SAS token.
     dry_run: Report,
     decision: Decision,
+    /// How long the look took: about what moving every datastore will take (the same reads, and
+    /// a `GET` and `PUT` for each datastore, side by side).
+    took: std::time::Duration,
 }
+
+/// The least time a regeneration must leave before the deadline, however quick the look was.
+const LEAST_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a rotation's reconciles share: the account, the listing, the deadline.
 struct Scope<'a> {

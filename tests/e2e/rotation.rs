@@ -696,6 +696,32 @@ async fn every_timer_payload_variant_leads_to_the_same_rotation() {
 }
 
 #[tokio::test]
+async fn a_tick_without_the_time_to_move_every_datastore_regenerates_nothing() {
+    // Five seconds is less than the least margin a regeneration must leave before the deadline.
+    let short = ("KEYSYNC_TIMER_DEADLINE_SECS".to_string(), "5".to_string());
+    let app = TestApp::start_with(
+        rotation_scenario(),
+        Options {
+            extra_env: vec![short],
+            ..Options::default()
+        },
+    )
+    .await;
+
+    let tick = app.host.tick("RotateKeys", false).await.unwrap();
+
+    let due = rotation(&tick, "stdue01");
+    assert_eq!(due["outcome"], "left", "{due:#}");
+    assert_eq!(
+        due["reason"],
+        "too little time was left before the invocation's deadline to move every datastore to a \
+         new key; the next tick rotates it"
+    );
+    assert_eq!(regenerations(&app, "stdue01"), 0);
+    assert_eq!(app.state().held("ws-a", "due_a", "stdue01"), "key1");
+}
+
+#[tokio::test]
 async fn the_function_apps_own_storage_rotates_only_when_listed() {
     let host_storage = ("AzureWebJobsStorage".to_string(), "DefaultEndpointsProtocol=https;AccountName=stdue01;AccountKey=bm90LWEta2V5;EndpointSuffix=core.windows.net".to_string());
     let app = TestApp::start_with(
