@@ -85,6 +85,51 @@ async fn hundreds_of_concurrent_duplicate_events_write_what_one_clean_run_writes
 }
 
 #[tokio::test]
+async fn timer_ticks_among_duplicate_events_write_what_one_clean_run_writes() {
+    let clean = TestApp::start(Scenario::demo()).await;
+    regenerate_two(&clean).await;
+    for account in [SHARED, OTHER, FRESH] {
+        assert_eq!(
+            clean.deliver(&regeneration_event(account)).await.status,
+            200
+        );
+    }
+    assert_eq!(
+        clean.host.tick("RotateKeys", false).await.unwrap().status,
+        200
+    );
+    let expected = writes_by_operation(&clean);
+
+    let app = TestApp::start(Scenario::demo()).await;
+    regenerate_two(&app).await;
+    app.emulator.set_faults(vec![fault(
+        json!({"operation": "StorageAccounts_ListKeys", "kind": "delay", "delayMs": 300}),
+    )]);
+    let events: Vec<Value> = (0..100)
+        .map(|i| regeneration_event([SHARED, OTHER, FRESH][i % 3]))
+        .collect();
+    let deliveries = futures::future::join_all(events.iter().map(|event| app.deliver(event)));
+    let ticks = futures::future::join(
+        app.host.tick("RotateKeys", false),
+        app.host.tick("RotateKeys", true),
+    );
+    let (records, (first, second)) = futures::join!(deliveries, ticks);
+
+    assert!(records.iter().all(|r| r.status == 200));
+    assert_eq!(first.unwrap().status, 200);
+    assert_eq!(second.unwrap().status, 200);
+    // The event runs, the rotations and the sweeps took turns on each account: every stale
+    // datastore was written once and each workspace resynced once, whoever came first.
+    assert_eq!(writes_by_operation(&app), expected);
+    assert!(
+        expected
+            .iter()
+            .any(|(op, n)| op == "Workspaces_ResyncKeys" && *n >= 1),
+        "{expected:?}"
+    );
+}
+
+#[tokio::test]
 async fn work_the_deadline_cuts_off_is_deferred_and_a_redelivery_finishes_it() {
     let deadline = ("KEYSYNC_EVENT_DEADLINE_SECS".to_string(), "2".to_string());
     let app = TestApp::start_with(
