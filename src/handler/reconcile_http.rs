@@ -255,6 +255,59 @@ mod tests {
         }
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Bodies near the accepted shape: any account text, a `dryRun` of any JSON type, an
+        /// unknown field; or any bytes at all.
+        fn bodies() -> impl Strategy<Value = Vec<u8>> {
+            let dry_run = prop_oneof![
+                any::<bool>().prop_map(|b| json!(b)),
+                ".{0,20}".prop_map(|s| json!(s)),
+                any::<i64>().prop_map(|n| json!(n)),
+            ];
+            let fields = (
+                proptest::option::of(".{0,40}"),
+                proptest::option::of(dry_run),
+                proptest::option::of(("[a-zA-Z]{1,10}", ".{0,10}")),
+            );
+            let object = fields.prop_map(|(account, dry_run, extra)| {
+                let mut body = serde_json::Map::new();
+                if let Some(account) = account {
+                    body.insert("account".into(), json!(account));
+                }
+                if let Some(dry_run) = dry_run {
+                    body.insert("dryRun".into(), dry_run);
+                }
+                if let Some((name, value)) = extra {
+                    body.insert(name, json!(value));
+                }
+                Value::Object(body).to_string().into_bytes()
+            });
+            prop_oneof![proptest::collection::vec(any::<u8>(), 0..256), object]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+            /// No body makes the decoding panic; a refusal is a 400 with a short message, and an
+            /// accepted body names a non-empty account or none.
+            #[test]
+            fn no_body_panics_and_every_refusal_is_a_short_400(body in bodies()) {
+                match parse(Ok(Bytes::from(body))) {
+                    Ok(parsed) => prop_assert!(
+                        parsed.account.as_deref().is_none_or(|a| !a.trim().is_empty())
+                    ),
+                    Err(rejection) => {
+                        prop_assert_eq!(rejection.status, StatusCode::BAD_REQUEST);
+                        prop_assert!(rejection.message.chars().count() <= 400, "{}", rejection.message);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn dry_run_false_must_be_said() {
         let body = parsed(r#"{"account": "stmlshared01", "dryRun": false}"#).unwrap();
