@@ -633,6 +633,18 @@ async fn every_command_explains_itself_with_an_example() {
         assert!(out.stdout.contains("--json"), "{command}");
         assert!(out.stdout.contains("KEYSYNC_SUBSCRIPTIONS"), "{command}");
     }
+    let top = keysync(&[], &["--help"]).await;
+    assert_eq!(top.code, 0);
+    assert!(
+        top.stdout.contains("Examples:\n  keysync demo"),
+        "{}",
+        top.stdout
+    );
+    assert!(
+        top.stdout.contains("Exit codes: 0 success"),
+        "{}",
+        top.stdout
+    );
 }
 
 #[tokio::test]

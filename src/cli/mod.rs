@@ -20,7 +20,7 @@ pub use common::CommonArgs;
 
 /// Keeps Azure Machine Learning workspaces and datastores in step with storage account keys.
 #[derive(Debug, Parser)]
-#[command(name = "keysync", version, about, propagate_version = true)]
+#[command(name = "keysync", version, about, propagate_version = true, after_help = TOP_EXAMPLES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -192,6 +192,15 @@ identity where IDENTITY_ENDPOINT and IDENTITY_HEADER are set (in Azure, and with
 emulator, whose `keysync emulator` prints them)."
     };
 }
+
+const TOP_EXAMPLES: &str = "Examples:
+  keysync demo                                   # the whole story against the local emulator
+  keysync plan --account stmlshared01            # what a reconcile of one account would do
+  keysync sync --account stmlshared01            # do it now
+  keysync rotate --account stmlshared01 --force  # rotate its key now, with the timer's guards
+
+Exit codes: 0 success, 1 something failed or needs a person, 2 usage error.
+`keysync <COMMAND> --help` explains each command, with examples.";
 
 const PLAN_EXAMPLES: &str = concat!(
     "Examples:
