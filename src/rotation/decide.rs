@@ -92,8 +92,9 @@ impl Limits {
 /// A key was created less than the minimum interval ago, so nothing is regenerated. Datastores
 /// that still hold the other key are what a rotation leaves when it is cut short (by its
 /// deadline, or a failed write) after `regenerateKey`: they move to the new key now, so that the
-/// next rotation can regenerate the key they held. Past the interval, keysync no longer assumes
-/// that a split was its own doing (see [`split`]).
+/// next rotation can regenerate the key they held. Past the interval, a split is still completed
+/// within the completion window; past that, keysync no longer assumes that it was its own doing
+/// (see [`split`]).
 fn within_interval(
     facts: &AccountFacts,
     held: &[KeySlot],
