@@ -452,6 +452,26 @@ impl Checks<'_> {
             reason: Some(reason),
             ..Finding::default()
         };
+        // Someone may have stored a working token since keysync read this one: read it again
+        // just before the write, so that keysync never replaces a token it did not check.
+        match self.stored_token(id).await {
+            Ok(now) if still_the_token(&now, old) => {}
+            Ok(_) => {
+                return Finding {
+                    outcome: Some(Outcome::Skipped),
+                    action: Some(Action::Skip),
+                    reason: Some(format!(
+                        "SAS token rejected by storage ({code}), then replaced by someone else before keysync could re-mint it: left alone"
+                    )),
+                    ..Finding::default()
+                };
+            }
+            Err(reason) => {
+                return failed(format!(
+                    "SAS token rejected by storage ({code}); not re-minted: {reason}"
+                ));
+            }
+        }
         let stored = match self.store_token(id, token).await {
             Ok(stored) => stored,
             Err(reason) => {
@@ -537,6 +557,28 @@ impl Checks<'_> {
     }
 }
 
+/// True when `stored` is still the token `old` was read from (the same signature).
+fn still_the_token(stored: &SecretString, old: &SasToken) -> bool {
+    SasToken::parse(stored.expose_secret())
+        .is_ok_and(|now| now.get("sig").is_some() && now.get("sig") == old.get("sig"))
+}
+
 fn not_checked(used: CredentialUsed, detail: String) -> Finding {
     Finding::checked(Verification::new(VerifyOutcome::NotChecked, used, detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_still_the_one_read_only_while_its_signature_is() {
+        let read =
+            SasToken::parse("sv=2024-11-04&ss=b&srt=co&sp=rl&se=2030-01-31&sig=b2xk").unwrap();
+        let same = SecretString::from("sp=rl&sv=2024-11-04&ss=b&srt=co&se=2030-01-31&sig=b2xk");
+        let replaced = SecretString::from("sv=2024-11-04&ss=b&srt=co&sp=rl&se=2031-01-31&sig=bmV3");
+        assert!(still_the_token(&same, &read));
+        assert!(!still_the_token(&replaced, &read));
+        assert!(!still_the_token(&SecretString::from("not a token"), &read));
+    }
 }
