@@ -488,7 +488,7 @@ fn verdict(
                 "Result: every AccountKey datastore on {ACCOUNT} holds a valid key, which storage (Azurite) accepts\n        for every blob datastore (Azurite has no Azure Files, so the file share is not checked),\n        the dead SAS token was re-minted and works, and the workspace is resynced;"
             ),
             false => println!(
-                "Result: every AccountKey datastore on {ACCOUNT} holds a valid key and its workspace is resynced\n        (storage checks need Azurite: `npm ci`);"
+                "Result: every AccountKey datastore on {ACCOUNT} holds a valid key and its workspace is resynced\n        (storage checks need Azurite: `npm ci`); the SAS datastore's token is still signed with the\n        regenerated key: keysync re-mints one only once storage has rejected it, so here a person\n        would replace it (with Azurite, the demo shows the re-mint);"
             ),
         }
         println!(

@@ -92,7 +92,7 @@ pub enum Command {
     /// KEYSYNC_EMULATOR_HTTPS (its base URL) and KEYSYNC_EMULATOR_CA_FILE (a PEM file of the
     /// certificate to trust, e.g. through REQUESTS_CA_BUNDLE; removed when the emulator stops).
     ///
-    /// Example: keysync emulator --listen 127.0.0.1:0 --scenario demo --event-webhook http://127.0.0.1:7072/runtime/webhooks/eventgrid?functionName=KeyRegenerated
+    /// Example: keysync emulator --listen 127.0.0.1:0 --scenario demo --event-webhook 'http://127.0.0.1:7072/runtime/webhooks/eventgrid?functionName=KeyRegenerated'
     Emulator {
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -107,7 +107,7 @@ pub enum Command {
         #[arg(long)]
         https: bool,
     },
-    /// Run the local stand-in for the Azure Functions host, with `keysync serve` behind it.
+    /// Run the local stand-in for the Azure Functions host, with `keysync serve` behind it
     ///
     /// Starts the handler as the host would (from host.json, port in
     /// FUNCTIONS_CUSTOMHANDLER_PORT, ready on GET /), with this process's environment as its app
@@ -117,8 +117,9 @@ pub enum Command {
     /// a function key). Prints those as NAME=value lines once ready, echoes the handler's log
     /// lines on stderr, and serves until Ctrl-C.
     ///
-    /// Example, beside the emulator (set -a exports what it prints):
+    /// Example, beside the emulator (wait for its lines, then set -a exports them):
     ///   keysync emulator --event-webhook 'http://127.0.0.1:7072/runtime/webhooks/eventgrid?functionName=KeyRegenerated' > emulator.env &
+    ///   until grep -q KEYSYNC_SUBSCRIPTIONS emulator.env 2>/dev/null; do sleep 0.1; done
     ///   set -a; . ./emulator.env; set +a
     ///   keysync host --listen 127.0.0.1:7072
     #[command(verbatim_doc_comment)]
@@ -142,10 +143,16 @@ pub enum Command {
     ///
     /// Example: cargo run --release -- bench
     Bench(crate::bench::BenchArgs),
-    /// Watch keysync work end to end against the local emulator: a key is regenerated, the event
-    /// reaches the handler through a local Functions host, and every stale datastore is repaired.
+    /// Watch keysync repair a regenerated key end to end, against the local emulator.
     ///
-    /// Exits non-zero if any AccountKey datastore is left holding an invalid key.
+    /// A key is regenerated, the event reaches the handler through a local Functions host, and
+    /// every stale datastore is repaired; then the timer rotates a due account.
+    ///
+    /// Exits non-zero if any AccountKey datastore on the account is left holding an invalid key,
+    /// the workspace was not resynced, the rotation broke a datastore or rotated the wrong
+    /// accounts, or the echo of keysync's own regeneration wrote anything; and, with Azurite
+    /// (`npm ci`), if storage did not accept a credential or the dead SAS token was not
+    /// re-minted.
     ///
     /// Example: keysync demo
     Demo {

@@ -70,12 +70,16 @@ impl Reconciler {
         dry_run: bool,
         report: &mut Report,
     ) {
-        let Some(verifier) = &self.verifier else {
-            return;
-        };
         if dry_run {
             return;
         }
+        let Some(verifier) = &self.verifier else {
+            // The plan's wording ("checked by sync") would be wrong here: this run wrote.
+            for entry in report.entries.iter_mut().filter(|e| e.sas_token) {
+                entry.reason = Some(crate::report::SAS_TOKEN_UNCHECKED.to_string());
+            }
+            return;
+        };
         let checks = Checks {
             arm: self.arm_until(run.deadline),
             checker: verifier.checker.until(run.deadline),
@@ -542,7 +546,7 @@ impl Checks<'_> {
         // a signed request there would reach whoever owns that name in Azure.
         if is_loopback(&self.arm.options().endpoint) && !is_loopback(&endpoint) {
             return Err(format!(
-                "ARM is a local emulator and the account's {service_name} endpoint is not on this machine: not checked, so that no signed request leaves it"
+                "ARM is a local emulator and the account's {service_name} endpoint is not on this machine, so no signed request is sent there"
             ));
         }
         Ok(Target {

@@ -26,6 +26,10 @@ pub const ON_ANOTHER_ACCOUNT: &str = "on another storage account";
 pub const SAS_TOKEN: &str =
     "SAS token: no account key stored; checked against storage by sync, not by a plan";
 
+/// The reason given for a SAS datastore after a run with storage checks off: nobody knows
+/// whether its token still works.
+pub const SAS_TOKEN_UNCHECKED: &str = "SAS token: no account key stored; not checked against storage, since storage checks are off (KEYSYNC_VERIFY=false): whether it still works is unknown";
+
 /// Text from outside (Azure, an event, a setting, a request) made safe to print on one line of
 /// a report, a log or an error: control characters, line separators and bidirectional overrides
 /// dropped (none can then make the line read as another), cut to `max` characters with `…`.

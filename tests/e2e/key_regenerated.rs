@@ -99,6 +99,13 @@ async fn identity_service_principal_and_other_account_datastores_are_reported_an
         reason("mlw-forecast", "workspaceblobstore"),
         "on another storage account"
     );
+    // Storage checks are off in this test: the run says that it does not know, not that a sync
+    // would check.
+    assert_eq!(
+        reason("mlw-forecast", "exports_sas"),
+        "SAS token: no account key stored; not checked against storage, since storage checks \
+         are off (KEYSYNC_VERIFY=false): whether it still works is unknown"
+    );
     for (ws, ds) in [
         ("mlw-vision", "images_identity"),
         ("mlw-vision", "lake_sp"),

@@ -700,7 +700,7 @@ async fn an_emulator_account_on_azures_own_endpoints_is_not_checked() {
             v["detail"],
             format!(
                 "ARM is a local emulator and the account's {service} endpoint is not on this \
-                 machine: not checked, so that no signed request leaves it"
+                 machine, so no signed request is sent there"
             ),
             "{ws}/{ds}"
         );
