@@ -291,6 +291,10 @@ impl Reconciler {
                 reason: UNREAD.into(),
                 attention: true,
             },
+            (false, false) if holds_no_key(&dry_run) => Decision::Leave {
+                reason: NO_STORED_KEY.into(),
+                attention: false,
+            },
             (false, false) => decide::decide(&facts, created, &keys_held(&dry_run), limits, now),
         };
         Ok(Ok(Look {
@@ -363,11 +367,25 @@ fn left_over(report: &Report) -> String {
 /// Why an account is left when the scope could not be listed in full.
 const UNLISTED: &str = "the scope could not be listed in full (see the tick's notes), so a consumer of the standby key cannot be ruled out: nothing regenerated";
 
+/// Why an account is left when a datastore on it has no stored key.
+const NO_STORED_KEY: &str = "a datastore on the account has no stored key (listSecrets found none), so which key it would still hold cannot be ruled out: nothing regenerated; the sweep stores a current key in it, and the next tick rotates the account";
+
 /// Why an account is left when some of its datastores could not be read.
 const UNREAD: &str = "some datastores or workspaces could not be read, so a consumer of the standby key cannot be ruled out: nothing regenerated";
 
 /// The current key held by each AccountKey datastore of a dry run's report. (SAS tokens are
 /// consumers too, of the key that signed them: see [`sas`], read only when a rotation is due.)
+/// True when an AccountKey datastore on the account has no stored key (`listSecrets` found none,
+/// or answered 404). A 404 can be a passing fault as well as a missing secret, and the datastore
+/// may then hold the very key a rotation would regenerate: such an account waits for the
+/// sweep, which stores a current key in it, and the next tick.
+fn holds_no_key(dry_run: &Report) -> bool {
+    dry_run
+        .entries
+        .iter()
+        .any(|e| e.kind == ObjectKind::Datastore && e.held == Some(Held::Missing))
+}
+
 fn keys_held(dry_run: &Report) -> Vec<KeySlot> {
     let datastores = dry_run
         .entries

@@ -722,6 +722,42 @@ async fn a_tick_without_the_time_to_move_every_datastore_regenerates_nothing() {
 }
 
 #[tokio::test]
+async fn a_datastore_whose_stored_key_is_not_found_keeps_its_account_from_rotating() {
+    // Both keys are old and in use; a passing 404 on one datastore's listSecrets must not make
+    // the rotation take the other key for the only one in use and regenerate this one's.
+    let scenario = serde_json::from_value(json!({
+        "storageAccounts": [account("stsplit07", 200, 150, true, true)],
+        "workspaces": [{
+            "id": format!("{RG}/Microsoft.MachineLearningServices/workspaces/ws-s"),
+            "location": "westeurope",
+            "storageAccount": account_id("stsplit07"),
+            "datastores": [store("on_key1", "stsplit07", "key1"), store("on_key2", "stsplit07", "key2")]
+        }]
+    }))
+    .unwrap();
+    let app = TestApp::start(scenario).await;
+    app.emulator.set_faults(vec![fault(
+        json!({"operation": "Datastores_ListSecrets", "kind": "error", "status": 404, "count": 1}),
+    )]);
+
+    let tick = app.host.tick("RotateKeys", false).await.unwrap();
+
+    let left = rotation(&tick, "stsplit07");
+    assert_eq!(left["outcome"], "left", "{left:#}");
+    assert!(
+        left["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("a datastore on the account has no stored key"),
+        "{left:#}"
+    );
+    assert_eq!(regenerations(&app, "stsplit07"), 0);
+    let state = app.state();
+    assert_ne!(state.held("ws-s", "on_key1", "stsplit07"), "stale");
+    assert_ne!(state.held("ws-s", "on_key2", "stsplit07"), "stale");
+}
+
+#[tokio::test]
 async fn the_function_apps_own_storage_rotates_only_when_listed() {
     let host_storage = ("AzureWebJobsStorage".to_string(), "DefaultEndpointsProtocol=https;AccountName=stdue01;AccountKey=bm90LWEta2V5;EndpointSuffix=core.windows.net".to_string());
     let app = TestApp::start_with(
