@@ -56,9 +56,11 @@ pub struct ArmError {
 const MAX_MESSAGE_CHARS: usize = 300;
 
 impl ArmError {
-    /// True for 404 (the resource or the secret does not exist).
+    /// True when ARM said the resource (or the secret) does not exist: a 404 with an ARM error
+    /// body. A 404 without one (a gateway's page, a proxy's) says nothing about the resource,
+    /// and taking it for "gone" would have an event acknowledged while its datastores stay broken.
     pub fn is_not_found(&self) -> bool {
-        self.status == Some(404)
+        self.status == Some(404) && self.code.is_some()
     }
 
     /// An error without an HTTP answer; `message` is shortened to one line.
@@ -189,6 +191,11 @@ mod tests {
         err.correlation_id = Some("c-1".into());
         err.client_request_id = Some(uuid::Uuid::nil());
         assert!(err.is_not_found());
+        let page = ArmError {
+            code: None,
+            ..err.clone()
+        };
+        assert!(!page.is_not_found(), "a 404 page without an ARM error");
         assert_eq!(
             err.to_string(),
             "Workspaces_Get on /subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices/workspaces/w failed: HTTP 404 ResourceNotFound: gone (correlation id c-1)"

@@ -146,6 +146,30 @@ async fn a_resync_that_azure_reports_failed_fails_the_invocation_and_a_redeliver
     );
 }
 
+#[tokio::test]
+async fn a_404_page_without_an_arm_error_is_no_proof_that_the_account_is_gone() {
+    let app = TestApp::start(Scenario::demo()).await;
+    app.regenerate(SHARED, "key1").await;
+    // A gateway's 404 page: nothing says the account does not exist.
+    app.emulator.set_faults(vec![fault(json!({"operation": "StorageAccounts_GetProperties", "kind": "error", "status": 404, "html": true, "count": 1}))]);
+
+    let failed = app.deliver(&regeneration_event(SHARED)).await;
+
+    assert_eq!(failed.status, 500, "{:#}", failed.body);
+    assert_eq!(
+        app.state()
+            .held("mlw-vision", "workspaceblobstore", "stmlshared01"),
+        "stale"
+    );
+    let redelivered = app.deliver(&regeneration_event(SHARED)).await;
+    assert_eq!(redelivered.status, 200, "{:#}", redelivered.body);
+    assert_eq!(
+        app.state()
+            .held("mlw-vision", "workspaceblobstore", "stmlshared01"),
+        "key1"
+    );
+}
+
 /// 7 workspaces, 3 per page; 80 datastores in `mlw-0`, at most 30 per page whatever keysync asks.
 fn paged_scenario() -> Scenario {
     let sub = SUB;
