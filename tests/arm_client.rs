@@ -926,6 +926,20 @@ async fn a_resync_poll_waits_the_seconds_retry_after_asks_for() {
 }
 
 #[tokio::test]
+async fn a_resync_asking_for_an_absurd_wait_ends_at_the_deadline_without_a_panic() {
+    let server = MockServer::start().await;
+    mount_endless_resync(&server, "10000000000000000000").await;
+
+    let err = client(&server)
+        .resync_keys_until(&workspace(), Instant::now() + Duration::from_secs(1))
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.kind, ArmErrorKind::StillRunning);
+    assert_eq!(received(&server).await.len(), 1);
+}
+
+#[tokio::test]
 async fn a_resync_that_asks_for_no_wait_is_not_polled_back_to_back_until_the_deadline() {
     let server = MockServer::start().await;
     mount_endless_resync(&server, "0").await;

@@ -275,7 +275,10 @@ async fn sleep_unless_past(
     wait: Duration,
     deadline: Instant,
 ) -> Result<(), ArmError> {
-    if Instant::now() + wait >= deadline {
+    if Instant::now()
+        .checked_add(wait)
+        .is_none_or(|next| next >= deadline)
+    {
         let message = "the operation was still running at the deadline; polling stopped";
         return Err(request.error(ArmErrorKind::Deadline, message));
     }

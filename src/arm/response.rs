@@ -203,6 +203,14 @@ fn media_type(content_type: Option<&str>) -> &str {
 /// The wait a 429 or 503 asks for: `retry-after-ms` or `x-ms-retry-after-ms` (milliseconds), else
 /// `Retry-After` in seconds or as an HTTP date (a date in the past means now).
 pub(super) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    asked_wait(headers, now).map(|wait| wait.min(LONGEST_RETRY_AFTER))
+}
+
+/// Longer waits are read as this one: every wait is added to the clock, and an absurd one
+/// (`Retry-After: 10000000000000000000`) would overflow it. No caller waits a day anyway.
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+fn asked_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
         if let Some(ms) = header(headers, name).and_then(|v| v.trim().parse::<u64>().ok()) {
             return Some(Duration::from_millis(ms));
@@ -210,7 +218,8 @@ pub(super) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
     }
     let value = header(headers, RETRY_AFTER.as_str())?.trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds).ok();
+        let seconds = Some(seconds).filter(|s| !s.is_nan())?;
+        return Duration::try_from_secs_f64(seconds.min(LONGEST_RETRY_AFTER.as_secs_f64())).ok();
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -248,6 +257,11 @@ mod tests {
         let both = [("retry-after", "7"), ("x-ms-retry-after-ms", "1500")];
         assert_eq!(at(&both), Some(Duration::from_millis(1500)));
         assert_eq!(at(&[("retry-after", "soon")]), None);
+        let day = Some(Duration::from_secs(86_400));
+        assert_eq!(at(&[("retry-after", "10000000000000000000")]), day);
+        assert_eq!(at(&[("retry-after", "1e300")]), day);
+        assert_eq!(at(&[("retry-after", "NaN")]), None);
+        assert_eq!(at(&[("retry-after-ms", "18446744073709551615")]), day);
         assert_eq!(at(&[("retry-after", "-1")]), None);
         assert_eq!(at(&[]), None);
     }
