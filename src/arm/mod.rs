@@ -64,6 +64,9 @@ pub struct ArmOptions {
     pub request_timeout: Duration,
     /// How throttled and failed calls are retried.
     pub retry: RetrySettings,
+    /// What the credential sends that its errors must not repeat (`IDENTITY_HEADER`'s value):
+    /// an identity endpoint may quote the request it refused.
+    pub credential_secrets: Vec<secrecy::SecretString>,
 }
 
 /// A cheap-to-clone ARM client; clones share one connection pool, one credential (and so one

@@ -12,6 +12,9 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 use tracing::warn;
 
+use secrecy::ExposeSecret;
+
+use super::redact::redact;
 use super::request::ArmRequest;
 use super::transport::root_cause;
 use super::{ArmClient, ArmError, ArmErrorKind};
@@ -149,7 +152,7 @@ impl ArmClient {
                 let message = format!(
                     "no token for {scope}: the credential could not be reached{tries} ({SOURCE}): \
                      {}",
-                    root_cause(&error)
+                    self.without_credential_secrets(&root_cause(&error))
                 );
                 (kind, message)
             }
@@ -157,7 +160,8 @@ impl ArmClient {
                 // azure_identity's messages name the failing tool; they never hold a token.
                 let message = format!(
                     "no token for {scope} (locally run `az login` or `azd auth login`; on Azure \
-                     check the function app's managed identity and AZURE_CLIENT_ID): {error}"
+                     check the function app's managed identity and AZURE_CLIENT_ID): {}",
+                    self.without_credential_secrets(&error.to_string())
                 );
                 (ArmErrorKind::Credential, message)
             }
@@ -165,6 +169,19 @@ impl ArmClient {
         // Not shortened here: `ArmError::new` keeps a credential error longer than others, so
         // that each developer tool's reason survives.
         request.error(kind, message)
+    }
+}
+
+impl ArmClient {
+    /// `text` (a credential's error) without what the credential sent as a secret, in any
+    /// encoding the answer may quote it in, nor anything shaped like a SAS token.
+    fn without_credential_secrets(&self, text: &str) -> String {
+        let secrets = &self.options().credential_secrets;
+        redact(
+            text,
+            secrets.iter().map(|s| s.expose_secret().as_bytes()),
+            false,
+        )
     }
 }
 

@@ -60,6 +60,9 @@ pub struct Config {
     /// `KEYSYNC_REQUEST_TIMEOUT_SECS`: one ARM request, including reading its body.
     pub request_timeout: Duration,
     pub credential: CredentialChoice,
+    /// `IDENTITY_HEADER`, which the credential reads itself: kept only so that no error repeats
+    /// it (an identity endpoint may quote the request it refused).
+    pub identity_header: Option<secrecy::SecretString>,
     pub rotation: RotationPolicy,
     /// Checking credentials against storage after a run, and re-minting dead SAS tokens.
     pub verification: VerificationPolicy,
@@ -118,6 +121,7 @@ impl Config {
             max_concurrency,
             request_timeout: Duration::from_secs(timeout as u64),
             credential,
+            identity_header: get("IDENTITY_HEADER").map(secrecy::SecretString::from),
             rotation,
             verification: VerificationPolicy::read(&get)?,
             event_deadline: seconds(

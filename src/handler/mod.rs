@@ -51,6 +51,7 @@ impl Handler {
             max_concurrency: config.max_concurrency,
             request_timeout: config.request_timeout,
             retry: RetrySettings::default(),
+            credential_secrets: config.identity_header.iter().cloned().collect(),
         };
         let arm = ArmClient::new(options, credential).context("creating the ARM client")?;
         let reconciler = Reconciler::new(arm, config.subscriptions.clone())

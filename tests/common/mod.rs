@@ -72,6 +72,7 @@ pub fn options(endpoint: &str, max_concurrency: usize) -> ArmOptions {
         max_concurrency,
         request_timeout: Duration::from_secs(10),
         retry: settings(),
+        credential_secrets: Vec::new(),
     }
 }
 

@@ -18,6 +18,9 @@ enum Behaviour {
     Silent,
     /// Closes it at once.
     Drop,
+    /// Refuses the request with this status and a body that quotes its `X-IDENTITY-HEADER`, as
+    /// a careless identity endpoint might.
+    Quote(u16),
 }
 
 /// A loopback identity endpoint that behaves as told, and the connections it accepted.
@@ -33,10 +36,43 @@ async fn identity_endpoint(behaviour: Behaviour) -> (String, Arc<AtomicUsize>) {
             match behaviour {
                 Behaviour::Silent => held.push(connection),
                 Behaviour::Drop => drop(connection),
+                Behaviour::Quote(status) => {
+                    tokio::spawn(quote_the_header(connection, status));
+                }
             }
         }
     });
     (format!("http://127.0.0.1:{port}/msi/token"), accepted)
+}
+
+/// Reads one request and answers `status` with a JSON body that repeats its identity header.
+async fn quote_the_header(mut connection: tokio::net::TcpStream, status: u16) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match connection.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&request);
+    let header = text
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("x-identity-header"))
+        })
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let body = format!(
+        r#"{{"error": "invalid_request", "message": "Invalid X-IDENTITY-HEADER {header} in the request"}}"#
+    );
+    let answer = format!(
+        "HTTP/1.1 {status} Refused\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = connection.write_all(answer.as_bytes()).await;
 }
 
 /// An identity endpoint URL on a port nothing listens on.
@@ -173,4 +209,35 @@ async fn each_token_attempt_is_one_request_to_the_identity_endpoint() {
         .into_iter()
         .find(|(k, _)| k == "IDENTITY_HEADER");
     assert!(!printed.contains(&header.unwrap().1), "{printed}");
+}
+
+#[tokio::test]
+async fn an_identity_endpoint_quoting_the_identity_header_does_not_get_it_printed() {
+    let app = TestApp::start(Scenario::demo()).await;
+    let header = "TopSecretIdentityHeaderValue987";
+    for status in [400, 403, 500] {
+        let (endpoint, accepted) = identity_endpoint(Behaviour::Quote(status)).await;
+
+        let (code, printed, _) = plan(
+            &app,
+            &[
+                ("IDENTITY_ENDPOINT", &endpoint),
+                ("IDENTITY_HEADER", header),
+                ("RUST_LOG", "trace"),
+            ],
+        )
+        .await;
+
+        assert_eq!(code, 1, "{printed}");
+        assert!(accepted.load(Ordering::SeqCst) >= 1);
+        assert!(printed.contains("no token for"), "{status}: {printed}");
+        assert!(
+            !printed.contains(header),
+            "{status}: the identity header was printed"
+        );
+        assert!(
+            !printed.contains("HeaderValue98"),
+            "{status}: part of it was printed"
+        );
+    }
 }
