@@ -255,25 +255,44 @@ fn parse_accounts(value: Option<String>) -> Result<Vec<StorageAccountId>, Config
     Ok(accounts)
 }
 
-/// The account name in a connection string (`AccountName=...`), a service URI
-/// (`https://<name>.blob...`) or a bare name. Keys in connection strings are never kept.
+/// The account name in a connection string (`AccountName=...`, or, in one with a shared access
+/// signature and no name, a service endpoint such as `BlobEndpoint=https://<name>.blob...`), a
+/// service URI (`https://<name>.blob...`) or a bare name. Keys and signatures are never kept.
 fn account_name_in(value: &str) -> Option<String> {
-    let from_connection_string = value
+    let fields: Vec<(&str, &str)> = value
         .split(';')
         .filter_map(|part| part.split_once('='))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("AccountName"))
-        .map(|(_, v)| v.trim().to_string());
-    let from_uri = url::Url::parse(value).ok().and_then(|u| {
-        u.host_str()
-            .and_then(|h| h.split('.').next())
-            .map(str::to_string)
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    };
+    let from_connection_string = field("AccountName").map(str::to_string).or_else(|| {
+        [
+            "BlobEndpoint",
+            "QueueEndpoint",
+            "TableEndpoint",
+            "FileEndpoint",
+        ]
+        .into_iter()
+        .find_map(|name| field(name).and_then(host_label))
     });
+    let from_uri = host_label(value);
     let bare = (!value.contains(['=', ';', '/', ':'])).then(|| value.trim().to_string());
     from_connection_string
         .or(from_uri)
         .or(bare)
         .filter(|n| is_account_name(n))
         .map(|n| n.to_ascii_lowercase())
+}
+
+/// The first label of a URL's host: the account in `https://<name>.blob.core.windows.net/`.
+fn host_label(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    url.host_str()?.split('.').next().map(str::to_string)
 }
 
 /// A storage account name: 3 to 24 letters and digits (`WEBSITE_RUN_FROM_PACKAGE=1` is none).
@@ -487,6 +506,17 @@ mod tests {
         );
         assert!(p.is_host_storage("STFUNCHOST"));
         assert!(!format!("{p:?}").contains("c2VjcmV0"));
+        assert!(!format!("{p:?}").contains("c2lnbmF0dXJl"));
+    }
+
+    #[test]
+    fn a_connection_string_with_a_shared_access_signature_names_its_account_by_endpoint() {
+        let p = policy(&[(
+            "AzureWebJobsStorage",
+            "BlobEndpoint=https://stsashost.blob.core.windows.net/;QueueEndpoint=https://stsashost.queue.core.windows.net/;SharedAccessSignature=sv=2024-11-04&ss=bq&srt=sco&sp=rwdl&sig=c2lnbmF0dXJl",
+        )])
+        .unwrap();
+        assert_eq!(p.host_accounts, vec!["stsashost"]);
         assert!(!format!("{p:?}").contains("c2lnbmF0dXJl"));
     }
 
