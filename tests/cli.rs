@@ -583,6 +583,61 @@ async fn usage_errors_exit_2_and_say_what_to_set() {
 }
 
 #[tokio::test]
+async fn a_setting_that_is_not_utf8_is_refused_by_name_not_read_as_absent() {
+    use std::os::unix::ffi::OsStrExt;
+    let emulator = emulator().await;
+    let garbled = std::ffi::OsStr::from_bytes(b"http://127.0.0.1:1\xff");
+    for (setting, args) in [
+        ("KEYSYNC_ARM_ENDPOINT", &["plan"][..]),
+        ("KEYSYNC_MAX_CONCURRENCY", &["plan"][..]),
+        ("KEYSYNC_VERIFY", &["sync"][..]),
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
+            .args(args)
+            .env_clear()
+            .envs(emulator.env())
+            .env(setting, garbled)
+            .output()
+            .await
+            .expect("keysync runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{setting}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{setting}: the value is not valid UTF-8 text")),
+            "{setting}: {stderr}"
+        );
+    }
+    // Refused at start-up: not a request sent, to the emulator or to Azure's default address.
+    assert!(emulator.requests().is_empty(), "{:?}", emulator.requests());
+}
+
+#[tokio::test]
+async fn a_setting_with_a_line_break_cannot_forge_a_second_log_line() {
+    let emulator = emulator().await;
+    let mut env = emulator.env();
+    env.push((
+        "KEYSYNC_MAX_CONCURRENCY".into(),
+        "1\n2026-12-04T00:00:00Z  INFO forged line".into(),
+    ));
+
+    let out = keysync(&env, &["plan"]).await;
+
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("KEYSYNC_MAX_CONCURRENCY"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr
+            .lines()
+            .any(|l| l.starts_with("2026-12-04T00:00:00Z")),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
 async fn flags_win_over_the_environment() {
     let emulator = emulator().await;
     let env: Vec<(String, String)> = emulator

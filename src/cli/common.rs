@@ -39,6 +39,12 @@ impl CommonArgs {
         Config::from_lookup(|name| self.flag_for(name).or_else(|| env(name))).map_err(usage)
     }
 
+    /// [`config`](Self::config) from the process environment, where a value that is not UTF-8
+    /// is refused by name (see [`Config::from_env`]).
+    pub fn config_from_env(&self) -> Result<Config, String> {
+        Config::from_env_over(|name| self.flag_for(name)).map_err(usage)
+    }
+
     fn flag_for(&self, variable: &str) -> Option<String> {
         match variable {
             "KEYSYNC_ARM_ENDPOINT" => self.arm_endpoint.clone(),

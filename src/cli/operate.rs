@@ -145,9 +145,7 @@ fn rotate_problem(rotation: &Rotation) -> Option<String> {
 
 /// The handler's own ARM client and reconciler, configured from the flags over the environment.
 fn connect(common: &CommonArgs) -> Result<Handler, Stop> {
-    let config = common
-        .config(|name| std::env::var(name).ok())
-        .map_err(Stop::Usage)?;
+    let config = common.config_from_env().map_err(Stop::Usage)?;
     Handler::new(config).map_err(|e| Stop::Failed(format!("{e:#}")))
 }
 

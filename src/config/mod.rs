@@ -23,15 +23,17 @@ pub const DEFAULT_ARM_SCOPE: &str = "https://management.azure.com/.default";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{setting}: {problem}")]
 pub struct ConfigError {
-    pub setting: &'static str,
+    pub setting: String,
     pub problem: String,
 }
 
 impl ConfigError {
-    pub(crate) fn new(setting: &'static str, problem: impl Into<String>) -> Self {
+    /// The error about `setting`. The problem quotes values from the environment, so it is made
+    /// printable: a value with a line break cannot forge a second log line.
+    pub(crate) fn new(setting: &str, problem: impl Into<String>) -> Self {
         ConfigError {
-            setting,
-            problem: problem.into(),
+            setting: setting.to_string(),
+            problem: crate::report::printable(&problem.into(), 400),
         }
     }
 }
@@ -78,9 +80,30 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the configuration from the process environment.
+    /// Reads the configuration from the process environment. A setting whose value is not
+    /// UTF-8 is refused by name, rather than read as absent and replaced by its default.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_env_over(|_| None)
+    }
+
+    /// [`from_env`](Self::from_env), with `overrides` (command-line flags) consulted first.
+    pub fn from_env_over(overrides: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let unreadable = std::cell::RefCell::new(None);
+        let config = Self::from_lookup(|name| {
+            overrides(name).or_else(|| match std::env::var(name) {
+                Ok(value) => Some(value),
+                Err(std::env::VarError::NotPresent) => None,
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    let mut first = unreadable.borrow_mut();
+                    first.get_or_insert_with(|| name.to_string());
+                    None
+                }
+            })
+        });
+        match unreadable.into_inner() {
+            Some(name) => Err(ConfigError::new(&name, "the value is not valid UTF-8 text")),
+            None => config,
+        }
     }
 
     /// Reads the configuration through `lookup` (a name → value function).
