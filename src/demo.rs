@@ -200,10 +200,19 @@ fn broken_by_rotation(state: &Value) -> bool {
         .any(|i| i["datastores"].as_array().is_some_and(|d| !d.is_empty()))
 }
 
-/// The folder holding `host.json` and the function folders: `given`, else the current
+/// The folder holding `host.json` and the function folders: `given` (which must hold one), else the current
 /// directory, the binary's folder or the source tree, whichever has a `host.json`.
 pub(crate) fn find_app_root(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let candidates = given.into_iter().chain(std::env::current_dir().ok()).chain(
+    // A folder named by hand must be the app: never another one found in its place.
+    if let Some(given) = given {
+        anyhow::ensure!(
+            given.join("host.json").is_file(),
+            "--app-root {}: no host.json there",
+            given.display()
+        );
+        return Ok(given);
+    }
+    let candidates = std::env::current_dir().ok().into_iter().chain(
         std::env::current_exe()
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf)),

@@ -346,13 +346,31 @@ mod defaults {
     }
 }
 
+/// The largest scenario file read: the benchmark's largest estates take a few MB, and a path such
+/// as `/dev/zero` must not be read until memory runs out.
+pub const MAX_SCENARIO_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The file's text, refused when it is longer than `max` bytes.
+fn read_bounded(path: &Path, max: u64) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_string(&mut text)?;
+    ensure!(
+        text.len() as u64 <= max,
+        "the file is longer than {max} bytes"
+    );
+    Ok(text)
+}
+
 /// The services whose endpoint an account lists in `primaryEndpoints`.
 pub(crate) const ENDPOINT_SERVICES: [&str; 6] = ["blob", "dfs", "file", "queue", "table", "web"];
 
 impl Scenario {
-    /// Reads and checks a scenario file.
+    /// Reads and checks a scenario file of at most [`MAX_SCENARIO_BYTES`].
     pub fn from_file(path: &Path) -> anyhow::Result<Scenario> {
-        let text = std::fs::read_to_string(path)
+        let text = read_bounded(path, MAX_SCENARIO_BYTES)
             .with_context(|| format!("reading scenario {}", path.display()))?;
         let scenario =
             Self::parse(&text).with_context(|| format!("parsing scenario {}", path.display()))?;
@@ -600,6 +618,12 @@ pub(crate) fn is_datastore_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_endless_file_is_refused_at_the_size_limit() {
+        let err = super::read_bounded(std::path::Path::new("/dev/zero"), 1024).unwrap_err();
+        assert_eq!(err.to_string(), "the file is longer than 1024 bytes");
+    }
+
     use super::*;
     use serde_json::json;
 

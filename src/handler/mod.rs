@@ -72,6 +72,7 @@ pub fn router(handler: Arc<Handler>) -> Router {
                 .layer(DefaultBodyLimit::max(reconcile_http::MAX_BODY_BYTES)),
         )
         .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(handler)
 }
@@ -94,10 +95,65 @@ async fn ready() -> &'static str {
     "keysync"
 }
 
+/// Every function is invoked with `POST` (and `/` answered to `GET`): say so, as JSON.
+async fn wrong_method() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(json!({"error": "method not allowed: functions are invoked with POST"})),
+    )
+        .into_response()
+}
+
 async fn unknown_route() -> Response {
     (
         StatusCode::NOT_FOUND,
         axum::Json(json!({"error": "no such function"})),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        let config = Config::from_lookup(|name| {
+            (name == "KEYSYNC_SUBSCRIPTIONS")
+                .then(|| "11111111-2222-3333-4444-555555555555".to_string())
+        })
+        .unwrap();
+        router(Arc::new(Handler::new(config).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn a_function_called_with_another_method_gets_a_json_405() {
+        for (method, path) in [
+            ("GET", "/KeyRegenerated"),
+            ("PUT", "/RotateKeys"),
+            ("DELETE", reconcile_http::ROUTE),
+        ] {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
+            let response = app().oneshot(request).await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                body["error"], "method not allowed: functions are invoked with POST",
+                "{method} {path}"
+            );
+        }
+    }
 }

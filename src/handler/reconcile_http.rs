@@ -166,7 +166,9 @@ fn parse(body: Result<Bytes, BytesRejection>) -> Result<Body, Rejection> {
     if !value.is_object() {
         return Err(bad(format!("the body must be a JSON object: {SHAPE}")));
     }
-    let body: Body = serde_json::from_value(value).map_err(|e| {
+    // From the bytes, not the value: a value keeps only the last of two `dryRun`s, and a body
+    // that says both must not be read as whichever came last.
+    let body: Body = serde_json::from_slice(&bytes).map_err(|e| {
         bad(format!(
             "{}; expected {SHAPE}",
             printable(&e.to_string(), 200)
@@ -244,6 +246,10 @@ mod tests {
             (r#"{"acount": "st"}"#, "unknown field `acount`"),
             (r#"{"account": 7}"#, "expected a string"),
             (r#"{"account": " "}"#, "account is empty"),
+            (
+                r#"{"account": "st", "dryRun": true, "dryRun": false}"#,
+                "duplicate field `dryRun`",
+            ),
         ] {
             let rejection = parsed(body).unwrap_err();
             assert_eq!(rejection.status, StatusCode::BAD_REQUEST, "{body}");
