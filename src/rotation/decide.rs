@@ -640,6 +640,32 @@ mod tests {
             matches!(&d, Decision::Rotate { regenerate: KeySlot::Key2, reason } if reason.starts_with("rotation forced")),
             "{d:?}"
         );
+        let forced = Limits {
+            ignore_age: true,
+            ..limits()
+        };
+        // The other guards stand: a key created within the minimum interval, and datastores
+        // that hold both keys.
+        let recent = decide(
+            &facts(Some(120), Some(0)),
+            None,
+            &[KeySlot::Key2],
+            forced,
+            NOW,
+        );
+        assert!(matches!(recent, Decision::Leave { .. }), "{recent:?}");
+        let both = [KeySlot::Key1, KeySlot::Key2];
+        let split = decide(&facts(Some(120), Some(100)), None, &both, forced, NOW);
+        assert!(
+            matches!(
+                split,
+                Decision::Leave {
+                    attention: true,
+                    ..
+                }
+            ),
+            "{split:?}"
+        );
         let mut disabled = facts(Some(120), None);
         disabled.shared_key_allowed = false;
         assert!(matches!(
