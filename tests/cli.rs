@@ -862,9 +862,9 @@ async fn host_starts_the_handler_serves_its_functions_and_stops_on_sigterm() {
     let plan: Value = plan.json().await.unwrap();
     assert_eq!(plan["outcome"], "ok", "{plan:#}");
 
-    let pid = nix::unistd::Pid::from_raw(child.id().expect("running") as i32);
+    let pid = nix::unistd::Pid::from_raw(child.0.id().expect("running") as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.0.wait())
         .await
         .expect("keysync host exits on SIGTERM")
         .unwrap();
@@ -873,12 +873,29 @@ async fn host_starts_the_handler_serves_its_functions_and_stops_on_sigterm() {
 
 /// Starts `keysync host` with exactly `env` (and no storage checks: the demo accounts' endpoints
 /// are Azure's own names); returns it and the `NAME=value` lines it printed.
+/// `keysync host`, stopped as the Functions host is stopped when it is dropped: SIGTERM, so
+/// that it stops its handler too (a SIGKILL would leave `keysync serve` running, parentless),
+/// then SIGKILL if it has not exited within a few seconds.
+struct HostProcess(tokio::process::Child);
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let Some(id) = self.0.id() else { return };
+        let pid = nix::unistd::Pid::from_raw(id as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..250 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.0.start_kill();
+    }
+}
+
 async fn host(
     env: &[(String, String)],
-) -> (
-    tokio::process::Child,
-    std::collections::HashMap<String, String>,
-) {
+) -> (HostProcess, std::collections::HashMap<String, String>) {
     use tokio::io::AsyncBufReadExt;
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
@@ -889,7 +906,6 @@ async fn host(
         .env("KEYSYNC_VERIFY", "false")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("keysync host starts");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -904,7 +920,7 @@ async fn host(
         let (name, value) = line.split_once('=').expect("a NAME=value line");
         settings.insert(name.to_string(), value.to_string());
     }
-    (child, settings)
+    (HostProcess(child), settings)
 }
 
 /// A proxy in the environment (a developer's shell, an app setting) is for the way out to Azure:
