@@ -42,20 +42,14 @@ pub struct RotationPolicy {
     pub min_interval: Duration,
     /// Lower-case names of the accounts the Function App runs on.
     pub host_accounts: Vec<String>,
-    /// The longest wait between two ticks of `schedule` in the coming year.
-    pub schedule_period: Option<Duration>,
 }
 
 impl RotationPolicy {
     /// Reads the policy; `get` returns trimmed, non-empty values.
     pub(super) fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let (schedule, schedule_period) = match get("KEYSYNC_ROTATION_SCHEDULE") {
-            Some(s) => {
-                let cron = check_schedule(&s)?;
-                (Some(s), longest_gap(&cron, now_utc()))
-            }
-            None => (None, None),
-        };
+        let schedule = get("KEYSYNC_ROTATION_SCHEDULE")
+            .map(|s| check_schedule(&s).map(|()| s))
+            .transpose()?;
         let accounts = parse_accounts(get("KEYSYNC_ROTATE_ACCOUNTS"))?;
         let days = super::parse_number(
             "KEYSYNC_ROTATE_AFTER_DAYS",
@@ -90,8 +84,15 @@ impl RotationPolicy {
             max_age,
             min_interval,
             host_accounts,
-            schedule_period,
         })
+    }
+
+    /// The longest wait between two ticks of the schedule in the coming year. Worked out when a
+    /// rotation asks, not at start-up: a schedule that fires every minute has half a million
+    /// ticks in a year, and start-up must stay quick.
+    pub fn schedule_period(&self) -> Option<Duration> {
+        let cron = ncrontab().parse(self.schedule.as_deref()?).ok()?;
+        longest_gap(&cron, now_utc())
     }
 
     /// True when `account` is listed by id in `KEYSYNC_ROTATE_ACCOUNTS`.
@@ -109,7 +110,7 @@ impl RotationPolicy {
 
 /// A 6-field NCRONTAB schedule (`{second} {minute} {hour} {day} {month} {day-of-week}`), as the
 /// Functions host reads it: Sunday is 0, and day-of-month and day-of-week must both match.
-fn check_schedule(schedule: &str) -> Result<croner::Cron, ConfigError> {
+fn check_schedule(schedule: &str) -> Result<(), ConfigError> {
     const NAME: &str = "KEYSYNC_ROTATION_SCHEDULE";
     let fields: Vec<&str> = schedule.split_whitespace().collect();
     if fields.len() != 6 {
@@ -141,7 +142,7 @@ fn check_schedule(schedule: &str) -> Result<croner::Cron, ConfigError> {
         ConfigError::new(NAME, format!("'{schedule}' is not a valid schedule: {e}"))
     })?;
     match next_within_reach(&cron, now_utc()) {
-        Some(_) => Ok(cron),
+        Some(_) => Ok(()),
         None => Err(ConfigError::new(
             NAME,
             format!(
@@ -342,7 +343,7 @@ mod tests {
         let period = |schedule: &str| {
             policy(&[("KEYSYNC_ROTATION_SCHEDULE", schedule)])
                 .unwrap()
-                .schedule_period
+                .schedule_period()
         };
         let hours = |h: u64| Some(Duration::from_secs(h * 3_600));
         assert_eq!(period("0 0 3 * * *"), hours(24));
@@ -350,7 +351,7 @@ mod tests {
         // Weekdays only: Friday to Monday is the longest wait.
         assert_eq!(period("0 0 3 * * 1-5"), hours(72));
         assert_eq!(period("0 0 */6 * * *"), hours(6));
-        assert_eq!(policy(&[]).unwrap().schedule_period, None);
+        assert_eq!(policy(&[]).unwrap().schedule_period(), None);
     }
 
     #[test]

@@ -460,7 +460,7 @@ impl Limits {
             min_interval: policy.min_interval,
             completion_window: Limits::completion_window(
                 policy.min_interval,
-                policy.schedule_period,
+                policy.schedule_period(),
             ),
             ignore_age: force,
         }

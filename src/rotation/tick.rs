@@ -356,7 +356,6 @@ mod tests {
             max_age: std::time::Duration::from_secs(90 * 86_400),
             min_interval: std::time::Duration::from_secs(86_400),
             host_accounts: host.iter().map(|h| h.to_string()).collect(),
-            schedule_period: None,
         }
     }
 
