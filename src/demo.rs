@@ -200,8 +200,8 @@ fn broken_by_rotation(state: &Value) -> bool {
         .any(|i| i["datastores"].as_array().is_some_and(|d| !d.is_empty()))
 }
 
-/// The folder holding `host.json` and the function folders: `given` (which must hold one), else the current
-/// directory, the binary's folder or the source tree, whichever has a `host.json`.
+/// The folder holding `host.json` and the function folders: `given` (which must hold one),
+/// else the current directory, the binary's folder or the source tree, whichever has one.
 pub(crate) fn find_app_root(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     // A folder named by hand must be the app: never another one found in its place.
     if let Some(given) = given {

@@ -6,9 +6,9 @@ use keysync::storage::sas::SasToken;
 use serde_json::Value;
 
 /// Every secret value `state` holds: the bearer tokens the emulator issued, both keys of every
-/// account and every key a regeneration replaced, every stored datastore secret (keys, SAS tokens, client secrets), and the signature
-/// of each SAS token on its own, as sent and URL-encoded, since a token's other fields are no
-/// secret and may be shown.
+/// account and every key a regeneration replaced, every stored datastore secret (keys, SAS
+/// tokens, client secrets), and the signature of each SAS token on its own, as sent and
+/// URL-encoded, since a token's other fields are no secret and may be shown.
 pub fn secrets(state: &Value) -> Vec<String> {
     let mut out: Vec<String> = state["issuedTokens"]
         .as_array()
